@@ -1,0 +1,5 @@
+//! DNS: the pure answer path ([`answer`], [`wire`]) and the listeners around it ([`server`]).
+
+pub mod answer;
+pub mod server;
+pub mod wire;

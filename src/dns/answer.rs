@@ -1,0 +1,262 @@
+//! The answer path: (table, query bytes) → response bytes. Pure, synchronous, no allocation
+//! beyond the caller's reused output buffer.
+//!
+//! Semantics are DESIGN.md "Answers":
+//! - NXDOMAIN only for names that do not exist; NODATA (NOERROR, empty answer) for existing
+//!   names without records of the type and for empty non-terminals (RFC 8020);
+//! - negative answers carry the zone SOA, TTL = min(SOA TTL, SOA MINIMUM) (RFC 2308 §3);
+//! - the question is copied verbatim and owner names point at it, so the query's letter
+//!   case comes back unchanged (0x20 randomisation);
+//! - EDNS(0): an OPT in the answer when the query had one, payload 1232, BADVERS for a
+//!   version above 0 (RFC 6891 §6.1.3);
+//! - answers larger than the client allows over UDP (512, or its EDNS size up to 1232) are
+//!   sent empty with TC=1 so it retries over TCP (RFC 2181 §9, RFC 7766).
+
+use super::wire::{self, CLASS_ANY, CLASS_IN, Query, Reject, flag, rcode, rtype};
+use crate::table::{HOSTMASTER_LABEL, Lookup, NS_LABELS, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone};
+
+/// The UDP payload size we advertise and the most we send over UDP (DNS flag day 2020).
+pub const EDNS_UDP_SIZE: u16 = 1232;
+/// Most address records in an answer to ANY (RFC 8482: keep ANY small).
+pub const ANY_MAX_ADDRESSES: usize = 8;
+
+/// How the query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: answers are limited in size.
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+/// What to do with the response buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send it.
+    Reply,
+    /// Send nothing.
+    Drop,
+}
+
+/// A small, fast generator for shuffling answers (xorshift64*); not for secrets.
+#[derive(Debug, Clone)]
+pub struct Shuffler(u64);
+
+impl Shuffler {
+    /// A generator from a seed (any value).
+    pub fn new(seed: u64) -> Self {
+        Shuffler(seed | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+/// Answers `msg` from `table` into `out` (cleared first).
+pub fn answer(table: &Table, msg: &[u8], transport: Transport, rng: &mut Shuffler, out: &mut Vec<u8>) -> Outcome {
+    out.clear();
+    let query = match wire::parse(msg) {
+        Ok(q) => q,
+        Err(Reject::Drop) => return Outcome::Drop,
+        Err(Reject::Reply(code)) => {
+            let flags = u16::from_be_bytes([msg[2], msg[3]]);
+            out.extend_from_slice(&msg[..2]);
+            let flags = flag::QR | (flags & (flag::OPCODE | flag::RD | flag::CD)) | code;
+            out.extend_from_slice(&flags.to_be_bytes());
+            out.extend_from_slice(&[0; 8]);
+            return Outcome::Reply;
+        }
+    };
+    let limit = match (transport, query.edns) {
+        (Transport::Tcp, _) => u16::MAX as usize,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(e)) => e.udp_size.clamp(512, EDNS_UDP_SIZE) as usize,
+    };
+    let mut r = Response::start(&query, out);
+    if query.edns.is_some_and(|e| e.version > 0) {
+        r.finish(rcode::BADVERS, 0, limit);
+        return Outcome::Reply;
+    }
+    let lookup = table.lookup(query.lower_name());
+    let (zone, host, apex) = match lookup {
+        Lookup::OutOfZone => {
+            r.finish(rcode::REFUSED, 0, limit);
+            return Outcome::Reply;
+        }
+        _ if query.qclass != CLASS_IN && query.qclass != CLASS_ANY => {
+            r.finish(rcode::REFUSED, 0, limit);
+            return Outcome::Reply;
+        }
+        _ if !table.synced() => {
+            r.finish(rcode::SERVFAIL, 0, limit);
+            return Outcome::Reply;
+        }
+        _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) => {
+            r.finish(rcode::REFUSED, 0, limit);
+            return Outcome::Reply;
+        }
+        Lookup::NxDomain { zone } => {
+            r.soa(zone, table, Section::Authority);
+            r.finish(rcode::NXDOMAIN, flag::AA, limit);
+            return Outcome::Reply;
+        }
+        Lookup::Exists { zone, host, apex } => (zone, host, apex),
+    };
+    let ttl = table.ttl();
+    let (a, aaaa) = host.map_or((&[][..], &[][..]), |h| (&h.a[..], &h.aaaa[..]));
+    match query.qtype {
+        rtype::A => r.addresses(a.iter().map(|ip| ip.octets()), ttl, rtype::A, usize::MAX, rng),
+        rtype::AAAA => r.addresses(aaaa.iter().map(|ip| ip.octets()), ttl, rtype::AAAA, usize::MAX, rng),
+        rtype::SOA if apex => r.soa(zone, table, Section::Answer),
+        rtype::NS if apex => r.ns(zone, ttl),
+        rtype::ANY => {
+            if apex {
+                r.soa(zone, table, Section::Answer);
+                r.ns(zone, ttl);
+            }
+            let v4 = a.len().min(ANY_MAX_ADDRESSES);
+            r.addresses(a.iter().map(|ip| ip.octets()), ttl, rtype::A, v4, rng);
+            let v6 = aaaa.len().min(ANY_MAX_ADDRESSES - v4);
+            r.addresses(aaaa.iter().map(|ip| ip.octets()), ttl, rtype::AAAA, v6, rng);
+        }
+        _ => {}
+    }
+    if r.counts[0] == 0 {
+        r.soa(zone, table, Section::Authority);
+    }
+    r.finish(rcode::NOERROR, flag::AA, limit);
+    Outcome::Reply
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Answer = 0,
+    Authority = 1,
+}
+
+/// A response under construction: header, verbatim question, then records.
+struct Response<'q, 'o> {
+    query: &'q Query<'q>,
+    out: &'o mut Vec<u8>,
+    counts: [u16; 2],
+}
+
+impl<'q, 'o> Response<'q, 'o> {
+    fn start(query: &'q Query<'q>, out: &'o mut Vec<u8>) -> Self {
+        out.extend_from_slice(&query.id.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(query.question);
+        Response {
+            query,
+            out,
+            counts: [0, 0],
+        }
+    }
+
+    /// Compression pointer to the zone apex inside the question name.
+    fn apex_pointer(&self, zone: &Zone) -> [u8; 2] {
+        let at = wire::HEADER_LEN + self.query.lower_name().len() - zone.wire().len();
+        (0xC000 | at as u16).to_be_bytes()
+    }
+
+    fn rr_header(&mut self, owner: [u8; 2], rtype: u16, ttl: u32, rdlen: usize) {
+        self.out.extend_from_slice(&owner);
+        self.out.extend_from_slice(&rtype.to_be_bytes());
+        self.out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        self.out.extend_from_slice(&ttl.to_be_bytes());
+        self.out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    }
+
+    /// Address records owned by the query name, shuffled, at most `max` of them.
+    fn addresses<const N: usize>(
+        &mut self,
+        ips: impl ExactSizeIterator<Item = [u8; N]>,
+        ttl: u32,
+        rtype: u16,
+        max: usize,
+        rng: &mut Shuffler,
+    ) {
+        const QNAME: [u8; 2] = (0xC000 | wire::HEADER_LEN as u16).to_be_bytes();
+        let n = ips.len();
+        let start = self.out.len();
+        for ip in ips {
+            self.rr_header(QNAME, rtype, ttl, N);
+            self.out.extend_from_slice(&ip);
+        }
+        let size = 12 + N;
+        let records = &mut self.out[start..];
+        for i in (1..n).rev() {
+            let j = rng.below(i + 1);
+            if i != j {
+                let (lo, hi) = records.split_at_mut(i * size);
+                lo[j * size..(j + 1) * size].swap_with_slice(&mut hi[..size]);
+            }
+        }
+        let kept = n.min(max);
+        self.out.truncate(start + kept * size);
+        self.counts[0] += kept as u16;
+    }
+
+    fn soa(&mut self, zone: &Zone, table: &Table, section: Section) {
+        let apex = self.apex_pointer(zone);
+        let minimum = table.ttl();
+        // RFC 2308 §3: the SOA of a negative answer has TTL min(SOA TTL, MINIMUM).
+        let ttl = match section {
+            Section::Answer => table.ttl(),
+            Section::Authority => table.ttl().min(minimum),
+        };
+        let rdlen = NS_LABELS.len() + 2 + HOSTMASTER_LABEL.len() + 2 + 20;
+        self.rr_header(apex, rtype::SOA, ttl, rdlen);
+        self.out.extend_from_slice(NS_LABELS);
+        self.out.extend_from_slice(&apex);
+        self.out.extend_from_slice(HOSTMASTER_LABEL);
+        self.out.extend_from_slice(&apex);
+        for v in [table.serial(), SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, minimum] {
+            self.out.extend_from_slice(&v.to_be_bytes());
+        }
+        self.counts[section as usize] += 1;
+    }
+
+    fn ns(&mut self, zone: &Zone, ttl: u32) {
+        let apex = self.apex_pointer(zone);
+        self.rr_header(apex, rtype::NS, ttl, NS_LABELS.len() + 2);
+        self.out.extend_from_slice(NS_LABELS);
+        self.out.extend_from_slice(&apex);
+        self.counts[0] += 1;
+    }
+
+    fn opt(&mut self, code: u16) {
+        let Some(edns) = self.query.edns else { return };
+        let ext = u32::from(code >> 4) << 24;
+        let dnssec_ok = if edns.dnssec_ok { 0x8000 } else { 0 };
+        self.out.push(0);
+        self.out.extend_from_slice(&rtype::OPT.to_be_bytes());
+        self.out.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
+        self.out.extend_from_slice(&(ext | dnssec_ok).to_be_bytes());
+        self.out.extend_from_slice(&[0, 0]);
+    }
+
+    /// Writes flags, counts and OPT; truncates to the question when over `limit`.
+    fn finish(mut self, code: u16, flags: u16, limit: usize) {
+        let mut flags = flag::QR | flags | (self.query.flags & (flag::RD | flag::CD)) | (code & 0xF);
+        self.opt(code);
+        if self.out.len() > limit {
+            self.out.truncate(wire::HEADER_LEN + self.query.question.len());
+            self.counts = [0, 0];
+            flags |= flag::TC;
+            self.opt(code);
+        }
+        let additional = u16::from(self.query.edns.is_some());
+        self.out[2..4].copy_from_slice(&flags.to_be_bytes());
+        self.out[6..8].copy_from_slice(&self.counts[0].to_be_bytes());
+        self.out[8..10].copy_from_slice(&self.counts[1].to_be_bytes());
+        self.out[10..12].copy_from_slice(&additional.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests;

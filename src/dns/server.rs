@@ -1,0 +1,172 @@
+//! The DNS listeners: UDP and TCP on one address, around the pure answer path.
+//!
+//! UDP: one loop per socket, a reused receive and send buffer, no task per packet; the answer
+//! path is synchronous and reads the current table with one `ArcSwap::load`.
+//! TCP (RFC 7766): several queries per connection answered in order, a bound on open
+//! connections (beyond it a new connection is closed at once) and an idle timeout.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::answer::{Outcome, Shuffler, Transport, answer};
+use crate::table::Table;
+
+/// Limits of the listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open TCP connections at most.
+    pub max_tcp_connections: usize,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_tcp_connections: 1024,
+            tcp_idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bound UDP and TCP sockets on the same address.
+#[derive(Debug)]
+pub struct Listeners {
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+fn seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+}
+
+impl Listeners {
+    /// Binds UDP and TCP on `addr`. With port 0 the system picks a port free for both.
+    pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let mut last_err = None;
+        for _ in 0..16 {
+            let udp = UdpSocket::bind(addr).await?;
+            match TcpListener::bind(udp.local_addr()?).await {
+                Ok(tcp) => return Ok(Listeners { udp, tcp }),
+                Err(e) if addr.port() == 0 => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+    }
+
+    /// The bound address (UDP and TCP share it).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled; in-flight TCP queries are answered first.
+    pub async fn serve(self, table: Arc<ArcSwap<Table>>, limits: Limits, shutdown: CancellationToken) {
+        let udp = tokio::spawn(udp_loop(self.udp, table.clone(), shutdown.clone()));
+        tcp_accept(self.tcp, table, limits, shutdown).await;
+        let _ = udp.await;
+    }
+}
+
+async fn udp_loop(socket: UdpSocket, table: Arc<ArcSwap<Table>>, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut rng = Shuffler::new(seed());
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here on some systems; keep serving.
+                    tracing::debug!(error = %e, "udp receive");
+                    continue;
+                }
+            },
+        };
+        let snapshot = table.load();
+        if answer(&snapshot, &buf[..len], Transport::Udp, &mut rng, &mut out) == Outcome::Reply
+            && let Err(e) = socket.send_to(&out, peer).await
+        {
+            tracing::debug!(error = %e, %peer, "udp send");
+        }
+    }
+}
+
+async fn tcp_accept(listener: TcpListener, table: Arc<ArcSwap<Table>>, limits: Limits, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(limits.max_tcp_connections));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "tcp connection limit reached: closing");
+            continue;
+        };
+        let (table, shutdown) = (table.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = tcp_connection(stream, &table, limits.tcp_idle_timeout, &shutdown).await {
+                tracing::debug!(error = %e, %peer, "tcp connection");
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    table: &ArcSwap<Table>,
+    idle: Duration,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut stream = BufReader::new(stream);
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut frame = Vec::with_capacity(4098);
+    let mut rng = Shuffler::new(seed());
+    loop {
+        let read = async {
+            let len = stream.read_u16().await? as usize;
+            stream.read_exact(&mut buf[..len]).await?;
+            io::Result::Ok(len)
+        };
+        let len = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, read) => match r {
+                Ok(Ok(len)) => len,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(()), // idle
+            },
+        };
+        if answer(&table.load(), &buf[..len], Transport::Tcp, &mut rng, &mut out) == Outcome::Drop {
+            continue;
+        }
+        frame.clear();
+        frame.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&out);
+        stream.get_mut().write_all(&frame).await?;
+    }
+}

@@ -1,0 +1,223 @@
+//! DNS messages at the byte level: the query parser of the answer path.
+//!
+//! Only what answering needs is decoded (RFC 1035 §4.1): the header, the one question and an
+//! EDNS(0) OPT record (RFC 6891 §6.1) in the additional section; every other record is
+//! skipped over, so odd but well-formed queries are answered. Nothing allocates.
+
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 12;
+
+/// Response codes used here (RFC 1035 §4.1.1, RFC 6891 §9).
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u16 = 0;
+    /// The query could not be interpreted.
+    pub const FORMERR: u16 = 1;
+    /// The server failed (or has not synced yet).
+    pub const SERVFAIL: u16 = 2;
+    /// The name does not exist.
+    pub const NXDOMAIN: u16 = 3;
+    /// Opcode not implemented.
+    pub const NOTIMP: u16 = 4;
+    /// Refused by policy.
+    pub const REFUSED: u16 = 5;
+    /// EDNS version not supported; extended, needs an OPT record.
+    pub const BADVERS: u16 = 16;
+}
+
+/// Record types used here.
+pub mod rtype {
+    /// IPv4 address.
+    pub const A: u16 = 1;
+    /// Name server.
+    pub const NS: u16 = 2;
+    /// Start of authority.
+    pub const SOA: u16 = 6;
+    /// IPv6 address.
+    pub const AAAA: u16 = 28;
+    /// EDNS(0) pseudo-record.
+    pub const OPT: u16 = 41;
+    /// Incremental zone transfer.
+    pub const IXFR: u16 = 251;
+    /// Full zone transfer.
+    pub const AXFR: u16 = 252;
+    /// Every type ("ANY", RFC 8482).
+    pub const ANY: u16 = 255;
+}
+
+/// Class IN.
+pub const CLASS_IN: u16 = 1;
+/// QCLASS `*`.
+pub const CLASS_ANY: u16 = 255;
+
+/// Header flag bits (second 16-bit word).
+pub mod flag {
+    /// Response.
+    pub const QR: u16 = 0x8000;
+    /// Authoritative answer.
+    pub const AA: u16 = 0x0400;
+    /// Truncated.
+    pub const TC: u16 = 0x0200;
+    /// Recursion desired.
+    pub const RD: u16 = 0x0100;
+    /// Recursion available.
+    pub const RA: u16 = 0x0080;
+    /// Checking disabled (RFC 4035 §3.2.2: copied into the response).
+    pub const CD: u16 = 0x0010;
+    /// Opcode mask.
+    pub const OPCODE: u16 = 0x7800;
+}
+
+/// The EDNS(0) parameters of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size.
+    pub udp_size: u16,
+    /// EDNS version.
+    pub version: u8,
+    /// DNSSEC OK bit.
+    pub dnssec_ok: bool,
+}
+
+/// A well-formed query.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    /// Message ID.
+    pub id: u16,
+    /// Flags word as received.
+    pub flags: u16,
+    /// The question exactly as received: name, type, class.
+    pub question: &'a [u8],
+    lower: [u8; crate::name::MAX_WIRE_LEN],
+    lower_len: usize,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub qclass: u16,
+    /// The OPT record, if any.
+    pub edns: Option<Edns>,
+}
+
+impl Query<'_> {
+    /// The query name in lower-case wire format.
+    pub fn lower_name(&self) -> &[u8] {
+        &self.lower[..self.lower_len]
+    }
+}
+
+/// Why a message is not answered normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Not answerable: shorter than a header, or a response (QR=1), which must never be
+    /// answered (that is how reflection loops start).
+    Drop,
+    /// Answer with this rcode and the header only.
+    Reply(u16),
+}
+
+fn u16_at(msg: &[u8], pos: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]))
+}
+
+/// Skips a possibly compressed name; returns where it ends.
+fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(pos)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(pos + 1),
+            0x00 => pos += 1 + len as usize,
+            0xC0 => return msg.get(pos + 1).map(|_| pos + 2),
+            _ => return None, // extended label types (RFC 6891 §5) are not supported
+        }
+    }
+}
+
+/// Parses a query. The question name must be uncompressed (nothing precedes it to point
+/// to), at most 255 bytes, with labels of at most 63.
+pub fn parse(msg: &[u8]) -> Result<Query<'_>, Reject> {
+    if msg.len() < HEADER_LEN {
+        return Err(Reject::Drop);
+    }
+    let id = u16::from_be_bytes([msg[0], msg[1]]);
+    let flags = u16::from_be_bytes([msg[2], msg[3]]);
+    if flags & flag::QR != 0 {
+        return Err(Reject::Drop);
+    }
+    if flags & flag::OPCODE != 0 {
+        return Err(Reject::Reply(rcode::NOTIMP));
+    }
+    let count = |i: usize| u16::from_be_bytes([msg[4 + 2 * i], msg[5 + 2 * i]]);
+    if count(0) != 1 {
+        return Err(Reject::Reply(rcode::FORMERR));
+    }
+    let formerr = Reject::Reply(rcode::FORMERR);
+    let mut lower = [0u8; crate::name::MAX_WIRE_LEN];
+    let mut lower_len = 0usize;
+    let mut pos = HEADER_LEN;
+    loop {
+        let len = *msg.get(pos).ok_or(formerr)? as usize;
+        if len > crate::name::MAX_LABEL_LEN || lower_len + 1 + len > lower.len() {
+            return Err(formerr);
+        }
+        let label = msg.get(pos..pos + 1 + len).ok_or(formerr)?;
+        for (dst, src) in lower[lower_len..lower_len + 1 + len].iter_mut().zip(label) {
+            *dst = src.to_ascii_lowercase();
+        }
+        lower_len += 1 + len;
+        pos += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let qtype = u16_at(msg, pos).ok_or(formerr)?;
+    let qclass = u16_at(msg, pos + 2).ok_or(formerr)?;
+    let question = &msg[HEADER_LEN..pos + 4];
+    pos += 4;
+
+    let mut edns = None;
+    let records = count(1) as usize + count(2) as usize + count(3) as usize;
+    let additional_from = count(1) as usize + count(2) as usize;
+    for i in 0..records {
+        let name_end = skip_name(msg, pos).ok_or(formerr)?;
+        let rtype = u16_at(msg, name_end).ok_or(formerr)?;
+        let class = u16_at(msg, name_end + 2).ok_or(formerr)?;
+        let ttl_hi = u16_at(msg, name_end + 4).ok_or(formerr)?;
+        let ttl_lo = u16_at(msg, name_end + 6).ok_or(formerr)?;
+        let rdlen = u16_at(msg, name_end + 8).ok_or(formerr)? as usize;
+        let rdata = name_end + 10;
+        let end = rdata + rdlen;
+        if end > msg.len() {
+            return Err(formerr);
+        }
+        if rtype == rtype::OPT {
+            // RFC 6891 §6.1.1: one OPT, owned by the root, in the additional section.
+            if i < additional_from || edns.is_some() || name_end != pos + 1 {
+                return Err(formerr);
+            }
+            let mut opt = rdata;
+            while opt < end {
+                let len = u16_at(msg, opt + 2).filter(|_| opt + 4 <= end).ok_or(formerr)? as usize;
+                opt += 4 + len;
+            }
+            if opt != end {
+                return Err(formerr);
+            }
+            edns = Some(Edns {
+                udp_size: class,
+                version: (ttl_hi & 0xff) as u8,
+                dnssec_ok: ttl_lo & 0x8000 != 0,
+            });
+        }
+        pos = end;
+    }
+    Ok(Query {
+        id,
+        flags,
+        question,
+        lower,
+        lower_len,
+        qtype,
+        qclass,
+        edns,
+    })
+}

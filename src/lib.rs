@@ -1,0 +1,16 @@
+//! globaldns: authoritative DNS for the `.global` names of an Istio multi-cluster mesh,
+//! from the ServiceEntries of every cluster, forwarding every other name to the cluster DNS.
+//!
+//! Data flow (DESIGN.md): sources ([`sources`]) → per-source entry sets ([`registry`]) →
+//! an immutable [`table::Table`] published through `ArcSwap` → the answer path
+//! ([`dns::answer`]) behind UDP and TCP listeners ([`dns::server`]).
+
+pub mod app;
+pub mod cli;
+pub mod dns;
+pub mod name;
+pub mod records;
+pub mod registry;
+pub mod serviceentry;
+pub mod sources;
+pub mod table;

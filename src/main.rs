@@ -1,0 +1,103 @@
+//! The `globaldns` binary: parse the command line, set up logging, run.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use globaldns::cli::{CheckArgs, Cli, Command, Format, LogFormat, RecordsArgs, ServeArgs};
+use globaldns::sources::files::FileSource;
+use globaldns::table::{self, SourceInput, TableSettings};
+use globaldns::{app, records};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(args),
+        Command::Records(args) => print_records(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("globaldns: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async {
+        let running = app::start(config).await?;
+        let shutdown = running.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+        running.wait().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Loads files once and builds their table; diagnostics go to stderr.
+fn load(paths: Vec<std::path::PathBuf>, settings: &TableSettings) -> (table::Table, bool) {
+    let mut source = FileSource::new(paths);
+    let (_, diagnostics) = source.refresh();
+    for d in &diagnostics {
+        let level = if d.is_error() { "error" } else { "warning" };
+        eprintln!("{level}: {d}");
+    }
+    let name: Arc<str> = "files".into();
+    let entries = source.entries();
+    let table = table::build(
+        settings,
+        &[SourceInput {
+            name: &name,
+            entries: &entries,
+        }],
+        0,
+        true,
+    );
+    (table, diagnostics.iter().any(|d| d.is_error()))
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.table.settings()?;
+    let (table, failed) = load(args.paths, &settings);
+    print!("{}", records::zone_file(&table));
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
+    args.sources.require_any()?;
+    let settings = args.table.settings()?;
+    let (table, _) = load(args.sources.entries, &settings);
+    match args.format {
+        Format::Zone => print!("{}", records::zone_file(&table)),
+        Format::Json => println!("{:#}", records::json(&table)),
+    }
+    Ok(ExitCode::SUCCESS)
+}

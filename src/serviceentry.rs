@@ -1,0 +1,193 @@
+//! The Istio `ServiceEntry` as globaldns uses it.
+//!
+//! `networking.istio.io` v1, v1beta1 and v1alpha3 share one schema; only `metadata.name`,
+//! `metadata.namespace`, `spec.hosts`, `spec.addresses`, `spec.resolution`, `spec.exportTo`
+//! and `status.addresses` matter for DNS, every other field is ignored. A resource is
+//! stripped into an [`Entry`] the moment it is read (from a file or a watcher): nothing
+//! downstream sees serde or kube types.
+//!
+//! Validation follows Istio's own (`pkg/config/validation`, `ValidateServiceEntry`) for the
+//! fields above; an entry that fails it is rejected as a whole, as the Istio API server
+//! would have rejected it.
+
+mod validate;
+pub mod yaml;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use validate::Invalid;
+
+/// A ServiceEntry reduced to what DNS needs. Hosts are validated and lower-case, without a
+/// trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `namespace/name` of the object (the source is carried by the set it is in).
+    pub id: EntryId,
+    /// `spec.hosts`, lower-case, no trailing dot; wildcards keep their `*` first label.
+    pub hosts: Vec<String>,
+    /// Usable `spec.addresses`: plain IPs and full-length CIDRs (`/32`, `/128`).
+    pub addresses: Vec<IpAddr>,
+    /// `status.addresses` with the host each was allocated for (lower-case).
+    pub status_addresses: Vec<(String, IpAddr)>,
+    /// `spec.resolution` is NONE (the default when absent).
+    pub resolution_none: bool,
+    /// Where `spec.exportTo` makes the entry visible.
+    pub export: Export,
+    /// Warnings found while stripping that do not reject the entry (a wide CIDR skipped).
+    pub warnings: Vec<String>,
+}
+
+/// `namespace/name` of a ServiceEntry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId {
+    /// `metadata.namespace` (`default` when a file leaves it out).
+    pub namespace: Arc<str>,
+    /// `metadata.name`.
+    pub name: Arc<str>,
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Visibility from `spec.exportTo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// Empty `exportTo`, or one containing `*`: every namespace of the mesh.
+    Mesh,
+    /// Some namespaces only (`.` or names).
+    Namespaces,
+    /// `~`: nowhere.
+    Nowhere,
+}
+
+/// The Kubernetes object as read, with only the fields DNS uses; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+pub struct Resource {
+    /// `metadata`.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// `spec`; Istio requires it.
+    pub spec: Option<Spec>,
+    /// `status`, written by istiod.
+    #[serde(default)]
+    pub status: Option<Status>,
+}
+
+/// `metadata` of a resource.
+#[derive(Debug, Default, Deserialize)]
+pub struct Metadata {
+    /// `metadata.name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `metadata.namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// `spec` of a ServiceEntry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    /// `spec.hosts`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `spec.addresses`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `spec.resolution`: a name, or the protobuf number.
+    #[serde(default)]
+    pub resolution: Option<serde_json::Value>,
+    /// `spec.exportTo`.
+    #[serde(default)]
+    pub export_to: Vec<String>,
+}
+
+/// `status` of a ServiceEntry.
+#[derive(Debug, Default, Deserialize)]
+pub struct Status {
+    /// `status.addresses`: Istio ≥ 1.25's allocations.
+    #[serde(default)]
+    pub addresses: Vec<StatusAddress>,
+}
+
+/// One allocated address in `status.addresses`.
+#[derive(Debug, Deserialize)]
+pub struct StatusAddress {
+    /// The address.
+    pub value: String,
+    /// The host it was allocated for.
+    #[serde(default)]
+    pub host: String,
+}
+
+impl Resource {
+    /// Strips and validates the resource. `default_namespace` is used when the object has
+    /// none (files).
+    pub fn into_entry(self, default_namespace: &str) -> Result<Entry, Invalid> {
+        let name = self.metadata.name.filter(|n| !n.is_empty());
+        let id = EntryId {
+            namespace: self
+                .metadata
+                .namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| default_namespace.to_owned())
+                .into(),
+            name: name.clone().unwrap_or_else(|| "<unnamed>".into()).into(),
+        };
+        let reject = |reason: String| Invalid { id: id.clone(), reason };
+        if name.is_none() {
+            return Err(reject("metadata.name is required".into()));
+        }
+        let spec = self.spec.ok_or_else(|| reject("spec is required".into()))?;
+        if spec.hosts.is_empty() {
+            return Err(reject("spec.hosts is required".into()));
+        }
+        let mut hosts = Vec::with_capacity(spec.hosts.len());
+        for host in &spec.hosts {
+            validate::host(host).map_err(reject)?;
+            let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        let mut warnings = Vec::new();
+        let mut addresses = Vec::with_capacity(spec.addresses.len());
+        for text in &spec.addresses {
+            match validate::address(text).map_err(reject)? {
+                Some(ip) if !addresses.contains(&ip) => addresses.push(ip),
+                Some(_) => {}
+                None => warnings.push(format!(
+                    "spec.addresses {text:?} is a range wider than one address: not served"
+                )),
+            }
+        }
+        let resolution_none = validate::resolution_is_none(spec.resolution.as_ref()).map_err(reject)?;
+        let export = validate::export_to(&spec.export_to).map_err(reject)?;
+        let mut status_addresses = Vec::new();
+        for a in self.status.map(|s| s.addresses).unwrap_or_default() {
+            match a.value.parse::<IpAddr>() {
+                Ok(ip) => status_addresses.push((a.host.to_ascii_lowercase(), ip)),
+                Err(_) => warnings.push(format!("status.addresses {:?} is not an IP: ignored", a.value)),
+            }
+        }
+        Ok(Entry {
+            id,
+            hosts,
+            addresses,
+            status_addresses,
+            resolution_none,
+            export,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+use std::net::IpAddr;
+
+use super::yaml::parse;
+use super::*;
+
+fn doc(spec: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: se\n  namespace: ns\n{spec}")
+}
+
+fn one(spec: &str) -> Result<Entry, String> {
+    let parsed = parse(&doc(spec), "default").expect("yaml");
+    match (parsed.entries.as_slice(), parsed.invalid.as_slice()) {
+        ([e], []) => Ok(e.clone()),
+        ([], [i]) => {
+            assert_eq!(i.id.to_string(), "ns/se", "an invalid entry is named");
+            Err(i.reason.clone())
+        }
+        other => panic!("expected one outcome, got {other:?}"),
+    }
+}
+
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn hosts_follow_istio_validation() {
+    struct Case {
+        host: &'static str,
+        ok: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            host: "httpbin.bar.global",
+            ok: Some("httpbin.bar.global"),
+        },
+        Case {
+            host: "HttpBin.Bar.Global",
+            ok: Some("httpbin.bar.global"),
+        },
+        Case {
+            host: "httpbin.bar.global.",
+            ok: Some("httpbin.bar.global"),
+        },
+        Case {
+            host: "*.bar.global",
+            ok: Some("*.bar.global"),
+        },
+        Case {
+            host: "*x.bar.global",
+            ok: Some("*x.bar.global"),
+        },
+        Case {
+            host: "*-x.bar.global",
+            ok: Some("*-x.bar.global"),
+        },
+        Case {
+            host: "single",
+            ok: Some("single"),
+        },
+        Case {
+            host: "a-b.c1.global",
+            ok: Some("a-b.c1.global"),
+        },
+        Case { host: "*", ok: None },
+        Case { host: "", ok: None },
+        Case {
+            host: "a.*.global",
+            ok: None,
+        },
+        Case {
+            host: "a*.b.global",
+            ok: None,
+        },
+        Case {
+            host: "-a.global",
+            ok: None,
+        },
+        Case {
+            host: "a-.global",
+            ok: None,
+        },
+        Case {
+            host: "a..global",
+            ok: None,
+        },
+        Case {
+            host: "a_b.global",
+            ok: None,
+        },
+        Case {
+            host: "foo.123",
+            ok: None,
+        },
+        Case {
+            host: "1.2.3.4",
+            ok: None,
+        },
+    ];
+    for c in cases {
+        let got = one(&format!("spec:\n  hosts: [\"{}\"]\n", c.host));
+        match (c.ok, got) {
+            (Some(want), Ok(e)) => assert_eq!(e.hosts, vec![want.to_string()], "{}", c.host),
+            (None, Err(reason)) => assert!(reason.contains("host"), "{}: {reason}", c.host),
+            (want, got) => panic!("{}: want {want:?}, got {got:?}", c.host),
+        }
+    }
+    let long_label = format!("{}.global", "a".repeat(64));
+    assert!(one(&format!("spec:\n  hosts: [{long_label}]\n")).is_err());
+    let long_host = vec!["abcdefghij"; 24].join(".");
+    assert!(
+        one(&format!("spec:\n  hosts: [{long_host}]\n"))
+            .unwrap_err()
+            .contains("too long")
+    );
+}
+
+#[test]
+fn one_bad_host_rejects_the_whole_entry() {
+    let err = one("spec:\n  hosts: [good.global, \"*\"]\n  addresses: [1.2.3.4]\n").unwrap_err();
+    assert!(err.contains("\"*\""), "{err}");
+}
+
+#[test]
+fn addresses_ips_full_length_cidrs_and_ranges() {
+    let e = one("spec:\n  hosts: [a.global]\n  addresses: [1.2.3.4, 1.2.3.5/32, \"2001:db8::1\", \"2001:db8::2/128\", 10.0.0.0/8, \"2001:db8::/64\", 1.2.3.4]\n").unwrap();
+    assert_eq!(e.addresses, ips(&["1.2.3.4", "1.2.3.5", "2001:db8::1", "2001:db8::2"]));
+    assert_eq!(e.warnings.len(), 2, "{:?}", e.warnings);
+    assert!(e.warnings[0].contains("10.0.0.0/8"));
+    for bad in [
+        "1.2.3",
+        "1.2.3.4/33",
+        "1.2.3.4/",
+        "1.2.3.4/x",
+        "2001:db8::/129",
+        "example.com",
+        "1.2.3.4/-1",
+    ] {
+        let err = one(&format!("spec:\n  hosts: [a.global]\n  addresses: [\"{bad}\"]\n")).unwrap_err();
+        assert!(err.contains("not an IP or CIDR"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn resolution_names_numbers_and_default() {
+    let cases: [(&str, Result<bool, ()>); 9] = [
+        ("", Ok(true)),
+        ("  resolution: NONE\n", Ok(true)),
+        ("  resolution: STATIC\n", Ok(false)),
+        ("  resolution: DNS\n", Ok(false)),
+        ("  resolution: DNS_ROUND_ROBIN\n", Ok(false)),
+        ("  resolution: DYNAMIC_DNS\n", Ok(false)),
+        ("  resolution: 0\n", Ok(true)),
+        ("  resolution: 2\n", Ok(false)),
+        ("  resolution: MAGIC\n", Err(())),
+    ];
+    for (line, want) in cases {
+        let got = one(&format!("spec:\n  hosts: [a.global]\n{line}")).map(|e| e.resolution_none);
+        assert_eq!(got.map_err(|_| ()), want, "{line:?}");
+    }
+}
+
+#[test]
+fn export_to_values() {
+    let cases: [(&str, Result<Export, ()>); 9] = [
+        ("[]", Ok(Export::Mesh)),
+        ("[\"*\"]", Ok(Export::Mesh)),
+        ("[\".\"]", Ok(Export::Namespaces)),
+        ("[\".\", other]", Ok(Export::Namespaces)),
+        ("[\"~\"]", Ok(Export::Nowhere)),
+        ("[\"*\", \".\"]", Err(())),
+        ("[\"~\", ns]", Err(())),
+        ("[Bad_NS]", Err(())),
+        ("[a, a]", Err(())),
+    ];
+    for (value, want) in cases {
+        let got = one(&format!("spec:\n  hosts: [a.global]\n  exportTo: {value}\n")).map(|e| e.export);
+        assert_eq!(got.map_err(|_| ()), want, "{value}");
+    }
+}
+
+#[test]
+fn required_fields() {
+    assert_eq!(one("").unwrap_err(), "spec is required");
+    assert_eq!(one("spec: {}\n").unwrap_err(), "spec.hosts is required");
+    let parsed = parse(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nspec:\n  hosts: [a.global]\n",
+        "default",
+    )
+    .unwrap();
+    assert_eq!(parsed.invalid[0].reason, "metadata.name is required");
+}
+
+#[test]
+fn status_addresses_keep_their_host() {
+    let e = one("spec:\n  hosts: [a.global]\nstatus:\n  addresses:\n  - {host: A.global, value: 240.240.0.1}\n  - {host: b.global, value: \"2001:2::1\"}\n  - {host: a.global, value: nonsense}\n").unwrap();
+    assert_eq!(
+        e.status_addresses,
+        vec![
+            ("a.global".to_string(), ips(&["240.240.0.1"])[0]),
+            ("b.global".to_string(), ips(&["2001:2::1"])[0])
+        ]
+    );
+    assert_eq!(e.warnings.len(), 1);
+}
+
+#[test]
+fn wrong_types_name_the_entry() {
+    let err = one("spec:\n  hosts: a.global\n").unwrap_err();
+    assert!(err.contains("invalid type"), "{err}");
+    let err = one("spec:\n  hosts: [a.global]\n  addresses: {a: b}\n").unwrap_err();
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn documents_of_other_kinds_and_lists() {
+    let text = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: x}
+---
+# empty document follows
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: one}
+spec: {hosts: [one.global], addresses: [1.1.1.1]}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1beta1
+  kind: ServiceEntry
+  metadata: {name: two, namespace: other}
+  spec: {hosts: [two.global]}
+- apiVersion: networking.istio.io/v2
+  kind: ServiceEntry
+  metadata: {name: three}
+  spec: {hosts: [three.global]}
+---
+apiVersion: example.com/v1
+kind: ServiceEntry
+metadata: {name: foreign}
+";
+    let parsed = parse(text, "dflt").unwrap();
+    let ids: Vec<String> = parsed.entries.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, ["dflt/one", "other/two"]);
+    assert_eq!(parsed.invalid.len(), 1);
+    assert!(parsed.invalid[0].reason.contains("unsupported apiVersion"));
+}
+
+#[test]
+fn text_that_is_not_yaml_fails_whole() {
+    assert!(parse("spec:\n  hosts:\n  - *.google.com\n", "default").is_err());
+    assert!(parse("a: [unclosed\n", "default").is_err());
+}

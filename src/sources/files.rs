@@ -1,0 +1,233 @@
+//! The file source (`--entries PATH`, repeatable): YAML files, or directories of them.
+//!
+//! A directory contributes its `*.yaml`, `*.yml` and `*.json` files (not recursively; names
+//! starting with `.` are skipped, which also skips the `..data` links of a mounted ConfigMap).
+//! Files are polled: a change of size, modification time or inode (a ConfigMap swaps its
+//! symlink) reloads that file within one poll interval. A file that stops parsing keeps its
+//! last good entries; a file that disappears takes its entries with it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{SourceId, Update};
+use crate::serviceentry::{Entry, Invalid, yaml};
+
+/// Namespace of file entries that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Something worth telling about a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Diagnostic {
+    /// A ServiceEntry was rejected.
+    Invalid(PathBuf, Invalid),
+    /// An entry loaded with a warning (a wide CIDR skipped, …).
+    Warning(PathBuf, String),
+    /// A path could not be read or parsed; its last good entries are kept.
+    Unreadable(PathBuf, String),
+}
+
+impl Diagnostic {
+    /// Whether `check` should fail for it.
+    pub fn is_error(&self) -> bool {
+        !matches!(self, Diagnostic::Warning(..))
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Diagnostic::Invalid(p, i) => write!(f, "{}: invalid ServiceEntry files/{i}; skipped", p.display()),
+            Diagnostic::Warning(p, w) => write!(f, "{}: {w}", p.display()),
+            Diagnostic::Unreadable(p, e) => write!(f, "{}: {e}; keeping its last good entries", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    stamp: Stamp,
+    entries: Vec<Entry>,
+}
+
+/// The state of the `--entries` paths.
+#[derive(Debug)]
+pub struct FileSource {
+    roots: Vec<PathBuf>,
+    files: BTreeMap<PathBuf, Loaded>,
+    root_errors: BTreeMap<PathBuf, String>,
+}
+
+fn is_entry_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.')
+        && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        && path.is_file()
+}
+
+impl FileSource {
+    /// A source for `roots`; nothing is read until [`FileSource::refresh`].
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        FileSource {
+            roots,
+            files: BTreeMap::new(),
+            root_errors: BTreeMap::new(),
+        }
+    }
+
+    /// The files the roots stand for now; `Err` for a root that cannot be listed.
+    fn list(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+        if !std::fs::metadata(root)?.is_dir() {
+            return Ok(vec![root.to_owned()]);
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_entry_file(p))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Reads whatever changed since the last call. Returns whether the entries changed, and
+    /// what is worth telling (each problem once, when it appears).
+    pub fn refresh(&mut self) -> (bool, Vec<Diagnostic>) {
+        let mut diagnostics = Vec::new();
+        let mut changed = false;
+        let mut seen = BTreeMap::new();
+        for root in &self.roots {
+            match Self::list(root) {
+                Ok(files) => {
+                    self.root_errors.remove(root);
+                    for f in files {
+                        seen.insert(f, ());
+                    }
+                }
+                Err(e) => {
+                    // Keep every file under an unreadable root as it was.
+                    for f in self.files.keys().filter(|f| f.starts_with(root) || *f == root) {
+                        seen.insert(f.clone(), ());
+                    }
+                    let msg = format!("cannot read: {e}");
+                    if self.root_errors.get(root) != Some(&msg) {
+                        diagnostics.push(Diagnostic::Unreadable(root.clone(), msg.clone()));
+                        self.root_errors.insert(root.clone(), msg);
+                    }
+                }
+            }
+        }
+        let before = self.files.len();
+        self.files.retain(|path, _| seen.contains_key(path));
+        changed |= self.files.len() != before;
+        for path in seen.into_keys() {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let stamp = Stamp::of(&meta);
+            if self.files.get(&path).is_some_and(|l| l.stamp == stamp) {
+                continue;
+            }
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read: {e}"))
+                .and_then(|text| yaml::parse(&text, DEFAULT_NAMESPACE).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(parsed) => {
+                    for invalid in parsed.invalid {
+                        diagnostics.push(Diagnostic::Invalid(path.clone(), invalid));
+                    }
+                    for entry in &parsed.entries {
+                        for w in &entry.warnings {
+                            diagnostics.push(Diagnostic::Warning(path.clone(), format!("files/{}: {w}", entry.id)));
+                        }
+                    }
+                    self.files.insert(
+                        path,
+                        Loaded {
+                            stamp,
+                            entries: parsed.entries,
+                        },
+                    );
+                    changed = true;
+                }
+                Err(e) => {
+                    diagnostics.push(Diagnostic::Unreadable(path.clone(), e));
+                    // Remember the stamp so the same failure is told once; keep the entries.
+                    let entries = self.files.remove(&path).map(|l| l.entries).unwrap_or_default();
+                    self.files.insert(path, Loaded { stamp, entries });
+                }
+            }
+        }
+        (changed, diagnostics)
+    }
+
+    /// Every loaded entry, files in path order.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.files.values().flat_map(|l| l.entries.iter().cloned()).collect()
+    }
+}
+
+/// Logs diagnostics as warnings.
+pub fn log(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        tracing::warn!("{d}");
+    }
+}
+
+/// Polls the files every `interval` and sends their entries when they change.
+pub async fn watch(
+    mut source: FileSource,
+    id: SourceId,
+    interval: Duration,
+    updates: mpsc::Sender<Update>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok((back, changed, diagnostics)) = tokio::task::spawn_blocking(move || {
+            let (changed, diagnostics) = source.refresh();
+            (source, changed, diagnostics)
+        })
+        .await
+        else {
+            return;
+        };
+        source = back;
+        log(&diagnostics);
+        if changed {
+            let entries = Arc::new(source.entries());
+            tracing::info!(entries = entries.len(), "entry files changed");
+            if updates.send(Update::Entries(id.clone(), entries)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The compiled name table: an immutable snapshot of every served name.
+//!
+//! Built by the pure function [`build`] from the per-source entry sets, published whole
+//! (through `ArcSwap` by the registry) and only read by the answer path: one hash lookup for
+//! the query name, a few more for wildcards, no lock, no allocation.
+//!
+//! Invariants of a built table:
+//! - every host lies in exactly one zone, the most specific served zone containing it;
+//! - every proper ancestor of a host (wildcard owners included) down to its zone apex is an
+//!   empty non-terminal unless it is a host itself, so it answers NODATA, never NXDOMAIN
+//!   (RFC 8020 resolvers would otherwise drop the whole subtree);
+//! - host and zone names are lower-case wire format; answers echo the query's own case.
+
+mod build;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::name;
+use crate::serviceentry::EntryId;
+
+pub use build::{ExportMode, SettingsError, SourceInput, TableSettings, build};
+
+/// SOA REFRESH of every zone (unused without secondaries; a conventional value).
+pub const SOA_REFRESH: u32 = 3600;
+/// SOA RETRY.
+pub const SOA_RETRY: u32 = 600;
+/// SOA EXPIRE.
+pub const SOA_EXPIRE: u32 = 86400;
+/// First labels of the name server named in the apex NS and SOA MNAME: `ns.dns.<zone>`.
+pub const NS_LABELS: &[u8] = b"\x02ns\x03dns";
+/// First label of the SOA RNAME: `hostmaster.<zone>`.
+pub const HOSTMASTER_LABEL: &[u8] = b"\x0ahostmaster";
+
+type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
+/// A served zone.
+#[derive(Debug, Clone, Serialize)]
+pub struct Zone {
+    /// Presentation name, lower case, no trailing dot (`global`).
+    pub name: String,
+    #[serde(skip)]
+    pub(crate) wire: Box<[u8]>,
+}
+
+impl Zone {
+    /// The apex in lower-case wire format.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+}
+
+/// A served host name with its records and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// Presentation name, lower case, no trailing dot; wildcards start with `*.`.
+    pub name: String,
+    /// The zone it is served in.
+    pub zone: String,
+    /// A records.
+    pub a: Vec<Ipv4Addr>,
+    /// AAAA records.
+    pub aaaa: Vec<Ipv6Addr>,
+    /// The source whose addresses are served (the first source, if none has addresses).
+    pub source: Arc<str>,
+    /// The entries of that source that name the host, each with the rule that gave it addresses.
+    pub origins: Vec<Origin>,
+}
+
+impl Host {
+    /// Every address, v4 first.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.a.iter().map(|a| IpAddr::V4(*a));
+        v4.chain(self.aaaa.iter().map(|a| IpAddr::V6(*a))).collect()
+    }
+}
+
+/// One entry that names a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// `namespace/name` of the entry.
+    #[serde(serialize_with = "serialize_display")]
+    pub entry: EntryId,
+    /// The rule that gave it addresses.
+    pub rule: Rule,
+}
+
+fn serialize_display<S: serde::Serializer>(v: &EntryId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Which rule of DESIGN.md "ServiceEntry → records" gave an entry's addresses for a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// `spec.addresses`.
+    SpecAddresses,
+    /// `status.addresses` written by Istio's allocator.
+    StatusAddresses,
+    /// `--default-address`.
+    DefaultAddress,
+    /// None: the entry names the host but gives it no address.
+    NoAddress,
+}
+
+/// The same host with different addresses in two sources; the higher source wins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Conflict {
+    /// The host.
+    pub host: String,
+    /// The source whose addresses are served.
+    pub winner: Arc<str>,
+    /// The addresses served.
+    pub winner_addresses: Vec<IpAddr>,
+    /// The lower source that disagrees.
+    pub loser: Arc<str>,
+    /// Its addresses, not served.
+    pub loser_addresses: Vec<IpAddr>,
+}
+
+/// A host left out of the table, and why (not an invalid entry: Istio accepts it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The source.
+    pub source: Arc<str>,
+    /// The entry.
+    #[serde(serialize_with = "serialize_display")]
+    pub entry: EntryId,
+    /// The host.
+    pub host: String,
+    /// Why it is not served.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Node {
+    Host(u32),
+    Empty,
+}
+
+/// The immutable snapshot the answer path reads.
+#[derive(Debug, Clone)]
+pub struct Table {
+    zones: Vec<Zone>,
+    nodes: Map<Node>,
+    wildcards: Map<u32>,
+    hosts: Vec<Host>,
+    conflicts: Vec<Conflict>,
+    skipped: Vec<Skipped>,
+    ttl: u32,
+    serial: u32,
+    synced: bool,
+}
+
+/// What the table knows of a (lower-case wire) query name.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// In no served zone.
+    OutOfZone,
+    /// The name exists: a host (exact or by wildcard), an empty non-terminal or an apex.
+    Exists {
+        /// Its zone.
+        zone: &'a Zone,
+        /// The host whose records the name has, if any.
+        host: Option<&'a Host>,
+        /// Whether the name is the zone apex.
+        apex: bool,
+    },
+    /// In a served zone, but no such name.
+    NxDomain {
+        /// Its zone.
+        zone: &'a Zone,
+    },
+}
+
+impl Table {
+    /// Looks up a lower-case wire name (DESIGN.md: exact host, then the most specific
+    /// wildcard, then empty non-terminal or apex, else NXDOMAIN).
+    pub fn lookup(&self, qname: &[u8]) -> Lookup<'_> {
+        let Some((zone, apex_at)) = self
+            .zones
+            .iter()
+            .find_map(|z| name::suffix_offset(qname, &z.wire).map(|at| (z, at)))
+        else {
+            return Lookup::OutOfZone;
+        };
+        let apex = apex_at == 0;
+        let node = self.nodes.get(qname).copied();
+        if let Some(Node::Host(i)) = node {
+            return Lookup::Exists {
+                zone,
+                host: Some(&self.hosts[i as usize]),
+                apex,
+            };
+        }
+        if !self.wildcards.is_empty() {
+            let wild = name::label_starts(qname)
+                .skip(1)
+                .take_while(|&start| start <= apex_at)
+                .find_map(|start| self.wildcards.get(&qname[start..]));
+            if let Some(&i) = wild {
+                return Lookup::Exists {
+                    zone,
+                    host: Some(&self.hosts[i as usize]),
+                    apex,
+                };
+            }
+        }
+        if apex || matches!(node, Some(Node::Empty)) {
+            return Lookup::Exists { zone, host: None, apex };
+        }
+        Lookup::NxDomain { zone }
+    }
+
+    /// TTL of every record.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// SOA serial; changes whenever the table changes.
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    pub(crate) fn set_serial(&mut self, serial: u32) {
+        self.serial = serial;
+    }
+
+    /// Whether the local cluster has synced once; before that in-zone queries get SERVFAIL.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The served zones, most specific first.
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// Every served host, sorted by name.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Hosts with different addresses in different sources.
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// Hosts Istio accepts that DNS cannot serve.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// Whether two tables serve the same records (serial and provenance aside).
+    pub fn same_records(&self, other: &Table) -> bool {
+        self.synced == other.synced
+            && self.ttl == other.ttl
+            && self.hosts.len() == other.hosts.len()
+            && self
+                .hosts
+                .iter()
+                .zip(&other.hosts)
+                .all(|(a, b)| a.name == b.name && a.a == b.a && a.aaaa == b.aaaa)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,291 @@
+//! Entries → table: the rules of DESIGN.md "ServiceEntry → records", as one pure function.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::{Conflict, Host, Map, Node, Origin, Rule, Skipped, Table, Zone};
+use crate::name;
+use crate::serviceentry::{Entry, Export};
+
+/// Which entries `exportTo` lets us serve (`--export-to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExportMode {
+    /// Entries visible mesh-wide: empty `exportTo` or one containing `*`.
+    #[default]
+    Mesh,
+    /// Every entry except those exported to `~` (nowhere).
+    All,
+}
+
+/// What shapes the table besides the entries themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSettings {
+    zones: Vec<Zone>,
+    /// TTL of every answer and of the SOA (`--ttl`).
+    pub ttl: u32,
+    /// `--export-to`.
+    pub export: ExportMode,
+    /// `--skip-resolution-none`.
+    pub skip_resolution_none: bool,
+    /// `--default-address`.
+    pub default_address: Option<IpAddr>,
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Zone) -> bool {
+        self.wire == other.wire
+    }
+}
+impl Eq for Zone {}
+
+/// A `--zone` that cannot be served.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// Not a domain name.
+    #[error("zone {0:?} is not a valid domain name")]
+    BadZone(String),
+    /// The root zone would swallow every name, so nothing would ever be forwarded.
+    #[error("the root zone cannot be served: name the zones to answer, such as `global`")]
+    RootZone,
+    /// No zone at all.
+    #[error("at least one --zone is needed")]
+    NoZone,
+}
+
+impl TableSettings {
+    /// Settings serving `zones` with the defaults of the command line.
+    pub fn new<S: AsRef<str>>(zones: &[S]) -> Result<Self, SettingsError> {
+        let mut parsed: Vec<Zone> = Vec::new();
+        for z in zones {
+            let z = z.as_ref();
+            let wire = name::to_wire(z).ok_or_else(|| SettingsError::BadZone(z.into()))?;
+            if wire.len() == 1 {
+                return Err(SettingsError::RootZone);
+            }
+            let zone = Zone {
+                name: name::to_text(&wire).trim_end_matches('.').to_owned(),
+                wire: wire.into(),
+            };
+            if !parsed.contains(&zone) {
+                parsed.push(zone);
+            }
+        }
+        if parsed.is_empty() {
+            return Err(SettingsError::NoZone);
+        }
+        // Most specific first: the first zone that contains a name is its zone.
+        parsed.sort_by(|a, b| b.wire.len().cmp(&a.wire.len()).then(a.wire.cmp(&b.wire)));
+        Ok(TableSettings {
+            zones: parsed,
+            ttl: 30,
+            export: ExportMode::Mesh,
+            skip_resolution_none: false,
+            default_address: None,
+        })
+    }
+
+    /// The served zones, most specific first.
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+}
+
+/// One source's entries; sources are given in precedence order, highest first.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceInput<'a> {
+    /// Name of the source (a cluster ID, or `files`).
+    pub name: &'a Arc<str>,
+    /// Its entries.
+    pub entries: &'a [Entry],
+}
+
+/// A host's records within one source.
+struct Acc {
+    host: Host,
+    wire: Vec<u8>,
+    /// Length of its zone's apex in wire format.
+    zone_len: usize,
+    /// Per origin: may it get `--default-address` (resolution is not NONE)?
+    fallback: Vec<bool>,
+}
+
+impl Acc {
+    fn add(&mut self, addresses: &[IpAddr]) {
+        for ip in addresses {
+            match ip {
+                IpAddr::V4(a) if !self.host.a.contains(a) => self.host.a.push(*a),
+                IpAddr::V6(a) if !self.host.aaaa.contains(a) => self.host.aaaa.push(*a),
+                _ => {}
+            }
+        }
+    }
+    fn has_addresses(&self) -> bool {
+        !self.host.a.is_empty() || !self.host.aaaa.is_empty()
+    }
+}
+
+fn visible(entry: &Entry, settings: &TableSettings) -> bool {
+    let exported = match settings.export {
+        ExportMode::Mesh => entry.export == Export::Mesh,
+        ExportMode::All => entry.export != Export::Nowhere,
+    };
+    exported && !(settings.skip_resolution_none && entry.resolution_none)
+}
+
+/// The hosts of one source in first-seen order, with rules 1–3 applied.
+fn source_hosts(settings: &TableSettings, source: &SourceInput<'_>, skipped: &mut Vec<Skipped>) -> Vec<Acc> {
+    let mut accs: Vec<Acc> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for entry in source.entries.iter().filter(|e| visible(e, settings)) {
+        for host in &entry.hosts {
+            let skip = |reason| Skipped {
+                source: source.name.clone(),
+                entry: entry.id.clone(),
+                host: host.clone(),
+                reason,
+            };
+            let Some(wire) = name::to_wire(host) else {
+                skipped.push(skip("not a domain name"));
+                continue;
+            };
+            let Some(zone) = settings
+                .zones
+                .iter()
+                .find(|z| name::suffix_offset(&wire, &z.wire).is_some())
+            else {
+                continue; // outside every served zone: not ours
+            };
+            if host.starts_with('*') && !host.starts_with("*.") {
+                skipped.push(skip("partial wildcard (`*foo.`) has no DNS equivalent"));
+                continue;
+            }
+            let (addresses, rule): (Vec<IpAddr>, Rule) = if !entry.addresses.is_empty() {
+                (entry.addresses.clone(), Rule::SpecAddresses)
+            } else {
+                let status: Vec<IpAddr> = entry
+                    .status_addresses
+                    .iter()
+                    .filter(|(h, _)| h == host)
+                    .map(|(_, ip)| *ip)
+                    .collect();
+                let rule = if status.is_empty() {
+                    Rule::NoAddress
+                } else {
+                    Rule::StatusAddresses
+                };
+                (status, rule)
+            };
+            let i = *index.entry(host.as_str()).or_insert_with(|| {
+                accs.push(Acc {
+                    host: Host {
+                        name: host.clone(),
+                        zone: zone.name.clone(),
+                        a: Vec::new(),
+                        aaaa: Vec::new(),
+                        source: source.name.clone(),
+                        origins: Vec::new(),
+                    },
+                    wire,
+                    zone_len: zone.wire.len(),
+                    fallback: Vec::new(),
+                });
+                accs.len() - 1
+            });
+            let acc = &mut accs[i];
+            acc.add(&addresses);
+            acc.host.origins.push(Origin {
+                entry: entry.id.clone(),
+                rule,
+            });
+            acc.fallback.push(!entry.resolution_none);
+        }
+    }
+    // Rule 3: a host that no entry gave an address gets the default address, unless every
+    // entry naming it has resolution NONE (those are never allocated one).
+    if let Some(default) = settings.default_address {
+        for acc in accs
+            .iter_mut()
+            .filter(|a| !a.has_addresses() && a.fallback.contains(&true))
+        {
+            acc.add(&[default]);
+            for (origin, fallback) in acc.host.origins.iter_mut().zip(&acc.fallback) {
+                if *fallback {
+                    origin.rule = Rule::DefaultAddress;
+                }
+            }
+        }
+    }
+    accs
+}
+
+/// Builds the table from the sources, highest precedence first.
+///
+/// Within a source, entries naming the same host give the union of their addresses; across
+/// sources the highest source that has addresses for a host wins, and a lower one with other
+/// addresses is a [`Conflict`]. A host no source gives addresses is still a name (NODATA).
+pub fn build(settings: &TableSettings, sources: &[SourceInput<'_>], serial: u32, synced: bool) -> Table {
+    let mut skipped = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut merged: Vec<Acc> = Vec::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    for source in sources {
+        for acc in source_hosts(settings, source, &mut skipped) {
+            let Some(&i) = index.get(&acc.wire) else {
+                index.insert(acc.wire.clone(), merged.len());
+                merged.push(acc);
+                continue;
+            };
+            let won = &mut merged[i];
+            if !acc.has_addresses() {
+                continue;
+            }
+            if !won.has_addresses() {
+                *won = acc;
+            } else if !same_set(&won.host.addresses(), &acc.host.addresses()) {
+                conflicts.push(Conflict {
+                    host: won.host.name.clone(),
+                    winner: won.host.source.clone(),
+                    winner_addresses: won.host.addresses(),
+                    loser: acc.host.source.clone(),
+                    loser_addresses: acc.host.addresses(),
+                });
+            }
+        }
+    }
+    merged.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+
+    let mut nodes: Map<Node> = Map::default();
+    let mut wildcards: Map<u32> = Map::default();
+    for (i, acc) in merged.iter().enumerate() {
+        let wire = &acc.wire[..];
+        if acc.host.name.starts_with("*.") {
+            wildcards.insert(wire[2..].into(), i as u32);
+        } else {
+            nodes.insert(wire.into(), Node::Host(i as u32));
+        }
+        for start in name::label_starts(wire).skip(1) {
+            if wire.len() - start <= acc.zone_len {
+                break;
+            }
+            nodes.entry(wire[start..].into()).or_insert(Node::Empty);
+        }
+    }
+    Table {
+        zones: settings.zones.clone(),
+        nodes,
+        wildcards,
+        hosts: merged.into_iter().map(|a| a.host).collect(),
+        conflicts,
+        skipped,
+        ttl: settings.ttl,
+        serial,
+        synced,
+    }
+}
+
+fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}

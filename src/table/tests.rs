@@ -1,0 +1,318 @@
+//! The rules of DESIGN.md "ServiceEntry → records", case by case.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::*;
+use crate::serviceentry::{Entry, yaml};
+
+/// Entries from compact YAML: one `name: host[,host] [addresses…]`-style document each.
+fn entries(text: &str) -> Vec<Entry> {
+    let parsed = yaml::parse(text, "ns").unwrap();
+    assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
+    parsed.entries
+}
+
+fn se(name: &str, spec: &str) -> String {
+    format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+}
+
+fn settings() -> TableSettings {
+    TableSettings::new(&["global"]).unwrap()
+}
+
+fn table_of(settings: &TableSettings, sources: &[(&str, &[Entry])]) -> Table {
+    let names: Vec<Arc<str>> = sources.iter().map(|(n, _)| Arc::from(*n)).collect();
+    let inputs: Vec<SourceInput<'_>> = sources
+        .iter()
+        .zip(&names)
+        .map(|((_, e), name)| SourceInput { name, entries: e })
+        .collect();
+    build(settings, &inputs, 7, true)
+}
+
+fn one(text: &str) -> Table {
+    table_of(&settings(), &[("c1", &entries(text))])
+}
+
+/// What a lookup gives, as text: `nx`, `out`, `empty` or the addresses.
+fn look(table: &Table, name: &str) -> String {
+    match table.lookup(&name::to_wire(name).unwrap()) {
+        Lookup::OutOfZone => "out".into(),
+        Lookup::NxDomain { .. } => "nx".into(),
+        Lookup::Exists { host: None, .. } => "empty".into(),
+        Lookup::Exists { host: Some(h), .. } => {
+            let all: Vec<String> = h.addresses().iter().map(IpAddr::to_string).collect();
+            if all.is_empty() {
+                format!("host {} (none)", h.name)
+            } else {
+                all.join(" ")
+            }
+        }
+    }
+}
+
+#[test]
+fn address_rules_in_order() {
+    let t = one(&[
+        se("spec", "{hosts: [a.global], addresses: [1.1.1.1, \"2001:db8::1\"]}"),
+        se("spec-wins", "{hosts: [b.global], addresses: [2.2.2.2]}\nstatus: {addresses: [{host: b.global, value: 9.9.9.9}]}"),
+        se("status", "{hosts: [c.global, d.global]}\nstatus: {addresses: [{host: c.global, value: 3.3.3.3}, {host: d.global, value: \"2001:2::4\"}]}"),
+        se("range-only", "{hosts: [e.global], addresses: [10.0.0.0/8]}\nstatus: {addresses: [{host: e.global, value: 5.5.5.5}]}"),
+        se("nothing", "{hosts: [f.global], resolution: DNS}"),
+    ]
+    .concat());
+    assert_eq!(look(&t, "a.global"), "1.1.1.1 2001:db8::1");
+    assert_eq!(look(&t, "b.global"), "2.2.2.2");
+    assert_eq!(look(&t, "c.global"), "3.3.3.3");
+    assert_eq!(look(&t, "d.global"), "2001:2::4");
+    assert_eq!(
+        look(&t, "e.global"),
+        "5.5.5.5",
+        "a rule that yields nothing falls through"
+    );
+    assert_eq!(look(&t, "f.global"), "host f.global (none)");
+    let rules: Vec<Rule> = t.hosts().iter().map(|h| h.origins[0].rule).collect();
+    use Rule::*;
+    assert_eq!(
+        rules,
+        [
+            SpecAddresses,
+            SpecAddresses,
+            StatusAddresses,
+            StatusAddresses,
+            StatusAddresses,
+            NoAddress
+        ]
+    );
+}
+
+#[test]
+fn default_address_and_resolution_none() {
+    let text = [
+        se("dns", "{hosts: [a.global], resolution: DNS}"),
+        se("none-bare", "{hosts: [b.global], resolution: NONE}"),
+        se("none-addr", "{hosts: [c.global], addresses: [3.3.3.3]}"),
+        se("has", "{hosts: [d.global], resolution: STATIC, addresses: [4.4.4.4]}"),
+    ]
+    .concat();
+    let mut s = settings();
+    s.default_address = Some("240.0.0.1".parse().unwrap());
+    let t = table_of(&s, &[("c1", &entries(&text))]);
+    assert_eq!(look(&t, "a.global"), "240.0.0.1");
+    assert_eq!(t.hosts()[0].origins[0].rule, Rule::DefaultAddress);
+    assert_eq!(
+        look(&t, "b.global"),
+        "host b.global (none)",
+        "NONE is never given an address"
+    );
+    assert_eq!(look(&t, "c.global"), "3.3.3.3", "NONE with addresses is served");
+    assert_eq!(look(&t, "d.global"), "4.4.4.4");
+
+    s.skip_resolution_none = true;
+    let t = table_of(&s, &[("c1", &entries(&text))]);
+    assert_eq!(look(&t, "c.global"), "nx", "--skip-resolution-none drops NONE entries");
+    assert_eq!(look(&t, "b.global"), "nx");
+    assert_eq!(look(&t, "a.global"), "240.0.0.1");
+}
+
+#[test]
+fn export_to_modes() {
+    let text = [
+        se("mesh", "{hosts: [a.global], addresses: [1.1.1.1]}"),
+        se("star", "{hosts: [b.global], addresses: [2.2.2.2], exportTo: [\"*\"]}"),
+        se("local", "{hosts: [c.global], addresses: [3.3.3.3], exportTo: [\".\"]}"),
+        se(
+            "nowhere",
+            "{hosts: [d.global], addresses: [4.4.4.4], exportTo: [\"~\"]}",
+        ),
+    ]
+    .concat();
+    let mut s = settings();
+    let t = table_of(&s, &[("c1", &entries(&text))]);
+    let got: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|h| look(&t, &format!("{h}.global")))
+        .collect();
+    assert_eq!(got, ["1.1.1.1", "2.2.2.2", "nx", "nx"]);
+    s.export = ExportMode::All;
+    let t = table_of(&s, &[("c1", &entries(&text))]);
+    let got: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|h| look(&t, &format!("{h}.global")))
+        .collect();
+    assert_eq!(got, ["1.1.1.1", "2.2.2.2", "3.3.3.3", "nx"]);
+}
+
+#[test]
+fn union_within_a_source_in_stable_order() {
+    let t = one(&[
+        se("one", "{hosts: [a.global], addresses: [1.1.1.1, 2.2.2.2]}"),
+        se(
+            "two",
+            "{hosts: [A.global.], addresses: [2.2.2.2, 3.3.3.3, \"2001:db8::1\"]}",
+        ),
+    ]
+    .concat());
+    assert_eq!(look(&t, "a.global"), "1.1.1.1 2.2.2.2 3.3.3.3 2001:db8::1");
+    assert_eq!(t.hosts().len(), 1);
+    assert_eq!(t.hosts()[0].origins.len(), 2);
+    assert!(t.conflicts().is_empty(), "entries of one source never conflict");
+}
+
+#[test]
+fn precedence_and_conflicts_across_sources() {
+    let local = entries(
+        &[
+            se("x", "{hosts: [shared.global], addresses: [1.1.1.1]}"),
+            se("y", "{hosts: [same.global], addresses: [5.5.5.5]}"),
+            se("z", "{hosts: [bare.global], resolution: DNS}"),
+        ]
+        .concat(),
+    );
+    let remote = entries(
+        &[
+            se("x", "{hosts: [shared.global], addresses: [2.2.2.2]}"),
+            se("y", "{hosts: [same.global], addresses: [5.5.5.5]}"),
+            se("z", "{hosts: [bare.global], addresses: [6.6.6.6]}"),
+            se("r", "{hosts: [remote-only.global], addresses: [3.3.3.3]}"),
+        ]
+        .concat(),
+    );
+    let files = entries(&se(
+        "f",
+        "{hosts: [shared.global, remote-only.global], addresses: [4.4.4.4]}",
+    ));
+    let t = table_of(
+        &settings(),
+        &[("local", &local), ("remote", &remote), ("files", &files)],
+    );
+    assert_eq!(look(&t, "shared.global"), "1.1.1.1");
+    assert_eq!(look(&t, "same.global"), "5.5.5.5");
+    assert_eq!(look(&t, "remote-only.global"), "3.3.3.3");
+    assert_eq!(
+        look(&t, "bare.global"),
+        "6.6.6.6",
+        "a source without addresses does not hide a lower one"
+    );
+    let host = t.hosts().iter().find(|h| h.name == "bare.global").unwrap();
+    assert_eq!(&*host.source, "remote");
+    let conflicts: Vec<(String, String, String)> = t
+        .conflicts()
+        .iter()
+        .map(|c| (c.host.clone(), c.winner.to_string(), c.loser.to_string()))
+        .collect();
+    assert_eq!(
+        conflicts,
+        [
+            ("shared.global".into(), "local".into(), "remote".into()),
+            ("shared.global".into(), "local".into(), "files".into()),
+            ("remote-only.global".into(), "remote".into(), "files".into()),
+        ]
+    );
+}
+
+#[test]
+fn wildcards_empty_non_terminals_and_apex() {
+    let t = one(&[
+        se("w1", "{hosts: [\"*.shop.global\"], addresses: [1.1.1.1]}"),
+        se("w2", "{hosts: [\"*.eu.shop.global\"], addresses: [2.2.2.2]}"),
+        se("exact", "{hosts: [checkout.shop.global], addresses: [3.3.3.3]}"),
+        se("deep", "{hosts: [a.b.c.global], addresses: [4.4.4.4]}"),
+        se("under-wild", "{hosts: [x.y.z.shop.global], addresses: [5.5.5.5]}"),
+        se("partial", "{hosts: [\"*x.global\", ok.global], addresses: [6.6.6.6]}"),
+    ]
+    .concat());
+    let cases = [
+        ("api.shop.global", "1.1.1.1"),
+        ("a.b.shop.global", "1.1.1.1"),
+        ("*.shop.global", "1.1.1.1"),
+        ("api.eu.shop.global", "2.2.2.2"),
+        ("x.y.eu.shop.global", "2.2.2.2"),
+        ("eu.shop.global", "1.1.1.1"),
+        ("checkout.shop.global", "3.3.3.3"),
+        ("shop.global", "empty"),
+        ("b.c.global", "empty"),
+        ("c.global", "empty"),
+        ("a.b.c.global", "4.4.4.4"),
+        ("x.a.b.c.global", "nx"),
+        ("z.shop.global", "1.1.1.1"),
+        ("y.z.shop.global", "1.1.1.1"),
+        ("x.y.z.shop.global", "5.5.5.5"),
+        ("global", "empty"),
+        ("GLOBAL", "empty"),
+        ("nope.global", "nx"),
+        ("ax.global", "nx"),
+        ("ok.global", "6.6.6.6"),
+        ("example.com", "out"),
+        ("global.com", "out"),
+    ];
+    for (name, want) in cases {
+        assert_eq!(look(&t, name), want, "{name}");
+    }
+    assert_eq!(t.skipped().len(), 1);
+    assert_eq!(t.skipped()[0].host, "*x.global");
+}
+
+#[test]
+fn several_zones_most_specific_first() {
+    let s = TableSettings::new(&["global", "Corp.Global.", "mesh.internal", "global"]).unwrap();
+    let names: Vec<&str> = s.zones().iter().map(|z| z.name.as_str()).collect();
+    assert_eq!(names, ["mesh.internal", "corp.global", "global"]);
+    let t = table_of(
+        &s,
+        &[(
+            "c1",
+            &entries(
+                &[
+                    se(
+                        "a",
+                        "{hosts: [a.corp.global, b.global, c.mesh.internal, d.example.com], addresses: [1.1.1.1]}",
+                    ),
+                    se("w", "{hosts: [\"*.corp.global\"], addresses: [2.2.2.2]}"),
+                ]
+                .concat(),
+            ),
+        )],
+    );
+    let zone_of = |n: &str| match t.lookup(&name::to_wire(n).unwrap()) {
+        Lookup::Exists { zone, .. } | Lookup::NxDomain { zone } => zone.name.clone(),
+        Lookup::OutOfZone => "-".into(),
+    };
+    assert_eq!(zone_of("a.corp.global"), "corp.global");
+    assert_eq!(zone_of("corp.global"), "corp.global");
+    assert_eq!(zone_of("b.global"), "global");
+    assert_eq!(zone_of("c.mesh.internal"), "mesh.internal");
+    assert_eq!(look(&t, "x.corp.global"), "2.2.2.2");
+    assert_eq!(look(&t, "d.example.com"), "out");
+    assert_eq!(t.hosts().len(), 4, "hosts outside every zone are ignored");
+}
+
+#[test]
+fn a_host_at_the_apex() {
+    let t = one(&se("apex", "{hosts: [global], addresses: [1.1.1.1]}"));
+    assert!(matches!(
+        t.lookup(b"\x06global\x00"),
+        Lookup::Exists {
+            host: Some(_),
+            apex: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn bad_zones() {
+    assert_eq!(TableSettings::new(&["."]), Err(SettingsError::RootZone));
+    assert_eq!(TableSettings::new::<&str>(&[]), Err(SettingsError::NoZone));
+    assert!(matches!(TableSettings::new(&["a..b"]), Err(SettingsError::BadZone(_))));
+}
+
+#[test]
+fn same_records_ignores_provenance() {
+    let a = one(&se("one", "{hosts: [a.global], addresses: [1.1.1.1]}"));
+    let b = one(&se("two", "{hosts: [a.global], addresses: [1.1.1.1]}"));
+    let c = one(&se("one", "{hosts: [a.global], addresses: [1.1.1.2]}"));
+    assert!(a.same_records(&b));
+    assert!(!a.same_records(&c));
+}

@@ -1,0 +1,172 @@
+//! The binary: `check`, `records`, `serve` with the README's dig line, environment fallbacks.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+fn globaldns() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_globaldns"))
+}
+
+#[test]
+fn check_prints_the_table_and_fails_on_invalid_entries() {
+    let out = globaldns().arg("check").arg(examples_dir()).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("httpbin.bar.global.\t30\tIN\tA\t240.0.0.2\t; files foo/httpbin-bar (spec.addresses)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("global.\t30\tIN\tSOA\tns.dns.global. hostmaster.global. "));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("240.1.0.0/24") && stderr.starts_with("warning:"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        [
+            se("ns1", "star", "{hosts: [\"*\"]}"),
+            se("ns1", "fine", "{hosts: [fine.global], addresses: [1.2.3.4]}"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let out = globaldns().args(["check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid ServiceEntry files/ns1/star") && stderr.contains("\"*\""),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("fine.global.\t30\tIN\tA\t1.2.3.4")
+    );
+
+    let out = globaldns()
+        .args(["check", "/nonexistent-globaldns-path"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn records_as_json_and_options_from_the_environment() {
+    let out = globaldns()
+        .args(["records", "--format", "json"])
+        .env("GLOBALDNS_ENTRIES", examples_dir())
+        .env("GLOBALDNS_TTL", "77")
+        .env("GLOBALDNS_ZONE", "global,example.internal")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ttl"], 77);
+    assert_eq!(json["zones"].as_array().unwrap().len(), 2);
+    let hosts = json["hosts"].as_array().unwrap();
+    let payments = hosts.iter().find(|h| h["name"] == "payments.billing.global").unwrap();
+    assert_eq!(payments["a"], serde_json::json!(["240.240.12.7"]));
+    assert_eq!(payments["aaaa"], serde_json::json!(["2001:2::f0f0:c07"]));
+    assert_eq!(payments["origins"][0]["rule"], "status-addresses");
+    assert_eq!(payments["origins"][0]["entry"], "billing/payments");
+}
+
+#[test]
+fn serve_without_sources_or_with_bad_zones_says_why() {
+    let out = globaldns()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("GLOBALDNS_ENTRIES")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sources"));
+    let out = globaldns()
+        .args(["serve", "--listen", "127.0.0.1:0", "--zone", "."])
+        .arg("--entries")
+        .arg(examples_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("root zone"));
+}
+
+/// The README's quick start: serve deploy/examples, then its dig line; SIGTERM stops it.
+#[test]
+fn readme_quick_start_with_dig_and_kdig() {
+    require("dig");
+    require("kdig");
+    let mut child = globaldns()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--entries")
+        .arg(examples_dir())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("a start-up log line").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
+        if let Some(addr) = v["fields"]["dns_addr"].as_str() {
+            break addr.parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    let port = addr.port().to_string();
+    let dig = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port, "httpbin.bar.global"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(dig.stdout).unwrap();
+    assert!(text.contains("status: NOERROR"), "{text}");
+    assert!(text.contains("flags: qr aa rd;"), "{text}");
+    assert!(text.contains("httpbin.bar.global.\t30\tIN\tA\t240.0.0.2"), "{text}");
+
+    let kdig = Command::new("kdig")
+        .args(["@127.0.0.1", "-p", &port, "+tcp", "nope.bar.global", "AAAA"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(kdig.stdout).unwrap();
+    assert!(text.contains("status: NXDOMAIN"), "{text}");
+    assert!(
+        text.contains("global.              \t30\tIN\tSOA\tns.dns.global. hostmaster.global.")
+            || text.contains("IN\tSOA\tns.dns.global. hostmaster.global."),
+        "{text}"
+    );
+    assert!(text.contains("(TCP)"), "{text}");
+
+    let mixed = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port, "+noall", "+answer", "HttpBin.Bar.GLOBAL"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(mixed.stdout).unwrap(),
+        "HttpBin.Bar.GLOBAL.\t30\tIN\tA\t240.0.0.2\n",
+        "0x20: the query's case comes back"
+    );
+
+    let short = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port, "+short", "x.y.shop.global", "A"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(short.stdout).unwrap(), "240.0.0.10\n");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM stops the server");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+}

@@ -1,0 +1,204 @@
+//! Answers over real UDP and TCP sockets, header, flags, sections and TTLs included.
+
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::support::*;
+
+fn entries() -> String {
+    let many: Vec<String> = (1..=60).map(|i| format!("10.9.0.{i}")).collect();
+    [
+        se(
+            "bar",
+            "httpbin",
+            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
+        ),
+        se(
+            "default",
+            "dual",
+            "{hosts: [dual.global], addresses: [240.0.0.3, \"2001:db8::3\"]}",
+        ),
+        se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
+        se(
+            "big",
+            "many",
+            &format!("{{hosts: [many.global], addresses: [{}]}}", many.join(", ")),
+        ),
+    ]
+    .concat()
+}
+
+const SOA_PREFIX: &str = "global. 30 SOA ns.dns.global. hostmaster.global. ";
+
+async fn check_answers(client: &mut DnsClient) {
+    let m = ask(client, "httpbin.bar.global.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative && !m.metadata.truncation && !m.metadata.recursion_available);
+    assert_eq!(records(&m.answers), ["httpbin.bar.global. 30 A 240.0.0.2"]);
+    assert!(m.authorities.is_empty());
+    assert_eq!(
+        m.edns.as_ref().map(|e| e.max_payload()),
+        Some(1232),
+        "EDNS answered with 1232"
+    );
+
+    let m = ask(client, "dual.global.", RecordType::AAAA).await;
+    assert_eq!(records(&m.answers), ["dual.global. 30 AAAA 2001:db8::3"]);
+
+    let m = ask(client, "api.shop.global.", RecordType::A).await;
+    assert_eq!(records(&m.answers), ["api.shop.global. 30 A 240.0.0.10"], "wildcard");
+
+    for (name, qtype, rcode) in [
+        ("httpbin.bar.global.", RecordType::AAAA, ResponseCode::NoError),
+        ("bar.global.", RecordType::A, ResponseCode::NoError),
+        ("missing.bar.global.", RecordType::A, ResponseCode::NXDomain),
+    ] {
+        let m = ask(client, name, qtype).await;
+        assert_eq!(m.metadata.response_code, rcode, "{name}");
+        assert!(m.metadata.authoritative, "{name}");
+        assert!(m.answers.is_empty(), "{name}");
+        let auth = records(&m.authorities);
+        assert_eq!(auth.len(), 1, "{name}");
+        assert!(
+            auth[0].starts_with(SOA_PREFIX) && auth[0].ends_with(" 3600 600 86400 30"),
+            "{name}: {auth:?}"
+        );
+    }
+
+    let m = ask(client, "example.com.", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "out of zone, until forwarding"
+    );
+}
+
+#[tokio::test]
+async fn udp_answers() {
+    let server = Server::start(&[("se.yaml", &entries())]).await;
+    check_answers(&mut udp_client(server.addr).await).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_answers() {
+    let server = Server::start(&[("se.yaml", &entries())]).await;
+    check_answers(&mut tcp_client(server.addr).await).await;
+    server.stop().await;
+}
+
+fn query_bytes(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+async fn read_frame(stream: &mut TcpStream) -> Message {
+    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = vec![0; len as usize];
+    stream.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+#[tokio::test]
+async fn several_queries_on_one_tcp_connection() {
+    let server = Server::start(&[("se.yaml", &entries())]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // Three queries in one write (pipelined), then one more after the answers.
+    let mut batch = Vec::new();
+    for (id, name) in [(1u16, "httpbin.bar.global."), (2, "dual.global."), (3, "nope.global.")] {
+        let q = query_bytes(id, name, RecordType::A, false);
+        batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        batch.extend_from_slice(&q);
+    }
+    stream.write_all(&batch).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = read_frame(&mut stream).await;
+        got.push((m.metadata.id, m.metadata.response_code, addresses(&m)));
+    }
+    assert_eq!(
+        got,
+        [
+            (1, ResponseCode::NoError, vec!["240.0.0.2".to_string()]),
+            (2, ResponseCode::NoError, vec!["240.0.0.3".to_string()]),
+            (3, ResponseCode::NXDomain, vec![]),
+        ]
+    );
+    let q = query_bytes(4, "many.global.", RecordType::A, false);
+    stream
+        .write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .await
+        .unwrap();
+    let m = read_frame(&mut stream).await;
+    assert_eq!((m.metadata.id, m.answers.len(), m.metadata.truncation), (4, 60, false));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn large_answers_truncate_over_udp_and_complete_over_tcp() {
+    let server = Server::start(&[("se.yaml", &entries())]).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for edns in [false, true] {
+        sock.send_to(&query_bytes(7, "many.global.", RecordType::A, edns), server.addr)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        // 60 A records are 960 bytes: over 512, under 1232.
+        assert_eq!(m.metadata.truncation, !edns, "edns={edns}");
+        assert_eq!(m.answers.len(), if edns { 60 } else { 0 });
+        assert!(n <= if edns { 1232 } else { 512 });
+    }
+    let m = ask(&mut tcp_client(server.addr).await, "many.global.", RecordType::A).await;
+    assert_eq!(m.answers.len(), 60);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_over_udp_gets_formerr_or_nothing_and_the_server_keeps_answering() {
+    let server = Server::start(&[("se.yaml", &entries())]).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let garbage: [&[u8]; 5] = [
+        b"",
+        b"\x00",
+        b"\xab\xcd\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00",
+        b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x3f",
+        &[0xff; 300],
+    ];
+    for g in garbage {
+        sock.send_to(g, server.addr).await.unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    let mut replies = Vec::new();
+    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await {
+        replies.push(buf[..n].to_vec());
+    }
+    assert_eq!(
+        replies.len(),
+        2,
+        "FORMERR to the two queries with a header; nothing to the rest"
+    );
+    for r in &replies {
+        assert_eq!((&r[..2], r[3] & 0x0f), (&[0xab, 0xcd][..], 1));
+    }
+    check_answers(&mut udp_client(server.addr).await).await;
+    server.stop().await;
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on 127.0.0.1 ports, real clients (hickory, dig, kdig).
+#![allow(missing_docs)]
+//! One binary, as hickory-dns does, so the crate links once.
+
+mod support;
+
+mod command_line;
+mod dns_over_sockets;
+mod entry_files;
+mod fixtures;

@@ -1,0 +1,144 @@
+//! Shared pieces: a server started on a temporary directory of entry files, clients, tools.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use globaldns::app::{self, Running, ServeConfig};
+use globaldns::dns::server::Limits;
+use globaldns::table::TableSettings;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::Message;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use tempfile::TempDir;
+
+/// A ServiceEntry document.
+pub(crate) fn se(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+    )
+}
+
+/// The repository's deploy/examples.
+pub(crate) fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples")
+}
+
+/// A server serving a temporary directory of entry files.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: TempDir,
+    running: Option<Running>,
+}
+
+impl Server {
+    /// Writes `files` into a new directory and serves it on 127.0.0.1:0.
+    pub(crate) async fn start(files: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            table: TableSettings::new(&["global"]).unwrap(),
+            entries: vec![dir.path().to_owned()],
+            poll_interval: Duration::from_millis(100),
+            limits: Limits::default(),
+        };
+        let running = app::start(config).await.expect("server starts");
+        Server {
+            addr: running.dns_addr(),
+            dir,
+            running: Some(running),
+        }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn serial(&self) -> u32 {
+        self.running.as_ref().unwrap().table().serial()
+    }
+
+    /// Stops the server and waits for every task to end.
+    pub(crate) async fn stop(mut self) {
+        let running = self.running.take().unwrap();
+        running.shutdown_token().cancel();
+        tokio::time::timeout(Duration::from_secs(5), running.wait())
+            .await
+            .expect("server stops");
+    }
+}
+
+pub(crate) type DnsClient = Client<TokioRuntimeProvider>;
+
+pub(crate) async fn udp_client(addr: SocketAddr) -> DnsClient {
+    let stream = UdpClientStream::builder(addr, TokioRuntimeProvider::default()).build();
+    let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    tokio::spawn(bg);
+    client
+}
+
+pub(crate) async fn tcp_client(addr: SocketAddr) -> DnsClient {
+    let (stream, sender) = TcpClientStream::new(addr, None, None, TokioRuntimeProvider::default());
+    let (client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.unwrap(), sender);
+    tokio::spawn(bg);
+    client
+}
+
+/// One query through a hickory client; the whole response message.
+pub(crate) async fn ask(client: &mut DnsClient, name: &str, qtype: RecordType) -> Message {
+    let name = Name::from_str(name).unwrap();
+    client
+        .query(name, DNSClass::IN, qtype)
+        .await
+        .expect("a response")
+        .into_message()
+}
+
+/// Records as `owner ttl TYPE data`.
+pub(crate) fn records(rs: &[hickory_proto::rr::Record]) -> Vec<String> {
+    rs.iter()
+        .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
+        .collect()
+}
+
+/// Addresses of the answer, sorted.
+pub(crate) fn addresses(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Fails loudly when a tool is missing: `scripts/test` installs it.
+pub(crate) fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{tool}` is missing: run scripts/test, which installs what the tests need"
+    );
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub(crate) async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
+    within: Duration,
+    mut check: F,
+) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
+}
