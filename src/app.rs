@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::forward::{ForwardSettings, Forwarder};
 use crate::dns::server::{Limits, Listeners};
 use crate::registry::{Registry, SourceId, Update};
 use crate::sources::files::{self, FileSource};
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub poll_interval: Duration,
     /// Listener limits.
     pub limits: Limits,
+    /// Forwarding of other names; `None` answers them REFUSED.
+    pub forward: Option<ForwardSettings>,
 }
 
 /// Why the server did not start.
@@ -117,10 +120,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         zones = ?config.table.zones().iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
         ttl = config.table.ttl,
         entries = ?config.entries,
+        upstreams = ?config.forward.as_ref().map(|f| &f.upstreams),
         hosts = table.hosts().len(),
         "globaldns serving"
     );
-    tasks.spawn(listeners.serve(handle.clone(), config.limits, shutdown.clone()));
+    let forwarder = config.forward.map(Forwarder::new);
+    tasks.spawn(listeners.serve(handle.clone(), forwarder, config.limits, shutdown.clone()));
     Ok(Running {
         dns_addr,
         table: handle,

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use thiserror::Error;
 
 use crate::app::ServeConfig;
+use crate::dns::forward::{self, BadUpstream, ForwardSettings};
 use crate::dns::server::Limits;
 use crate::table::{ExportMode, SettingsError, TableSettings};
 
@@ -108,6 +109,43 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub sources: SourceArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub forward: ForwardArgs,
+}
+
+/// Forwarding of names outside the served zones.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// IP or IP:PORT for other names, repeatable [default: nameservers of /etc/resolv.conf].
+    #[arg(long = "upstream", env = "GLOBALDNS_UPSTREAM", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    /// Time for one attempt at one upstream (`800ms`, `1s`).
+    #[arg(long, env = "GLOBALDNS_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Total time for a forwarded query, failover included, before SERVFAIL.
+    #[arg(long, env = "GLOBALDNS_FORWARD_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub forward_timeout: Duration,
+    /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
+    #[arg(long, env = "GLOBALDNS_MAX_FORWARDS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_forwards: u32,
+}
+
+/// Parses `250ms`, `2s` or `1.5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 500ms or 2s");
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        return Err(bad());
+    };
+    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 || value * scale > 3600.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(value * scale))
 }
 
 /// `globaldns check`.
@@ -153,6 +191,47 @@ pub enum ConfigError {
     /// Nothing to serve.
     #[error("no sources: give --entries PATH (a ServiceEntry file or directory)")]
     NoSources,
+    /// A bad `--upstream`.
+    #[error(transparent)]
+    Upstream(#[from] BadUpstream),
+    /// No `--upstream` and none in resolv.conf.
+    #[error("no upstream for names outside the served zones: /etc/resolv.conf {0}; give --upstream IP")]
+    NoUpstream(String),
+    /// An upstream that is this very server would loop.
+    #[error("--upstream {0} is this server's own --listen address: queries would loop")]
+    UpstreamIsSelf(std::net::SocketAddr),
+}
+
+impl ForwardArgs {
+    /// Forward settings, upstreams from the flags or from `resolv_conf` (its text, or why it
+    /// could not be read).
+    pub fn settings(
+        &self,
+        listen: std::net::SocketAddr,
+        resolv_conf: impl FnOnce() -> Result<String, String>,
+    ) -> Result<ForwardSettings, ConfigError> {
+        let upstreams = if self.upstreams.is_empty() {
+            let found = forward::resolv_conf_nameservers(&resolv_conf().map_err(ConfigError::NoUpstream)?);
+            if found.is_empty() {
+                return Err(ConfigError::NoUpstream("lists no nameserver".into()));
+            }
+            found
+        } else {
+            self.upstreams
+                .iter()
+                .map(|u| forward::parse_upstream(u))
+                .collect::<Result<_, _>>()?
+        };
+        if let Some(own) = upstreams.iter().find(|u| **u == listen) {
+            return Err(ConfigError::UpstreamIsSelf(*own));
+        }
+        Ok(ForwardSettings {
+            upstreams,
+            attempt_timeout: self.upstream_timeout.min(self.forward_timeout),
+            budget: self.forward_timeout,
+            max_in_flight: self.max_forwards as usize,
+        })
+    }
 }
 
 impl SourceArgs {
@@ -175,6 +254,9 @@ impl ServeArgs {
             entries: self.sources.entries.clone(),
             poll_interval: Duration::from_millis(500),
             limits: Limits::default(),
+            forward: Some(self.forward.settings(self.listen, || {
+                std::fs::read_to_string("/etc/resolv.conf").map_err(|e| format!("cannot be read ({e})"))
+            })?),
         })
     }
 }

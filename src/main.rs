@@ -31,6 +31,9 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed log pipe must not kill the server: by default a failed write is reported
+        // with eprintln!, which panics when stderr itself is the broken pipe.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -46,8 +49,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = running.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
             shutdown.cancel();
+            tracing::info!("shutting down");
         });
         running.wait().await;
         anyhow::Ok(ExitCode::SUCCESS)

@@ -36,6 +36,8 @@ pub enum Outcome {
     Reply,
     /// Send nothing.
     Drop,
+    /// Out of every served zone: forward the query (the buffer is empty).
+    Forward,
 }
 
 /// A small, fast generator for shuffling answers (xorshift64*); not for secrets.
@@ -56,18 +58,57 @@ impl Shuffler {
     }
 }
 
-/// Answers `msg` from `table` into `out` (cleared first).
-pub fn answer(table: &Table, msg: &[u8], transport: Transport, rng: &mut Shuffler, out: &mut Vec<u8>) -> Outcome {
+/// How the answer path behaves beyond the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mode {
+    /// Out-of-zone names are forwarded (else REFUSED); responses then say RA=1, as the
+    /// client may ask this server for any name.
+    pub forwarding: bool,
+}
+
+/// A header-only reply to a message that is not a well-formed query.
+fn header_reply(msg: &[u8], code: u16, flags: u16, out: &mut Vec<u8>) {
     out.clear();
+    let query_flags = u16::from_be_bytes([msg[2], msg[3]]);
+    out.extend_from_slice(&msg[..2]);
+    let flags = flag::QR | flags | (query_flags & (flag::OPCODE | flag::RD | flag::CD)) | code;
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+}
+
+/// An error reply (`code`, no records) to `msg`, echoing its question and OPT when it is a
+/// well-formed query; for SERVFAIL when forwarding fails.
+pub fn error_reply(msg: &[u8], code: u16, recursion_available: bool, out: &mut Vec<u8>) {
+    let ra = if recursion_available { flag::RA } else { 0 };
+    match wire::parse(msg) {
+        Ok(query) => {
+            out.clear();
+            let limit = query
+                .edns
+                .map_or(512, |e| e.udp_size.clamp(512, EDNS_UDP_SIZE) as usize);
+            Response::start(&query, out).finish(code, ra, limit);
+        }
+        Err(_) if msg.len() >= wire::HEADER_LEN => header_reply(msg, code, ra, out),
+        Err(_) => out.clear(),
+    }
+}
+
+/// Answers `msg` from `table` into `out` (cleared first).
+pub fn answer(
+    table: &Table,
+    msg: &[u8],
+    transport: Transport,
+    mode: Mode,
+    rng: &mut Shuffler,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    out.clear();
+    let ra = if mode.forwarding { flag::RA } else { 0 };
     let query = match wire::parse(msg) {
         Ok(q) => q,
         Err(Reject::Drop) => return Outcome::Drop,
         Err(Reject::Reply(code)) => {
-            let flags = u16::from_be_bytes([msg[2], msg[3]]);
-            out.extend_from_slice(&msg[..2]);
-            let flags = flag::QR | (flags & (flag::OPCODE | flag::RD | flag::CD)) | code;
-            out.extend_from_slice(&flags.to_be_bytes());
-            out.extend_from_slice(&[0; 8]);
+            header_reply(msg, code, ra, out);
             return Outcome::Reply;
         }
     };
@@ -76,32 +117,36 @@ pub fn answer(table: &Table, msg: &[u8], transport: Transport, rng: &mut Shuffle
         (Transport::Udp, None) => 512,
         (Transport::Udp, Some(e)) => e.udp_size.clamp(512, EDNS_UDP_SIZE) as usize,
     };
+    let lookup = table.lookup(query.lower_name());
+    if matches!(lookup, Lookup::OutOfZone) && mode.forwarding {
+        // Forwarded whatever its EDNS version or class: the upstream decides.
+        return Outcome::Forward;
+    }
     let mut r = Response::start(&query, out);
     if query.edns.is_some_and(|e| e.version > 0) {
-        r.finish(rcode::BADVERS, 0, limit);
+        r.finish(rcode::BADVERS, ra, limit);
         return Outcome::Reply;
     }
-    let lookup = table.lookup(query.lower_name());
     let (zone, host, apex) = match lookup {
         Lookup::OutOfZone => {
-            r.finish(rcode::REFUSED, 0, limit);
+            r.finish(rcode::REFUSED, ra, limit);
             return Outcome::Reply;
         }
         _ if query.qclass != CLASS_IN && query.qclass != CLASS_ANY => {
-            r.finish(rcode::REFUSED, 0, limit);
+            r.finish(rcode::REFUSED, ra, limit);
             return Outcome::Reply;
         }
         _ if !table.synced() => {
-            r.finish(rcode::SERVFAIL, 0, limit);
+            r.finish(rcode::SERVFAIL, ra, limit);
             return Outcome::Reply;
         }
         _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) => {
-            r.finish(rcode::REFUSED, 0, limit);
+            r.finish(rcode::REFUSED, ra, limit);
             return Outcome::Reply;
         }
         Lookup::NxDomain { zone } => {
             r.soa(zone, table, Section::Authority);
-            r.finish(rcode::NXDOMAIN, flag::AA, limit);
+            r.finish(rcode::NXDOMAIN, flag::AA | ra, limit);
             return Outcome::Reply;
         }
         Lookup::Exists { zone, host, apex } => (zone, host, apex),
@@ -128,7 +173,7 @@ pub fn answer(table: &Table, msg: &[u8], transport: Transport, rng: &mut Shuffle
     if r.counts[0] == 0 {
         r.soa(zone, table, Section::Authority);
     }
-    r.finish(rcode::NOERROR, flag::AA, limit);
+    r.finish(rcode::NOERROR, flag::AA | ra, limit);
     Outcome::Reply
 }
 

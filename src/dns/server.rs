@@ -16,7 +16,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{Outcome, Shuffler, Transport, answer};
+use super::answer::{Mode, Outcome, Shuffler, Transport, answer, error_reply};
+use super::forward::Forwarder;
+use super::wire::rcode;
 use crate::table::Table;
 
 /// Limits of the listeners.
@@ -70,18 +72,60 @@ impl Listeners {
         self.udp.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled; in-flight TCP queries are answered first.
-    pub async fn serve(self, table: Arc<ArcSwap<Table>>, limits: Limits, shutdown: CancellationToken) {
-        let udp = tokio::spawn(udp_loop(self.udp, table.clone(), shutdown.clone()));
-        tcp_accept(self.tcp, table, limits, shutdown).await;
+    /// Serves until `shutdown` is cancelled; in-flight queries (TCP, and forwarded UDP
+    /// ones) are answered first. Out-of-zone queries go to `forwarder`, or get REFUSED.
+    pub async fn serve(
+        self,
+        table: Arc<ArcSwap<Table>>,
+        forwarder: Option<Forwarder>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) {
+        let shared = Shared {
+            table,
+            mode: Mode {
+                forwarding: forwarder.is_some(),
+            },
+            forwarder,
+            tracker: tokio_util::task::TaskTracker::new(),
+        };
+        let udp = tokio::spawn(udp_loop(Arc::new(self.udp), shared.clone(), shutdown.clone()));
+        tcp_accept(self.tcp, shared.clone(), limits, shutdown).await;
         let _ = udp.await;
+        shared.tracker.close();
+        shared.tracker.wait().await;
     }
 }
 
-async fn udp_loop(socket: UdpSocket, table: Arc<ArcSwap<Table>>, shutdown: CancellationToken) {
+/// What every listener task shares.
+#[derive(Clone)]
+struct Shared {
+    table: Arc<ArcSwap<Table>>,
+    mode: Mode,
+    forwarder: Option<Forwarder>,
+    /// Forwards and TCP connections in flight, drained at shutdown.
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl Shared {
+    /// Forwards `query` into `out`, or SERVFAIL when too many forwards are in flight.
+    async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
+        let forwarder = self.forwarder.as_ref().expect("forwarding mode has a forwarder");
+        match forwarder.permit() {
+            Some(_permit) => forwarder.forward(query, transport, out).await,
+            None => {
+                tracing::debug!("in-flight forward limit reached: SERVFAIL");
+                error_reply(query, rcode::SERVFAIL, true, out);
+            }
+        }
+    }
+}
+
+async fn udp_loop(socket: Arc<UdpSocket>, shared: Shared, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut rng = Shuffler::new(seed());
+    let table = &shared.table;
     loop {
         let (len, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -94,18 +138,30 @@ async fn udp_loop(socket: UdpSocket, table: Arc<ArcSwap<Table>>, shutdown: Cance
                 }
             },
         };
-        let snapshot = table.load();
-        if answer(&snapshot, &buf[..len], Transport::Udp, &mut rng, &mut out) == Outcome::Reply
-            && let Err(e) = socket.send_to(&out, peer).await
-        {
-            tracing::debug!(error = %e, %peer, "udp send");
+        let query = &buf[..len];
+        match answer(&table.load(), query, Transport::Udp, shared.mode, &mut rng, &mut out) {
+            Outcome::Reply => send(&socket, &out, peer).await,
+            Outcome::Drop => {}
+            Outcome::Forward => {
+                let (shared, socket, query) = (shared.clone(), socket.clone(), query.to_vec());
+                shared.tracker.clone().spawn(async move {
+                    let mut out = Vec::new();
+                    shared.forward(&query, Transport::Udp, &mut out).await;
+                    send(&socket, &out, peer).await;
+                });
+            }
         }
     }
 }
 
-async fn tcp_accept(listener: TcpListener, table: Arc<ArcSwap<Table>>, limits: Limits, shutdown: CancellationToken) {
+async fn send(socket: &UdpSocket, out: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(out, peer).await {
+        tracing::debug!(error = %e, %peer, "udp send");
+    }
+}
+
+async fn tcp_accept(listener: TcpListener, shared: Shared, limits: Limits, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(limits.max_tcp_connections));
-    let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -122,21 +178,19 @@ async fn tcp_accept(listener: TcpListener, table: Arc<ArcSwap<Table>>, limits: L
             tracing::debug!(%peer, "tcp connection limit reached: closing");
             continue;
         };
-        let (table, shutdown) = (table.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            if let Err(e) = tcp_connection(stream, &table, limits.tcp_idle_timeout, &shutdown).await {
+        let (conn_shared, shutdown) = (shared.clone(), shutdown.clone());
+        shared.tracker.spawn(async move {
+            if let Err(e) = tcp_connection(stream, &conn_shared, limits.tcp_idle_timeout, &shutdown).await {
                 tracing::debug!(error = %e, %peer, "tcp connection");
             }
             drop(permit);
         });
     }
-    tracker.close();
-    tracker.wait().await;
 }
 
 async fn tcp_connection(
     stream: TcpStream,
-    table: &ArcSwap<Table>,
+    shared: &Shared,
     idle: Duration,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
@@ -161,8 +215,18 @@ async fn tcp_connection(
                 Err(_) => return Ok(()), // idle
             },
         };
-        if answer(&table.load(), &buf[..len], Transport::Tcp, &mut rng, &mut out) == Outcome::Drop {
-            continue;
+        let query = &buf[..len];
+        match answer(
+            &shared.table.load(),
+            query,
+            Transport::Tcp,
+            shared.mode,
+            &mut rng,
+            &mut out,
+        ) {
+            Outcome::Reply => {}
+            Outcome::Drop => continue,
+            Outcome::Forward => shared.forward(query, Transport::Tcp, &mut out).await,
         }
         frame.clear();
         frame.extend_from_slice(&(out.len() as u16).to_be_bytes());

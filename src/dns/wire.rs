@@ -221,3 +221,22 @@ pub fn parse(msg: &[u8]) -> Result<Query<'_>, Reject> {
         edns,
     })
 }
+
+/// Whether `reply` answers `query`: a response with the query's ID and its question
+/// (compared case-insensitively), or with no question at all and an error rcode (what
+/// servers send when they could not read the question).
+pub fn answers(reply: &[u8], query: &[u8]) -> bool {
+    if reply.len() < HEADER_LEN || query.len() < HEADER_LEN || reply[..2] != query[..2] || reply[2] & 0x80 == 0 {
+        return false;
+    }
+    let qdcount = u16::from_be_bytes([reply[4], reply[5]]);
+    if qdcount == 0 {
+        return reply[3] & 0x0f != 0;
+    }
+    let Ok(q) = parse(query) else { return false };
+    let question = q.question;
+    qdcount == 1
+        && reply
+            .get(HEADER_LEN..HEADER_LEN + question.len())
+            .is_some_and(|r| r.eq_ignore_ascii_case(question))
+}

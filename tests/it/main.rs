@@ -3,8 +3,10 @@
 //! One binary, as hickory-dns does, so the crate links once.
 
 mod support;
+mod upstream;
 
 mod command_line;
 mod dns_over_sockets;
 mod entry_files;
 mod fixtures;
+mod forwarding;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use globaldns::app::{self, Running, ServeConfig};
+use globaldns::dns::forward::ForwardSettings;
 use globaldns::dns::server::Limits;
 use globaldns::table::TableSettings;
 use hickory_net::client::{Client, ClientHandle};
@@ -37,8 +38,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Writes `files` into a new directory and serves it on 127.0.0.1:0.
+    /// Writes `files` into a new directory and serves it on 127.0.0.1:0, no forwarding.
     pub(crate) async fn start(files: &[(&str, &str)]) -> Server {
+        Server::start_forwarding(files, None).await
+    }
+
+    /// The same, forwarding other names as `forward` says.
+    pub(crate) async fn start_forwarding(files: &[(&str, &str)], forward: Option<ForwardSettings>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -49,6 +55,7 @@ impl Server {
             entries: vec![dir.path().to_owned()],
             poll_interval: Duration::from_millis(100),
             limits: Limits::default(),
+            forward,
         };
         let running = app::start(config).await.expect("server starts");
         Server {
@@ -141,4 +148,14 @@ pub(crate) async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Outpu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check().await
+}
+
+/// Forward settings for `upstreams` with short timeouts.
+pub(crate) fn forwarding(upstreams: &[SocketAddr]) -> ForwardSettings {
+    ForwardSettings {
+        upstreams: upstreams.to_vec(),
+        attempt_timeout: Duration::from_millis(300),
+        budget: Duration::from_millis(1500),
+        max_in_flight: 64,
+    }
 }

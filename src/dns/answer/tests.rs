@@ -79,9 +79,10 @@ fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
 
 fn respond(table: &Table, msg: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    match answer(table, msg, transport, &mut Shuffler::new(1), &mut out) {
+    match answer(table, msg, transport, Mode::default(), &mut Shuffler::new(1), &mut out) {
         Outcome::Reply => Some(out),
         Outcome::Drop => None,
+        Outcome::Forward => panic!("nothing is forwarded without forwarding"),
     }
 }
 
@@ -366,7 +367,14 @@ fn answers_are_shuffled_but_complete() {
     let mut orders = std::collections::HashSet::new();
     for seed in 0..50 {
         let mut out = Vec::new();
-        answer(&t, &q, Transport::Udp, &mut Shuffler::new(seed), &mut out);
+        answer(
+            &t,
+            &q,
+            Transport::Udp,
+            Mode::default(),
+            &mut Shuffler::new(seed),
+            &mut out,
+        );
         let mut got = records(&Message::from_vec(&out).unwrap().answers);
         orders.insert(got.clone());
         got.sort();

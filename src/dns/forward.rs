@@ -1,0 +1,271 @@
+//! Forwarding of every out-of-zone query to the cluster DNS: a transparent relay.
+//!
+//! The client's query leaves unchanged but for a fresh random ID, over UDP from a fresh
+//! connected socket (random source port, RFC 5452 §9.2; the kernel drops datagrams from
+//! anyone but the upstream). The upstream's answer comes back unchanged but for the ID:
+//! rcode, flags, every section and EDNS are the upstream's. An answer counts only if it is a
+//! response with our ID and the query's question; anything else (spoofed, late, garbled) is
+//! ignored. A truncated UDP answer is returned as it is to a UDP client, which retries over
+//! TCP; for a TCP client the query is retried to the same upstream over TCP.
+//!
+//! Failover: each attempt has its own timeout; an upstream that times out or refuses the
+//! connection is marked down for a while and tried after the healthy ones, so a dead first
+//! upstream does not stall every query. When the total budget runs out, or more forwards are
+//! in flight than allowed, the client gets SERVFAIL rather than silence.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::answer::{Transport, error_reply};
+use super::wire::{self, rcode};
+
+/// How long an upstream that failed is tried only after the healthy ones.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+
+/// What forwarding needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSettings {
+    /// The upstreams, in order of preference.
+    pub upstreams: Vec<SocketAddr>,
+    /// Timeout of one attempt at one upstream.
+    pub attempt_timeout: Duration,
+    /// Total time for a query, all attempts included; then SERVFAIL.
+    pub budget: Duration,
+    /// Forwards in flight at most; beyond, SERVFAIL at once.
+    pub max_in_flight: usize,
+}
+
+/// An `--upstream` that is not an IP or IP:PORT.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("upstream {0:?} is not an IP or IP:PORT")]
+pub struct BadUpstream(pub String);
+
+/// Parses `IP` (port 53) or `IP:PORT` (`[v6]:PORT` for IPv6).
+pub fn parse_upstream(text: &str) -> Result<SocketAddr, BadUpstream> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| BadUpstream(text.into()))
+}
+
+/// The `nameserver` lines of a resolv.conf (resolv.conf(5)); zone indexes (`%eth0`) dropped.
+pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            let ip = words.next()?.split('%').next()?;
+            ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+struct Upstream {
+    addr: SocketAddr,
+    /// Milliseconds since `epoch` until which it counts as down (0: up).
+    down_until: AtomicU64,
+}
+
+/// The forwarder, shared by every listener.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    upstreams: Arc<[Upstream]>,
+    settings: Arc<ForwardSettings>,
+    permits: Arc<Semaphore>,
+    epoch: Instant,
+    ids: RandomState,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Error)]
+enum AttemptError {
+    #[error("timed out")]
+    Timeout,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Forwarder {
+    /// A forwarder for these settings.
+    pub fn new(settings: ForwardSettings) -> Self {
+        let upstreams = settings
+            .upstreams
+            .iter()
+            .map(|&addr| Upstream {
+                addr,
+                down_until: AtomicU64::new(0),
+            })
+            .collect();
+        Forwarder {
+            upstreams,
+            permits: Arc::new(Semaphore::new(settings.max_in_flight)),
+            settings: Arc::new(settings),
+            epoch: Instant::now(),
+            ids: RandomState::new(),
+        }
+    }
+
+    /// A place for one more forward, or `None` when the bound is reached.
+    pub fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Upstreams to try, healthy ones first in configured order, then the others by when
+    /// they went down.
+    fn order(&self) -> Vec<&Upstream> {
+        let now = self.now_ms();
+        let mut order: Vec<&Upstream> = self.upstreams.iter().collect();
+        order.sort_by_key(|u| {
+            let until = u.down_until.load(Ordering::Relaxed);
+            if until <= now { 0 } else { until }
+        });
+        order
+    }
+
+    fn random_id(&self) -> u16 {
+        let mut h = self.ids.build_hasher();
+        h.write_u64(self.epoch.elapsed().as_nanos() as u64);
+        h.finish() as u16
+    }
+
+    /// Forwards `query` (a well-formed query, as the answer path parsed it) and writes the
+    /// client's response into `out`: the upstream's answer, or SERVFAIL.
+    pub async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
+        let deadline = Instant::now() + self.settings.budget;
+        let mut msg = query.to_vec();
+        let order = self.order();
+        'attempts: for upstream in order.iter().cycle().take(order.len() * 8) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let timeout = self.settings.attempt_timeout.min(deadline - now);
+            msg[..2].copy_from_slice(&self.random_id().to_be_bytes());
+            let mut reply = match udp_exchange(upstream.addr, &msg, timeout).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    self.mark_down(upstream, &e);
+                    continue;
+                }
+            };
+            if transport == Transport::Tcp && reply[2] & 0x02 != 0 {
+                let timeout = self
+                    .settings
+                    .attempt_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                match tcp_exchange(upstream.addr, &msg, timeout).await {
+                    Ok(full) => reply = full,
+                    Err(e) => {
+                        self.mark_down(upstream, &e);
+                        continue 'attempts;
+                    }
+                }
+            }
+            upstream.down_until.store(0, Ordering::Relaxed);
+            reply[..2].copy_from_slice(&query[..2]);
+            out.clear();
+            out.extend_from_slice(&reply);
+            return;
+        }
+        tracing::debug!("every upstream failed: SERVFAIL");
+        error_reply(query, rcode::SERVFAIL, true, out);
+    }
+
+    fn mark_down(&self, upstream: &Upstream, error: &AttemptError) {
+        let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
+        if upstream.down_until.swap(until, Ordering::Relaxed) <= self.now_ms() {
+            tracing::warn!(upstream = %upstream.addr, %error, "upstream failed; trying the others first for {DOWN_FOR:?}");
+        }
+    }
+}
+
+fn unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+async fn udp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>, AttemptError> {
+    let socket = UdpSocket::bind(unspecified(upstream)).await?;
+    socket.connect(upstream).await?;
+    socket.send(msg).await?;
+    let mut buf = vec![0u8; 65535];
+    let wait = async {
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            if wire::answers(&buf[..n], msg) {
+                buf.truncate(n);
+                return io::Result::Ok(buf);
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| AttemptError::Timeout)?
+        .map_err(Into::into)
+}
+
+async fn tcp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>, AttemptError> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(upstream).await?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Vec::with_capacity(msg.len() + 2);
+        framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        framed.extend_from_slice(msg);
+        stream.write_all(&framed).await?;
+        loop {
+            let len = stream.read_u16().await? as usize;
+            let mut buf = vec![0u8; len];
+            stream.read_exact(&mut buf).await?;
+            if wire::answers(&buf, msg) {
+                return io::Result::Ok(buf);
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| AttemptError::Timeout)?
+        .map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_syntax() {
+        assert_eq!(parse_upstream("10.0.0.10"), Ok("10.0.0.10:53".parse().unwrap()));
+        assert_eq!(parse_upstream("127.0.0.1:5300"), Ok("127.0.0.1:5300".parse().unwrap()));
+        assert_eq!(parse_upstream("::1"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(parse_upstream("[fd00::a]:5353"), Ok("[fd00::a]:5353".parse().unwrap()));
+        assert!(parse_upstream("kube-dns.kube-system").is_err());
+        assert!(parse_upstream("1.2.3.4:99999").is_err());
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let text = "# generated\nsearch default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\n\
+                    nameserver fe80::1%eth0\nnameserver\noptions ndots:5\n  nameserver 1.1.1.1\nnameserver bogus\n";
+        let got = resolv_conf_nameservers(text);
+        let want: Vec<SocketAddr> = ["10.96.0.10:53", "[fe80::1]:53", "1.1.1.1:53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+    }
+}

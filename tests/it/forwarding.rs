@@ -1,0 +1,282 @@
+//! Forwarding to an upstream the test controls: transparency, TCP, timeouts, failover,
+//! SERVFAIL, the in-flight bound, spoofed answers, and no in-zone name ever forwarded.
+
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::support::*;
+use crate::upstream::{Behaviour, Upstream};
+
+fn entries() -> String {
+    [
+        se(
+            "bar",
+            "httpbin",
+            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
+        ),
+        se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
+    ]
+    .concat()
+}
+
+fn query(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+async fn udp_exchange(server: std::net::SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(msg, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf[..n].to_vec())
+}
+
+async fn tcp_exchange(server: std::net::SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    s.write_all(&[&(msg.len() as u16).to_be_bytes()[..], msg].concat())
+        .await
+        .unwrap();
+    let len = s.read_u16().await.unwrap();
+    let mut buf = vec![0u8; len as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    buf
+}
+
+fn rcode(reply: &[u8]) -> ResponseCode {
+    Message::from_vec(reply).unwrap().metadata.response_code
+}
+
+#[tokio::test]
+async fn answers_come_back_unchanged_but_for_the_id() {
+    let up = Upstream::start(Behaviour::Answer).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
+    let mut upstream_ids = Vec::new();
+    for (i, (name, want)) in [
+        ("www.example.com.", ResponseCode::NoError),
+        ("NXDOMAIN.Example.com.", ResponseCode::NXDomain),
+        ("refused.example.com.", ResponseCode::Refused),
+        (".", ResponseCode::NoError),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (edns, tcp) in [(false, false), (true, false), (true, true)] {
+            let id = 0x1000 + i as u16;
+            let q = query(id, name, if name == "." { RecordType::NS } else { RecordType::A }, edns);
+            let reply = if tcp {
+                tcp_exchange(server.addr, &q).await
+            } else {
+                udp_exchange(server.addr, &q).await.unwrap()
+            };
+            let sent = up.last_answer();
+            assert_eq!(&reply[..2], &id.to_be_bytes(), "{name}: the client's ID");
+            assert_eq!(
+                reply[2..],
+                sent[2..],
+                "{name} edns={edns} tcp={tcp}: byte for byte the upstream's answer"
+            );
+            assert_eq!(rcode(&reply), want, "{name}");
+            let (seen, _) = up.queries().last().unwrap().clone();
+            upstream_ids.push(seen.metadata.id);
+            let mut original = Message::from_vec(&q).unwrap();
+            original.metadata.id = seen.metadata.id;
+            assert_eq!(
+                seen.to_vec().unwrap(),
+                original.to_vec().unwrap(),
+                "{name}: the query leaves unchanged but for the ID"
+            );
+        }
+    }
+    upstream_ids.sort();
+    upstream_ids.dedup();
+    assert!(upstream_ids.len() > 8, "fresh random IDs upstream: {upstream_ids:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn in_zone_names_are_never_forwarded() {
+    let up = Upstream::start(Behaviour::Answer).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
+    let mut client = udp_client(server.addr).await;
+    for (name, qtype) in [
+        ("httpbin.bar.global.", RecordType::A),
+        ("httpbin.bar.global.", RecordType::MX),
+        ("bar.global.", RecordType::A),
+        ("nope.global.", RecordType::A),
+        ("x.y.shop.global.", RecordType::AAAA),
+        ("global.", RecordType::NS),
+        ("global.", RecordType::AXFR),
+    ] {
+        let m = ask(&mut client, name, qtype).await;
+        assert!(m.metadata.recursion_available, "RA: this server forwards other names");
+        assert!(
+            !m.answers
+                .iter()
+                .chain(&m.authorities)
+                .any(|r| r.ttl == 42 || r.ttl == 77),
+            "{name}: answered here"
+        );
+    }
+    let m = ask(&mut client, "kubernetes.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(addresses(&m), ["192.0.2.1"]);
+    let forwarded: Vec<String> = up
+        .queries()
+        .iter()
+        .map(|(q, _)| q.queries[0].name().to_string())
+        .collect();
+    assert_eq!(
+        forwarded,
+        ["kubernetes.default.svc.cluster.local."],
+        "only the out-of-zone name went upstream"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn truncated_udp_answers_go_to_udp_clients_as_they_are_and_tcp_clients_get_tcp() {
+    let up = Upstream::start(Behaviour::Truncate).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
+    let reply = udp_exchange(server.addr, &query(1, "big.example.com.", RecordType::A, true))
+        .await
+        .unwrap();
+    let m = Message::from_vec(&reply).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    assert_eq!(up.queries().iter().map(|(_, tcp)| *tcp).collect::<Vec<_>>(), [false]);
+
+    let reply = tcp_exchange(server.addr, &query(2, "big.example.com.", RecordType::A, true)).await;
+    let m = Message::from_vec(&reply).unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(addresses(&m), ["192.0.2.1"]);
+    assert_eq!(
+        up.queries().iter().map(|(_, tcp)| *tcp).collect::<Vec<_>>(),
+        [false, false, true],
+        "UDP first, then TCP"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_first_upstream_fails_over_and_is_remembered() {
+    let silent = Upstream::start(Behaviour::Silent).await;
+    let good = Upstream::start(Behaviour::Answer).await;
+    let server =
+        Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[silent.addr, good.addr]))).await;
+    let mut client = udp_client(server.addr).await;
+    for i in 0..5 {
+        let m = ask(&mut client, &format!("n{i}.example.com."), RecordType::A).await;
+        assert_eq!(addresses(&m), ["192.0.2.1"], "query {i}");
+    }
+    assert_eq!(
+        silent.queries().len(),
+        1,
+        "the silent upstream is tried once, then skipped while down"
+    );
+    assert_eq!(good.queries().len(), 5);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn all_upstreams_failing_is_servfail_not_silence() {
+    let silent = Upstream::start(Behaviour::Silent).await;
+    // A closed port: the kernel answers with ICMP port unreachable.
+    let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[closed, silent.addr]))).await;
+    for edns in [false, true] {
+        let started = std::time::Instant::now();
+        let reply = udp_exchange(server.addr, &query(9, "www.example.com.", RecordType::A, edns))
+            .await
+            .expect("an answer");
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(m.queries.len(), 1, "question echoed");
+        assert_eq!(m.edns.is_some(), edns, "OPT when asked");
+        assert!(m.metadata.recursion_available);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "within the budget, well before a stub gives up"
+        );
+    }
+    assert!(silent.queries().len() >= 2, "retried within the budget");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn spoofed_and_mismatched_answers_are_ignored() {
+    let up = Upstream::start(Behaviour::Spoof).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
+    let reply = udp_exchange(server.addr, &query(5, "www.example.com.", RecordType::A, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        addresses(&Message::from_vec(&reply).unwrap()),
+        ["192.0.2.1"],
+        "the real answer, not 6.6.6.6"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forwards_in_flight_are_bounded_with_servfail() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(600))).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.max_in_flight = 2;
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings.budget = Duration::from_secs(2);
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let tasks: Vec<_> = (0..10u16)
+        .map(|i| {
+            let addr = server.addr;
+            tokio::spawn(async move {
+                udp_exchange(addr, &query(i, &format!("s{i}.example.com."), RecordType::A, false)).await
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(rcode(&t.await.unwrap().expect("every query is answered")));
+    }
+    let answered = codes.iter().filter(|c| **c == ResponseCode::NoError).count();
+    let refused = codes.iter().filter(|c| **c == ResponseCode::ServFail).count();
+    assert_eq!((answered, refused), (2, 8), "{codes:?}");
+    assert_eq!(up.queries().len(), 2);
+    // In-zone answers do not wait for forwards.
+    let m = ask(&mut udp_client(server.addr).await, "httpbin.bar.global.", RecordType::A).await;
+    assert_eq!(addresses(&m), ["240.0.0.2"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_back_from_the_dead_is_used_again() {
+    let up = Upstream::start(Behaviour::Silent).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
+    let reply = udp_exchange(server.addr, &query(1, "a.example.com.", RecordType::A, false))
+        .await
+        .unwrap();
+    assert_eq!(rcode(&reply), ResponseCode::ServFail);
+    up.set(Behaviour::Answer);
+    let reply = udp_exchange(server.addr, &query(2, "b.example.com.", RecordType::A, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        rcode(&reply),
+        ResponseCode::NoError,
+        "a lone upstream is still tried while marked down"
+    );
+    server.stop().await;
+}
