@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -89,18 +89,6 @@ async fn tcp_answers() {
     let server = Server::start(&[("se.yaml", &entries())]).await;
     check_answers(&mut tcp_client(server.addr).await).await;
     server.stop().await;
-}
-
-fn query_bytes(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
-    let mut m = Message::query();
-    m.metadata.id = id;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    if edns {
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        m.set_edns(e);
-    }
-    m.to_vec().unwrap()
 }
 
 async fn read_frame(stream: &mut TcpStream) -> Message {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -21,19 +21,6 @@ fn entries() -> String {
         se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
     ]
     .concat()
-}
-
-fn query(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
-    let mut m = Message::query();
-    m.metadata.id = id;
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    if edns {
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        m.set_edns(e);
-    }
-    m.to_vec().unwrap()
 }
 
 async fn udp_exchange(server: std::net::SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
@@ -78,7 +65,7 @@ async fn answers_come_back_unchanged_but_for_the_id() {
     {
         for (edns, tcp) in [(false, false), (true, false), (true, true)] {
             let id = 0x1000 + i as u16;
-            let q = query(id, name, if name == "." { RecordType::NS } else { RecordType::A }, edns);
+            let q = query_bytes(id, name, if name == "." { RecordType::NS } else { RecordType::A }, edns);
             let reply = if tcp {
                 tcp_exchange(server.addr, &q).await
             } else {
@@ -152,14 +139,14 @@ async fn in_zone_names_are_never_forwarded() {
 async fn truncated_udp_answers_go_to_udp_clients_as_they_are_and_tcp_clients_get_tcp() {
     let up = Upstream::start(Behaviour::Truncate).await;
     let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
-    let reply = udp_exchange(server.addr, &query(1, "big.example.com.", RecordType::A, true))
+    let reply = udp_exchange(server.addr, &query_bytes(1, "big.example.com.", RecordType::A, true))
         .await
         .unwrap();
     let m = Message::from_vec(&reply).unwrap();
     assert!(m.metadata.truncation && m.answers.is_empty());
     assert_eq!(up.queries().iter().map(|(_, tcp)| *tcp).collect::<Vec<_>>(), [false]);
 
-    let reply = tcp_exchange(server.addr, &query(2, "big.example.com.", RecordType::A, true)).await;
+    let reply = tcp_exchange(server.addr, &query_bytes(2, "big.example.com.", RecordType::A, true)).await;
     let m = Message::from_vec(&reply).unwrap();
     assert!(!m.metadata.truncation);
     assert_eq!(addresses(&m), ["192.0.2.1"]);
@@ -199,7 +186,7 @@ async fn all_upstreams_failing_is_servfail_not_silence() {
     let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[closed, silent.addr]))).await;
     for edns in [false, true] {
         let started = std::time::Instant::now();
-        let reply = udp_exchange(server.addr, &query(9, "www.example.com.", RecordType::A, edns))
+        let reply = udp_exchange(server.addr, &query_bytes(9, "www.example.com.", RecordType::A, edns))
             .await
             .expect("an answer");
         let m = Message::from_vec(&reply).unwrap();
@@ -220,7 +207,7 @@ async fn all_upstreams_failing_is_servfail_not_silence() {
 async fn spoofed_and_mismatched_answers_are_ignored() {
     let up = Upstream::start(Behaviour::Spoof).await;
     let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
-    let reply = udp_exchange(server.addr, &query(5, "www.example.com.", RecordType::A, false))
+    let reply = udp_exchange(server.addr, &query_bytes(5, "www.example.com.", RecordType::A, false))
         .await
         .unwrap();
     assert_eq!(
@@ -243,7 +230,11 @@ async fn forwards_in_flight_are_bounded_with_servfail() {
         .map(|i| {
             let addr = server.addr;
             tokio::spawn(async move {
-                udp_exchange(addr, &query(i, &format!("s{i}.example.com."), RecordType::A, false)).await
+                udp_exchange(
+                    addr,
+                    &query_bytes(i, &format!("s{i}.example.com."), RecordType::A, false),
+                )
+                .await
             })
         })
         .collect();
@@ -265,12 +256,12 @@ async fn forwards_in_flight_are_bounded_with_servfail() {
 async fn an_upstream_back_from_the_dead_is_used_again() {
     let up = Upstream::start(Behaviour::Silent).await;
     let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
-    let reply = udp_exchange(server.addr, &query(1, "a.example.com.", RecordType::A, false))
+    let reply = udp_exchange(server.addr, &query_bytes(1, "a.example.com.", RecordType::A, false))
         .await
         .unwrap();
     assert_eq!(rcode(&reply), ResponseCode::ServFail);
     up.set(Behaviour::Answer);
-    let reply = udp_exchange(server.addr, &query(2, "b.example.com.", RecordType::A, false))
+    let reply = udp_exchange(server.addr, &query_bytes(2, "b.example.com.", RecordType::A, false))
         .await
         .unwrap();
     assert_eq!(

@@ -14,7 +14,7 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
-use hickory_proto::op::Message;
+use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use tempfile::TempDir;
 
@@ -158,4 +158,18 @@ pub(crate) fn forwarding(upstreams: &[SocketAddr]) -> ForwardSettings {
         budget: Duration::from_millis(1500),
         max_in_flight: 64,
     }
+}
+
+/// Query bytes with RD set, and an OPT advertising 1232 bytes when `edns`.
+pub(crate) fn query_bytes(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
 }
