@@ -10,3 +10,4 @@ mod dns_over_sockets;
 mod entry_files;
 mod fixtures;
 mod forwarding;
+mod peers;

@@ -1,0 +1,279 @@
+//! End to end with real DNS software from Debian, wired as in a cluster (README "Wiring"):
+//! Knot DNS plays kube-dns (serving `cluster.local.`) behind globaldns; unbound (a
+//! `stub-zone` for `global`, `harden-below-nxdomain`, 0x20 on) and dnsmasq
+//! (`server=/global/…`) play the cluster DNS in front of it. Queried with `dig`.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A daemon killed when the test ends.
+struct Daemon(Child, &'static str);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now.
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Daemon {
+    let log = std::fs::File::create(log).unwrap();
+    let child = cmd
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon(child, name)
+}
+
+fn dig(port: u16, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn short(port: u16, name: &str, qtype: &str) -> String {
+    dig(port, &["+short", name, qtype]).trim().to_string()
+}
+
+fn status(port: u16, name: &str, qtype: &str) -> (String, usize) {
+    let text = dig(port, &[name, qtype]);
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("none")
+        .to_string();
+    let answers = text
+        .split("ANSWER: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    (status, answers)
+}
+
+/// Waits until the daemon on `port` answers `name`.
+fn wait_ready(daemon: &mut Daemon, port: u16, name: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "{} exited; see its log",
+            daemon.1
+        );
+        if dig(port, &["+short", name]).lines().any(|l| !l.starts_with(';')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} did not answer {name} on port {port}", daemon.1);
+}
+
+/// Queries Knot has received, from its statistics module.
+fn knot_queries(conf: &Path) -> u64 {
+    let out = Command::new("knotc").arg("-c").arg(conf).arg("stats").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("mod-stats.request-protocol["))
+        .filter_map(|l| l.rsplit(" = ").next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn entries() -> String {
+    [
+        se(
+            "bar",
+            "httpbin",
+            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
+        ),
+        se(
+            "default",
+            "dual",
+            "{hosts: [dual.default.global], addresses: [240.0.0.3, \"2001:db8::3\"]}",
+        ),
+        se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
+        se("deep", "deep", "{hosts: [svc.a.b.c.global], addresses: [240.0.0.4]}"),
+    ]
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_unbound_and_dnsmasq_in_front_of_knot() {
+    for tool in ["knotd", "knotc", "unbound", "dnsmasq", "dig"] {
+        require(tool);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (knot_port, unbound_port, dnsmasq_port) = (free_port(), free_port(), free_port());
+
+    // kube-dns: Knot serving cluster.local.
+    std::fs::write(
+        dir.path().join("cluster.local.zone"),
+        "$ORIGIN cluster.local.\n$TTL 5\n@ SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n\
+         @ NS ns.dns\nns.dns A 10.96.0.10\nkubernetes.default.svc A 10.96.0.1\n",
+    )
+    .unwrap();
+    let knot_conf = dir.path().join("knot.conf");
+    std::fs::write(
+        &knot_conf,
+        format!(
+            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{knot_port}\ndatabase:\n  storage: \"{d}\"\n\
+             log:\n  - target: stderr\n    any: warning\nmod-stats:\n  - id: counts\n    request-protocol: on\n\
+             template:\n  - id: default\n    storage: \"{d}\"\n    global-module: mod-stats/counts\n\
+             zone:\n  - domain: cluster.local\n    file: \"{d}/cluster.local.zone\"\n"
+        ),
+    )
+    .unwrap();
+    let mut knot = spawn(
+        "knotd",
+        Command::new("knotd").arg("-c").arg(&knot_conf),
+        &dir.path().join("knot.log"),
+    );
+    wait_ready(&mut knot, knot_port, "kubernetes.default.svc.cluster.local");
+
+    // globaldns, forwarding to Knot.
+    let knot_addr: SocketAddr = ([127, 0, 0, 1], knot_port).into();
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[knot_addr]))).await;
+    let gd = server.addr.port();
+
+    // The cluster DNS: unbound with a stub zone, dnsmasq with a server= line.
+    let unbound_conf = dir.path().join("unbound.conf");
+    std::fs::write(
+        &unbound_conf,
+        format!(
+            "server:\n  interface: 127.0.0.1\n  port: {unbound_port}\n  do-ip6: no\n  do-daemonize: no\n  use-syslog: no\n\
+             logfile: \"\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n\
+             do-not-query-localhost: no\n  harden-below-nxdomain: yes\n  qname-minimisation: yes\n  use-caps-for-id: yes\n\
+             module-config: \"iterator\"\n  access-control: 127.0.0.0/8 allow\nremote-control:\n  control-enable: no\n\
+             stub-zone:\n  name: \"global\"\n  stub-addr: 127.0.0.1@{gd}\n\
+             stub-zone:\n  name: \"cluster.local\"\n  stub-addr: 127.0.0.1@{knot_port}\n"
+        ),
+    )
+    .unwrap();
+    let mut unbound = spawn(
+        "unbound",
+        Command::new("unbound").arg("-d").arg("-c").arg(&unbound_conf),
+        &dir.path().join("unbound.log"),
+    );
+    let mut dnsmasq = spawn(
+        "dnsmasq",
+        Command::new("dnsmasq").args([
+            "-d",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--cache-size=0",
+            "--pid-file=",
+            &format!("--port={dnsmasq_port}"),
+            &format!("--server=/global/127.0.0.1#{gd}"),
+            &format!("--server=127.0.0.1#{knot_port}"),
+        ]),
+        &dir.path().join("dnsmasq.log"),
+    );
+    wait_ready(&mut unbound, unbound_port, "httpbin.bar.global");
+    wait_ready(&mut dnsmasq, dnsmasq_port, "httpbin.bar.global");
+
+    let knot_before = knot_queries(&knot_conf);
+    for (resolver, port) in [("unbound", unbound_port), ("dnsmasq", dnsmasq_port)] {
+        // The empty non-terminal first: a resolver that got NXDOMAIN here (RFC 8020) would
+        // refuse every name below it.
+        assert_eq!(
+            status(port, "b.c.global", "A"),
+            ("NOERROR".into(), 0),
+            "{resolver}: empty non-terminal"
+        );
+        assert_eq!(status(port, "bar.global", "A"), ("NOERROR".into(), 0), "{resolver}");
+        assert_eq!(
+            short(port, "svc.a.b.c.global", "A"),
+            "240.0.0.4",
+            "{resolver}: below an empty non-terminal"
+        );
+        assert_eq!(short(port, "httpbin.bar.global", "A"), "240.0.0.2", "{resolver}");
+        assert_eq!(
+            short(port, "HttpBin.Bar.Global", "A"),
+            "240.0.0.2",
+            "{resolver}: mixed case"
+        );
+        assert_eq!(short(port, "dual.default.global", "AAAA"), "2001:db8::3", "{resolver}");
+        assert_eq!(
+            short(port, "api.shop.global", "A"),
+            "240.0.0.10",
+            "{resolver}: wildcard"
+        );
+        assert_eq!(
+            status(port, "httpbin.bar.global", "AAAA"),
+            ("NOERROR".into(), 0),
+            "{resolver}: NODATA"
+        );
+        assert_eq!(
+            status(port, "nope.bar.global", "A"),
+            ("NXDOMAIN".into(), 0),
+            "{resolver}"
+        );
+        assert_eq!(
+            status(port, "missing.global", "AAAA"),
+            ("NXDOMAIN".into(), 0),
+            "{resolver}"
+        );
+    }
+    assert_eq!(
+        knot_queries(&knot_conf),
+        knot_before,
+        "no in-zone query reached the upstream"
+    );
+
+    // cluster.local through globaldns comes back from Knot unchanged.
+    let sections = ["+noall", "+comments", "+answer", "+authority", "+norec"];
+    let strip_id = |s: String| {
+        s.lines()
+            .filter(|l| !l.contains("id: ") && !l.contains("Query time"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (name, qtype) in [
+        ("kubernetes.default.svc.cluster.local", "A"),
+        ("nope.cluster.local", "A"),
+        ("cluster.local", "SOA"),
+        (".", "NS"),
+    ] {
+        let mut args = sections.to_vec();
+        args.extend([name, qtype]);
+        let direct = strip_id(dig(knot_port, &args));
+        let via = strip_id(dig(gd, &args));
+        assert!(!direct.is_empty());
+        assert_eq!(via, direct, "{name} {qtype}: as Knot answered it");
+    }
+    assert_eq!(
+        knot_queries(&knot_conf),
+        knot_before + 8,
+        "one upstream query per forwarded query"
+    );
+    assert_eq!(
+        short(dnsmasq_port, "kubernetes.default.svc.cluster.local", "A"),
+        "10.96.0.1"
+    );
+    server.stop().await;
+}
