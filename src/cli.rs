@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::app::ServeConfig;
 use crate::dns::forward::{self, BadUpstream, ForwardSettings};
 use crate::dns::server::Limits;
-use crate::table::{ExportMode, SettingsError, TableSettings};
+use crate::table::{AutoAllocate, ExportMode, SettingsError, TableSettings};
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -66,6 +66,9 @@ pub struct TableArgs {
     /// TTL of answers, in seconds.
     #[arg(long, env = "GLOBALDNS_TTL", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     pub ttl: u32,
+    /// Addresses for entries that have none: Istio 1.17–1.24's allocation (`istio-legacy`).
+    #[arg(long, env = "GLOBALDNS_AUTO_ALLOCATE", value_enum, default_value_t = AutoAllocate::None)]
+    pub auto_allocate: AutoAllocate,
     /// Address for entries that have none (the old plugin's flag).
     #[arg(long, env = "GLOBALDNS_DEFAULT_ADDRESS")]
     pub default_address: Option<IpAddr>,
@@ -85,6 +88,7 @@ impl TableArgs {
         settings.export = self.export_to;
         settings.skip_resolution_none = self.skip_resolution_none;
         settings.default_address = self.default_address;
+        settings.auto_allocate = self.auto_allocate;
         Ok(settings)
     }
 }

@@ -14,6 +14,7 @@ fn rule_name(rule: Rule) -> &'static str {
     match rule {
         Rule::SpecAddresses => "spec.addresses",
         Rule::StatusAddresses => "status.addresses",
+        Rule::Allocated => "istio-legacy allocation",
         Rule::DefaultAddress => "default-address",
         Rule::NoAddress => "no address",
     }

@@ -27,10 +27,17 @@ pub use validate::Invalid;
 pub struct Entry {
     /// `namespace/name` of the object (the source is carried by the set it is in).
     pub id: EntryId,
-    /// `spec.hosts`, lower-case, no trailing dot; wildcards keep their `*` first label.
+    /// `spec.hosts` exactly as written (istiod hashes them so for its allocation); compare
+    /// them through [`normalize_host`].
     pub hosts: Vec<String>,
     /// Usable `spec.addresses`: plain IPs and full-length CIDRs (`/32`, `/128`).
     pub addresses: Vec<IpAddr>,
+    /// Whether `spec.addresses` had anything at all, ranges included (Istio allocates no VIP
+    /// to such an entry).
+    pub spec_addresses_given: bool,
+    /// `metadata.creationTimestamp` (RFC 3339, UTC, so it sorts as text); Istio's allocation
+    /// order.
+    pub created: Option<String>,
     /// `status.addresses` with the host each was allocated for (lower-case).
     pub status_addresses: Vec<(String, IpAddr)>,
     /// `spec.resolution` is NONE (the default when absent).
@@ -89,6 +96,9 @@ pub struct Metadata {
     /// `metadata.namespace`.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// `metadata.creationTimestamp`.
+    #[serde(default, rename = "creationTimestamp")]
+    pub creation_timestamp: Option<String>,
 }
 
 /// `spec` of a ServiceEntry.
@@ -127,6 +137,11 @@ pub struct StatusAddress {
     pub host: String,
 }
 
+/// A host as DNS sees it: lower case, no trailing dot.
+pub fn normalize_host(host: &str) -> String {
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
 impl Resource {
     /// Strips and validates the resource. `default_namespace` is used when the object has
     /// none (files).
@@ -149,14 +164,10 @@ impl Resource {
         if spec.hosts.is_empty() {
             return Err(reject("spec.hosts is required".into()));
         }
-        let mut hosts = Vec::with_capacity(spec.hosts.len());
         for host in &spec.hosts {
             validate::host(host).map_err(reject)?;
-            let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
         }
+        let hosts = spec.hosts;
         let mut warnings = Vec::new();
         let mut addresses = Vec::with_capacity(spec.addresses.len());
         for text in &spec.addresses {
@@ -173,13 +184,15 @@ impl Resource {
         let mut status_addresses = Vec::new();
         for a in self.status.map(|s| s.addresses).unwrap_or_default() {
             match a.value.parse::<IpAddr>() {
-                Ok(ip) => status_addresses.push((a.host.to_ascii_lowercase(), ip)),
+                Ok(ip) => status_addresses.push((normalize_host(&a.host), ip)),
                 Err(_) => warnings.push(format!("status.addresses {:?} is not an IP: ignored", a.value)),
             }
         }
         Ok(Entry {
             id,
             hosts,
+            spec_addresses_given: !spec.addresses.is_empty(),
+            created: self.metadata.creation_timestamp,
             addresses,
             status_addresses,
             resolution_none,

@@ -11,6 +11,7 @@
 //!   (RFC 8020 resolvers would otherwise drop the whole subtree);
 //! - host and zone names are lower-case wire format; answers echo the query's own case.
 
+mod allocate;
 mod build;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use serde::Serialize;
 use crate::name;
 use crate::serviceentry::EntryId;
 
-pub use build::{ExportMode, SettingsError, SourceInput, TableSettings, build};
+pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSettings, build};
 
 /// SOA REFRESH of every zone (unused without secondaries; a conventional value).
 pub const SOA_REFRESH: u32 = 3600;
@@ -100,6 +101,8 @@ pub enum Rule {
     SpecAddresses,
     /// `status.addresses` written by Istio's allocator.
     StatusAddresses,
+    /// `--auto-allocate istio-legacy`.
+    Allocated,
     /// `--default-address`.
     DefaultAddress,
     /// None: the entry names the host but gives it no address.

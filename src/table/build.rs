@@ -1,14 +1,14 @@
 //! Entries → table: the rules of DESIGN.md "ServiceEntry → records", as one pure function.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::{Conflict, Host, Map, Node, Origin, Rule, Skipped, Table, Zone};
+use super::{Conflict, Host, Map, Node, Origin, Rule, Skipped, Table, Zone, allocate};
 use crate::name;
-use crate::serviceentry::{Entry, Export};
+use crate::serviceentry::{Entry, Export, normalize_host};
 
 /// Which entries `exportTo` lets us serve (`--export-to`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -18,6 +18,16 @@ pub enum ExportMode {
     Mesh,
     /// Every entry except those exported to `~` (nowhere).
     All,
+}
+
+/// Addresses for entries that have none (`--auto-allocate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AutoAllocate {
+    /// No allocation: `--default-address`, else no address.
+    #[default]
+    None,
+    /// Istio 1.17–1.24's hash allocation, bit for bit, per source.
+    IstioLegacy,
 }
 
 /// What shapes the table besides the entries themselves.
@@ -32,6 +42,8 @@ pub struct TableSettings {
     pub skip_resolution_none: bool,
     /// `--default-address`.
     pub default_address: Option<IpAddr>,
+    /// `--auto-allocate`.
+    pub auto_allocate: AutoAllocate,
 }
 
 impl PartialEq for Zone {
@@ -84,6 +96,7 @@ impl TableSettings {
             export: ExportMode::Mesh,
             skip_resolution_none: false,
             default_address: None,
+            auto_allocate: AutoAllocate::None,
         })
     }
 
@@ -135,12 +148,47 @@ fn visible(entry: &Entry, settings: &TableSettings) -> bool {
     exported && !(settings.skip_resolution_none && entry.resolution_none)
 }
 
+/// Whether Istio's legacy allocator gives `entry`'s `host` a VIP.
+fn allocatable(entry: &Entry, host: &str) -> bool {
+    !entry.resolution_none && !entry.spec_addresses_given && !host.starts_with('*')
+}
+
+/// Istio's allocation over every entry of a source (visible or not, in a served zone or
+/// not: istiod counts them all), keyed by `namespace/host`.
+fn allocation(entries: &[Entry]) -> HashMap<String, (Ipv4Addr, Ipv6Addr)> {
+    let mut services: Vec<(&Entry, &str)> = entries
+        .iter()
+        .flat_map(|e| e.hosts.iter().map(move |h| (e, h.as_str())))
+        .filter(|(e, h)| allocatable(e, h))
+        .collect();
+    // model.SortServicesByCreationTime: creation time, then host name, then namespace (stable).
+    services.sort_by(|(a, ah), (b, bh)| {
+        a.created
+            .cmp(&b.created)
+            .then_with(|| ah.cmp(bh))
+            .then_with(|| a.id.namespace.cmp(&b.id.namespace))
+    });
+    let keys: Vec<String> = services
+        .iter()
+        .map(|(e, h)| format!("{}/{h}", e.id.namespace))
+        .collect();
+    allocate::allocate(keys.iter().map(String::as_str))
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
 /// The hosts of one source in first-seen order, with rules 1–3 applied.
 fn source_hosts(settings: &TableSettings, source: &SourceInput<'_>, skipped: &mut Vec<Skipped>) -> Vec<Acc> {
+    let allocated = match settings.auto_allocate {
+        AutoAllocate::IstioLegacy => allocation(source.entries),
+        AutoAllocate::None => HashMap::new(),
+    };
     let mut accs: Vec<Acc> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for entry in source.entries.iter().filter(|e| visible(e, settings)) {
-        for host in &entry.hosts {
+        for written in &entry.hosts {
+            let host = &normalize_host(written);
             let skip = |reason| Skipped {
                 source: source.name.clone(),
                 entry: entry.id.clone(),
@@ -171,14 +219,16 @@ fn source_hosts(settings: &TableSettings, source: &SourceInput<'_>, skipped: &mu
                     .filter(|(h, _)| h == host)
                     .map(|(_, ip)| *ip)
                     .collect();
-                let rule = if status.is_empty() {
-                    Rule::NoAddress
-                } else {
-                    Rule::StatusAddresses
-                };
-                (status, rule)
+                let vip = allocated
+                    .get(&format!("{}/{written}", entry.id.namespace))
+                    .filter(|_| allocatable(entry, written));
+                match (status.is_empty(), vip) {
+                    (false, _) => (status, Rule::StatusAddresses),
+                    (true, Some((v4, v6))) => (vec![IpAddr::V4(*v4), IpAddr::V6(*v6)], Rule::Allocated),
+                    (true, None) => (status, Rule::NoAddress),
+                }
             };
-            let i = *index.entry(host.as_str()).or_insert_with(|| {
+            let i = *index.entry(host.clone()).or_insert_with(|| {
                 accs.push(Acc {
                     host: Host {
                         name: host.clone(),

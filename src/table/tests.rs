@@ -316,3 +316,113 @@ fn same_records_ignores_provenance() {
     assert!(a.same_records(&b));
     assert!(!a.same_records(&c));
 }
+
+#[test]
+fn istio_legacy_allocation_in_the_rules() {
+    let text = [
+        se(
+            "status",
+            "{hosts: [s.global], resolution: DNS}\nstatus: {addresses: [{host: s.global, value: 240.240.200.1}]}",
+        ),
+        se("alloc", "{hosts: [h610.global, \"*.w.global\"], resolution: DNS}"),
+        se("none", "{hosts: [n.global], resolution: NONE}"),
+        se(
+            "range",
+            "{hosts: [r.global], addresses: [10.0.0.0/24], resolution: STATIC}",
+        ),
+        se("spec", "{hosts: [p.global], addresses: [1.1.1.1], resolution: DNS}"),
+    ]
+    .concat();
+    let mut s = settings();
+    s.auto_allocate = AutoAllocate::IstioLegacy;
+    s.default_address = Some("192.0.2.9".parse().unwrap());
+    let t = table_of(&s, &[("c1", &entries(&text))]);
+    assert_eq!(
+        look(&t, "s.global"),
+        "240.240.200.1",
+        "status.addresses come before allocation"
+    );
+    assert_eq!(
+        look(&t, "h610.global"),
+        "240.240.125.47 2001:2::f0f0:7d2f",
+        "ns/h610.global alone"
+    );
+    assert_eq!(
+        look(&t, "x.w.global"),
+        "192.0.2.9",
+        "wildcards are not allocated: default address"
+    );
+    assert_eq!(
+        look(&t, "n.global"),
+        "host n.global (none)",
+        "resolution NONE: neither allocated nor defaulted"
+    );
+    assert_eq!(
+        look(&t, "r.global"),
+        "192.0.2.9",
+        "an entry with a range is not allocated"
+    );
+    assert_eq!(look(&t, "p.global"), "1.1.1.1");
+    let rule = |name: &str| t.hosts().iter().find(|h| h.name == name).unwrap().origins[0].rule;
+    assert_eq!(rule("h610.global"), Rule::Allocated);
+    assert_eq!(rule("x.w.global".replace("x.", "*.").as_str()), Rule::DefaultAddress);
+
+    // istiod counts every entry of its cluster: one exported nowhere, or outside the served
+    // zones, still takes its slot (ns/h401.global hashes to the slot ns/h610.global wants).
+    let hidden = [
+        text.clone(),
+        se("hidden", "{hosts: [h401.global], resolution: DNS, exportTo: [\"~\"]}"),
+    ]
+    .concat();
+    let t = table_of(&s, &[("c1", &entries(&hidden))]);
+    assert_eq!(look(&t, "h610.global"), "240.240.199.83 2001:2::f0f0:c753");
+    assert_eq!(look(&t, "h401.global"), "nx");
+    let mut narrow = TableSettings::new(&["h610.global"]).unwrap();
+    narrow.auto_allocate = AutoAllocate::IstioLegacy;
+    let visible = [
+        text.clone(),
+        se("other-zone", "{hosts: [h401.global], resolution: DNS}"),
+    ]
+    .concat();
+    let t = table_of(&narrow, &[("c1", &entries(&visible))]);
+    assert_eq!(
+        look(&t, "h610.global"),
+        "240.240.199.83 2001:2::f0f0:c753",
+        "hosts outside the zones count too"
+    );
+    assert_eq!(look(&t, "h401.global"), "out");
+
+    // Per source, as each cluster's istiod computes it: the other cluster's VIP differs, and
+    // the higher source wins with a conflict.
+    let c2 = entries(&se("alloc", "{hosts: [h610.global], resolution: DNS}"));
+    let c1 = entries(&hidden);
+    let t = table_of(&s, &[("c1", &c1), ("c2", &c2)]);
+    assert_eq!(look(&t, "h610.global"), "240.240.199.83 2001:2::f0f0:c753");
+    assert_eq!(t.conflicts().len(), 1);
+    assert_eq!(t.conflicts()[0].loser_addresses.len(), 2);
+
+    // The key is the host as written: istiod hashes "ns/H610.Global", not "ns/h610.global".
+    let t = table_of(
+        &s,
+        &[("c1", &entries(&se("caps", "{hosts: [H610.Global], resolution: DNS}")))],
+    );
+    let (v4, v6) = super::allocate::allocate(["ns/H610.Global"])["ns/H610.Global"];
+    assert_eq!(look(&t, "h610.global"), format!("{v4} {v6}"));
+    assert_ne!(v4.to_string(), "240.240.125.47");
+
+    // Creation time orders the services (then host, then namespace).
+    let older = se("a", "{hosts: [h610.global], resolution: DNS}").replace(
+        "metadata: {name: a}",
+        "metadata: {name: a, creationTimestamp: \"2020-01-01T00:00:00Z\"}",
+    );
+    let newer = se("b", "{hosts: [h401.global], resolution: DNS}").replace(
+        "metadata: {name: b}",
+        "metadata: {name: b, creationTimestamp: \"2024-01-01T00:00:00Z\"}",
+    );
+    let t = table_of(&s, &[("c1", &entries(&[newer, older].concat()))]);
+    assert_eq!(
+        look(&t, "h610.global"),
+        "240.240.125.47 2001:2::f0f0:7d2f",
+        "the older entry gets the contested slot"
+    );
+}

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use globaldns::serviceentry::yaml;
+use globaldns::table::{self, AutoAllocate, SourceInput, TableSettings};
 use hickory_proto::rr::RecordType;
 
 use crate::support::*;
@@ -106,4 +107,40 @@ async fn fixture_global_names_are_served() {
         "empty non-terminal"
     );
     server.stop().await;
+}
+
+/// Istio's `pilot/pkg/xds/nds_test.go` "auto allocate" case over its `testdata/nds-se.yaml`.
+#[test]
+fn istio_nds_fixture_with_legacy_allocation() {
+    let Some(dir) = fixtures_dir() else { return };
+    let text = std::fs::read_to_string(dir.join("istio_istio_pilot-xds-testdata-nds-se.yaml")).unwrap();
+    let parsed = yaml::parse(&text, "default").unwrap();
+    let mut settings = TableSettings::new(&["host.example"]).unwrap();
+    settings.auto_allocate = AutoAllocate::IstioLegacy;
+    let name: std::sync::Arc<str> = "cluster".into();
+    let table = table::build(
+        &settings,
+        &[SourceInput {
+            name: &name,
+            entries: &parsed.entries,
+        }],
+        1,
+        true,
+    );
+    let got: Vec<(String, Vec<String>)> = table
+        .hosts()
+        .iter()
+        .map(|h| (h.name.clone(), h.a.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    let want: Vec<(String, Vec<String>)> = [
+        ("*.random-4.host.example", vec![]),
+        ("random-1.host.example", vec!["240.240.116.21"]),
+        ("random-2.host.example", vec!["9.9.9.9"]),
+        ("random-3.host.example", vec!["240.240.81.100"]),
+        ("random-5.host.example", vec![]),
+    ]
+    .iter()
+    .map(|(n, a)| (n.to_string(), a.iter().map(|s| s.to_string()).collect()))
+    .collect();
+    assert_eq!(got, want);
 }
