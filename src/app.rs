@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config as KubeConfig};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -15,9 +17,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dns::forward::{ForwardSettings, Forwarder};
 use crate::dns::server::{Limits, Listeners};
-use crate::registry::{Registry, SourceId, Update};
+use crate::registry::{Rank, Registry, SourceId, Update};
+use crate::sources::cluster::{self, Cluster};
 use crate::sources::files::{self, FileSource};
+use crate::sources::remote_secrets;
+use crate::sources::state::SourceStates;
 use crate::table::{Table, TableSettings};
+
+/// Where entries come from, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--entries` paths.
+    pub entries: Vec<PathBuf>,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`s, the first the local cluster unless `--in-cluster`.
+    pub contexts: Vec<String>,
+    /// `--in-cluster`, with the local cluster's name.
+    pub in_cluster: Option<String>,
+    /// `--remote-secrets` namespace.
+    pub remote_secrets: Option<String>,
+    /// `--sync-timeout`.
+    pub sync_timeout: Duration,
+}
+
+/// How often entry files are checked for changes.
+pub const FILE_POLL: Duration = Duration::from_millis(500);
 
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
@@ -26,10 +51,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Table settings.
     pub table: TableSettings,
-    /// `--entries` paths.
-    pub entries: Vec<PathBuf>,
-    /// How often the entry files are checked for changes.
-    pub poll_interval: Duration,
+    /// Sources.
+    pub sources: Sources,
     /// Listener limits.
     pub limits: Limits,
     /// Forwarding of other names; `None` answers them REFUSED.
@@ -48,13 +71,23 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// A cluster could not be configured.
+    #[error("cluster {cluster}: {reason}")]
+    Cluster {
+        /// The context or cluster name.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
 }
 
-/// A started server.
+/// The running sources and the table they feed.
 #[derive(Debug)]
 pub struct Running {
-    dns_addr: SocketAddr,
+    dns_addr: Option<SocketAddr>,
     table: Arc<ArcSwap<Table>>,
+    states: SourceStates,
+    sync_timeout: Duration,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -62,12 +95,22 @@ pub struct Running {
 impl Running {
     /// The DNS address actually bound.
     pub fn dns_addr(&self) -> SocketAddr {
-        self.dns_addr
+        self.dns_addr.expect("serving DNS")
     }
 
     /// The published table.
     pub fn table(&self) -> Arc<Table> {
         self.table.load_full()
+    }
+
+    /// Every source's state.
+    pub fn states(&self) -> &SourceStates {
+        &self.states
+    }
+
+    /// Ready: every source synced once (a remote cluster past the sync timeout excepted).
+    pub fn ready(&self) -> bool {
+        self.states.ready(self.sync_timeout)
     }
 
     /// A token that stops the server when cancelled.
@@ -81,30 +124,127 @@ impl Running {
     }
 }
 
-/// Loads the sources, binds the listeners and starts serving.
-pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
-    let shutdown = CancellationToken::new();
-    let mut registry = Registry::new(config.table.clone(), true);
-    let mut tasks = JoinSet::new();
-    let (tx, rx) = mpsc::channel::<Update>(64);
+async fn context_client(kubeconfig: Option<&std::path::Path>, context: &str) -> Result<Client, StartError> {
+    let fail = |reason: String| StartError::Cluster {
+        cluster: context.into(),
+        reason,
+    };
+    let file = match kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    }
+    .map_err(|e| fail(format!("cannot read the kubeconfig: {e}")))?;
+    let options = KubeConfigOptions {
+        context: Some(context.into()),
+        ..Default::default()
+    };
+    let config = KubeConfig::from_custom_kubeconfig(file, &options)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Client::try_from(config).map_err(|e| fail(e.to_string()))
+}
 
-    if !config.entries.is_empty() {
-        let mut source = FileSource::new(config.entries.clone());
+/// Starts every source and the registry; returns the table handle.
+async fn start_sources(
+    sources: &Sources,
+    settings: TableSettings,
+    states: &SourceStates,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<ArcSwap<Table>>, StartError> {
+    let mut clusters = Vec::new();
+    if let Some(name) = &sources.in_cluster {
+        let fail = |reason: String| StartError::Cluster {
+            cluster: name.clone(),
+            reason,
+        };
+        let config = KubeConfig::incluster().map_err(|e| fail(format!("not running in a cluster: {e}")))?;
+        clusters.push(Cluster {
+            id: SourceId {
+                rank: Rank::Local,
+                name: name.as_str().into(),
+            },
+            client: Client::try_from(config).map_err(|e| fail(e.to_string()))?,
+        });
+    }
+    for context in &sources.contexts {
+        let rank = if clusters.is_empty() {
+            Rank::Local
+        } else {
+            Rank::Context(clusters.len() as u32)
+        };
+        let client = context_client(sources.kubeconfig.as_deref(), context).await?;
+        clusters.push(Cluster {
+            id: SourceId {
+                rank,
+                name: context.as_str().into(),
+            },
+            client,
+        });
+    }
+    let local = clusters.first().map(|c| c.id.clone());
+    let mut registry = Registry::new(settings, local.clone());
+    let (tx, rx) = mpsc::channel::<Update>(1024);
+    if !sources.entries.is_empty() {
+        let mut source = FileSource::new(sources.entries.clone());
         let (_, diagnostics) = source.refresh(); // once, at start-up: blocking is fine here
         files::log(&diagnostics);
-        registry.apply(Update::Entries(SourceId::files(), Arc::new(source.entries())));
+        let entries = source.entries();
+        states.register(&SourceId::files(), false);
+        states.synced(&SourceId::files(), entries.len());
+        registry.apply(Update::Entries(SourceId::files(), Arc::new(entries)));
         tasks.spawn(files::watch(
             source,
             SourceId::files(),
-            config.poll_interval,
-            tx,
+            FILE_POLL,
+            tx.clone(),
             shutdown.clone(),
         ));
     }
-    let table = registry.publish();
+    if let (Some(namespace), Some(local)) = (&sources.remote_secrets, clusters.first()) {
+        tasks.spawn(remote_secrets::watch(
+            local.client.clone(),
+            local.id.name.clone(),
+            namespace.clone(),
+            tx.clone(),
+            states.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for cluster in clusters {
+        states.register(&cluster.id, Some(&cluster.id) == local.as_ref());
+        tasks.spawn(cluster::watch(cluster, tx.clone(), states.clone(), shutdown.clone()));
+    }
+    registry.publish();
     let handle = registry.table();
     tasks.spawn(registry.run(rx, shutdown.clone()));
+    Ok(handle)
+}
 
+/// Starts the sources only, waits until they are ready (or the sync timeout twice over),
+/// and returns the table: `globaldns records`.
+pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<Table>, StartError> {
+    let states = SourceStates::default();
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let table = start_sources(sources, settings, &states, &mut tasks, &shutdown).await?;
+    let deadline = tokio::time::Instant::now() + sources.sync_timeout * 2;
+    while !states.ready(sources.sync_timeout) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the registry publish what the sources sent last.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(table.load_full())
+}
+
+/// Starts the sources, binds the listeners and starts serving.
+pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
+    let shutdown = CancellationToken::new();
+    let states = SourceStates::default();
+    let mut tasks = JoinSet::new();
+    let handle = start_sources(&config.sources, config.table.clone(), &states, &mut tasks, &shutdown).await?;
     let listeners = Listeners::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -119,16 +259,21 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         %dns_addr,
         zones = ?config.table.zones().iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
         ttl = config.table.ttl,
-        entries = ?config.entries,
+        entries = ?config.sources.entries,
+        contexts = ?config.sources.contexts,
+        in_cluster = ?config.sources.in_cluster,
+        remote_secrets = ?config.sources.remote_secrets,
         upstreams = ?config.forward.as_ref().map(|f| &f.upstreams),
-        hosts = table.hosts().len(),
+        hosts = handle.load().hosts().len(),
         "globaldns serving"
     );
     let forwarder = config.forward.map(Forwarder::new);
     tasks.spawn(listeners.serve(handle.clone(), forwarder, config.limits, shutdown.clone()));
     Ok(Running {
-        dns_addr,
+        dns_addr: Some(dns_addr),
         table: handle,
+        states,
+        sync_timeout: config.sources.sync_timeout,
         shutdown,
         tasks,
     })

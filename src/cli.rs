@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use thiserror::Error;
 
-use crate::app::ServeConfig;
+use crate::app::{ServeConfig, Sources};
 use crate::dns::forward::{self, BadUpstream, ForwardSettings};
 use crate::dns::server::Limits;
 use crate::table::{AutoAllocate, ExportMode, SettingsError, TableSettings};
@@ -99,6 +99,24 @@ pub struct SourceArgs {
     /// ServiceEntry YAML file or directory, repeatable, watched.
     #[arg(long, env = "GLOBALDNS_ENTRIES", value_delimiter = ',')]
     pub entries: Vec<PathBuf>,
+    /// kubeconfig for --context [default: $KUBECONFIG, then ~/.kube/config].
+    #[arg(long, env = "GLOBALDNS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A cluster to watch, named after its context, repeatable; the first is the local cluster.
+    #[arg(long = "context", env = "GLOBALDNS_CONTEXT", value_delimiter = ',')]
+    pub contexts: Vec<String>,
+    /// Watch the cluster this pod runs in (the local cluster).
+    #[arg(long, env = "GLOBALDNS_IN_CLUSTER")]
+    pub in_cluster: bool,
+    /// The local cluster's ID when --in-cluster.
+    #[arg(long, env = "GLOBALDNS_CLUSTER_NAME", default_value = "local")]
+    pub cluster_name: String,
+    /// Discover clusters from istio/multiCluster=true Secrets in this namespace of the local cluster.
+    #[arg(long, env = "GLOBALDNS_REMOTE_SECRETS")]
+    pub remote_secrets: Option<String>,
+    /// A remote cluster that has not synced by then no longer holds readiness back.
+    #[arg(long, env = "GLOBALDNS_SYNC_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub sync_timeout: Duration,
 }
 
 /// `globaldns serve`.
@@ -193,8 +211,11 @@ pub enum ConfigError {
     #[error(transparent)]
     Table(#[from] SettingsError),
     /// Nothing to serve.
-    #[error("no sources: give --entries PATH (a ServiceEntry file or directory)")]
+    #[error("no sources: give --entries PATH, --context NAME or --in-cluster")]
     NoSources,
+    /// Remote secrets need a local cluster to read them from.
+    #[error("--remote-secrets needs a local cluster: give --in-cluster or --context")]
+    RemoteSecretsWithoutLocal,
     /// A bad `--upstream`.
     #[error(transparent)]
     Upstream(#[from] BadUpstream),
@@ -239,24 +260,33 @@ impl ForwardArgs {
 }
 
 impl SourceArgs {
-    /// Checks that at least one source is given.
-    pub fn require_any(&self) -> Result<(), ConfigError> {
-        if self.entries.is_empty() {
+    /// The validated sources.
+    pub fn sources(&self) -> Result<Sources, ConfigError> {
+        let has_local = self.in_cluster || !self.contexts.is_empty();
+        if self.entries.is_empty() && !has_local {
             return Err(ConfigError::NoSources);
         }
-        Ok(())
+        if self.remote_secrets.is_some() && !has_local {
+            return Err(ConfigError::RemoteSecretsWithoutLocal);
+        }
+        Ok(Sources {
+            entries: self.entries.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            contexts: self.contexts.clone(),
+            in_cluster: self.in_cluster.then(|| self.cluster_name.clone()),
+            remote_secrets: self.remote_secrets.clone(),
+            sync_timeout: self.sync_timeout,
+        })
     }
 }
 
 impl ServeArgs {
     /// The validated configuration of `serve`.
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
-        self.sources.require_any()?;
         Ok(ServeConfig {
             listen: self.listen,
             table: self.table.settings()?,
-            entries: self.sources.entries.clone(),
-            poll_interval: Duration::from_millis(500),
+            sources: self.sources.sources()?,
             limits: Limits::default(),
             forward: Some(self.forward.settings(self.listen, || {
                 std::fs::read_to_string("/etc/resolv.conf").map_err(|e| format!("cannot be read ({e})"))

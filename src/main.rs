@@ -95,9 +95,15 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
-    args.sources.require_any()?;
+    let sources = args.sources.sources()?;
     let settings = args.table.settings()?;
-    let (table, _) = load(args.sources.entries, &settings);
+    let table = if sources.contexts.is_empty() && sources.in_cluster.is_none() {
+        load(sources.entries, &settings).0
+    } else {
+        let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+        let table = runtime.block_on(app::collect(&sources, settings))?;
+        Arc::unwrap_or_clone(table)
+    };
     match args.format {
         Format::Zone => print!("{}", records::zone_file(&table)),
         Format::Json => println!("{:#}", records::json(&table)),

@@ -66,7 +66,8 @@ pub struct Registry {
     sources: BTreeMap<SourceId, Arc<Vec<Entry>>>,
     published: Arc<ArcSwap<Table>>,
     conflicts: HashSet<Conflict>,
-    synced: bool,
+    /// The local cluster: in-zone answers are SERVFAIL until it has sent a complete set.
+    local: Option<SourceId>,
 }
 
 fn unix_now() -> u32 {
@@ -76,16 +77,21 @@ fn unix_now() -> u32 {
 }
 
 impl Registry {
-    /// An empty registry; `synced` says whether in-zone queries may be answered yet.
-    pub fn new(settings: TableSettings, synced: bool) -> Self {
-        let table = table::build(&settings, &[], unix_now(), synced);
+    /// An empty registry. With a `local` cluster, in-zone queries get SERVFAIL until that
+    /// cluster has synced once (resolvers retry rather than cache a negative answer).
+    pub fn new(settings: TableSettings, local: Option<SourceId>) -> Self {
+        let table = table::build(&settings, &[], unix_now(), local.is_none());
         Registry {
             settings,
             sources: BTreeMap::new(),
             published: Arc::new(ArcSwap::from_pointee(table)),
             conflicts: HashSet::new(),
-            synced,
+            local,
         }
+    }
+
+    fn synced(&self) -> bool {
+        self.local.as_ref().is_none_or(|l| self.sources.contains_key(l))
     }
 
     /// The handle the answer path reads.
@@ -105,11 +111,6 @@ impl Registry {
         }
     }
 
-    /// Marks the local cluster synced (or not).
-    pub fn set_synced(&mut self, synced: bool) {
-        self.synced = synced;
-    }
-
     /// Builds and publishes the table of the current sets; logs conflicts not seen before.
     pub fn publish(&mut self) -> Arc<Table> {
         let previous = self.published.load_full();
@@ -121,7 +122,7 @@ impl Registry {
                 entries,
             })
             .collect();
-        let mut table = table::build(&self.settings, &inputs, previous.serial(), self.synced);
+        let mut table = table::build(&self.settings, &inputs, previous.serial(), self.synced());
         if !table.same_records(&previous) {
             let now = unix_now();
             let serial = if now > previous.serial() {

@@ -2,9 +2,11 @@
 #![allow(missing_docs)]
 //! One binary, as hickory-dns does, so the crate links once.
 
+mod kubeapi;
 mod support;
 mod upstream;
 
+mod clusters;
 mod command_line;
 mod dns_over_sockets;
 mod entry_files;

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use globaldns::app::{self, Running, ServeConfig};
+use globaldns::app::{self, Running, ServeConfig, Sources};
 use globaldns::dns::forward::ForwardSettings;
 use globaldns::dns::server::Limits;
 use globaldns::table::TableSettings;
@@ -52,8 +52,11 @@ impl Server {
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             table: TableSettings::new(&["global"]).unwrap(),
-            entries: vec![dir.path().to_owned()],
-            poll_interval: Duration::from_millis(100),
+            sources: Sources {
+                entries: vec![dir.path().to_owned()],
+                sync_timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
             limits: Limits::default(),
             forward,
         };

@@ -1,0 +1,196 @@
+//! One cluster's ServiceEntries, watched live with `kube::runtime`.
+//!
+//! Discovery picks the newest served version of `serviceentries.networking.istio.io` (v1,
+//! else v1beta1, else v1alpha3). The watcher lists, then watches, all namespaces, in the
+//! default list-then-watch mode (streaming lists fail forever against API servers without
+//! WatchList), with kube's default backoff. It resumes dropped watches from the last
+//! resource version and relists on 410 Gone; a relist replaces the whole set when it is
+//! complete, so objects deleted during an outage go then.
+//!
+//! While the cluster cannot be reached its last known entries keep being served and it is
+//! marked stale; nothing is dropped until a complete list says so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::state::SourceStates;
+use crate::registry::{SourceId, Update};
+use crate::serviceentry::yaml::{GROUP, VERSIONS};
+use crate::serviceentry::{Entry, Resource};
+
+/// A cluster to watch.
+#[derive(Clone)]
+pub struct Cluster {
+    /// Its source: precedence and name (the cluster ID).
+    pub id: SourceId,
+    /// A client for its API server.
+    pub client: Client,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Finds the newest served version of the ServiceEntry resource.
+async fn discover(client: &Client) -> Result<ApiResource, String> {
+    let group = kube::discovery::group(client, GROUP)
+        .await
+        .map_err(|e| format!("discovery of {GROUP}: {e}"))?;
+    for version in VERSIONS {
+        let found = group
+            .versioned_resources(version)
+            .into_iter()
+            .find(|(ar, _)| ar.plural == "serviceentries");
+        if let Some((ar, _)) = found {
+            return Ok(ar);
+        }
+    }
+    Err(format!(
+        "the API server serves no serviceentries.{GROUP} in {VERSIONS:?}"
+    ))
+}
+
+type Key = (String, String);
+
+/// The cluster's objects, stripped; `None` for an invalid one (it is logged once).
+struct Objects {
+    cluster: Arc<str>,
+    live: HashMap<Key, Option<Entry>>,
+    /// Invalid objects already warned about, with the reason.
+    warned: HashMap<Key, String>,
+}
+
+impl Objects {
+    fn key(obj: &DynamicObject) -> Key {
+        (
+            obj.metadata.namespace.clone().unwrap_or_default(),
+            obj.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn strip(&mut self, obj: DynamicObject) -> (Key, Option<Entry>) {
+        let key = Self::key(&obj);
+        let entry = serde_json::to_value(&obj)
+            .and_then(serde_json::from_value::<Resource>)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_entry("default").map_err(|i| i.reason));
+        match entry {
+            Ok(entry) => {
+                self.warned.remove(&key);
+                for w in &entry.warnings {
+                    tracing::warn!(cluster = %self.cluster, "{}/{}: {w}", key.0, key.1);
+                }
+                (key, Some(entry))
+            }
+            Err(reason) => {
+                if self.warned.get(&key) != Some(&reason) {
+                    tracing::warn!(cluster = %self.cluster, "invalid ServiceEntry {}/{}/{}: {reason}; skipped", self.cluster, key.0, key.1);
+                    self.warned.insert(key.clone(), reason);
+                }
+                (key, None)
+            }
+        }
+    }
+
+    /// The valid entries, in a stable order.
+    fn entries(&self) -> Arc<Vec<Entry>> {
+        let sorted: BTreeMap<&Key, &Entry> = self
+            .live
+            .iter()
+            .filter_map(|(k, e)| e.as_ref().map(|e| (k, e)))
+            .collect();
+        Arc::new(sorted.into_values().cloned().collect())
+    }
+}
+
+/// Watches `cluster` until `shutdown`, sending its complete entry set on every change.
+pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: SourceStates, shutdown: CancellationToken) {
+    let id = cluster.id.clone();
+    let mut objects = Objects {
+        cluster: id.name.clone(),
+        live: HashMap::new(),
+        warned: HashMap::new(),
+    };
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let resource = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = discover(&cluster.client) => r,
+        };
+        let resource = match resource {
+            Ok(r) => r,
+            Err(e) => {
+                if states.failed(&id, e.clone()) {
+                    tracing::warn!(cluster = %id.name, error = %e, "cluster unreachable; serving its last known entries");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(retry) => {}
+                }
+                retry = (retry * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        retry = Duration::from_millis(500);
+        tracing::info!(cluster = %id.name, version = %resource.version, "watching ServiceEntries");
+        let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        futures_util::pin_mut!(stream);
+        let mut listing: Option<HashMap<Key, Option<Entry>>> = None;
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = stream.next() => e,
+            };
+            let changed = match event {
+                None => break,
+                Some(Err(e)) => {
+                    if states.failed(&id, e.to_string()) {
+                        tracing::warn!(cluster = %id.name, error = %e, "watch failed; serving the last known entries while retrying");
+                    }
+                    false
+                }
+                Some(Ok(Event::Init)) => {
+                    listing = Some(HashMap::new());
+                    false
+                }
+                Some(Ok(Event::InitApply(obj))) => {
+                    let (key, entry) = objects.strip(obj);
+                    listing.get_or_insert_with(HashMap::new).insert(key, entry);
+                    false
+                }
+                Some(Ok(Event::InitDone)) => {
+                    objects.live = listing.take().unwrap_or_default();
+                    true
+                }
+                Some(Ok(Event::Apply(obj))) => {
+                    let (key, entry) = objects.strip(obj);
+                    objects.live.insert(key, entry);
+                    true
+                }
+                Some(Ok(Event::Delete(obj))) => {
+                    objects.live.remove(&Objects::key(&obj));
+                    true
+                }
+            };
+            if changed {
+                let entries = objects.entries();
+                states.synced(&id, entries.len());
+                if updates.send(Update::Entries(id.clone(), entries)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Clusters found through Istio remote secrets (`--remote-secrets NAMESPACE`).
+//!
+//! Secrets labelled `istio/multiCluster=true` in that namespace of the local cluster, as
+//! `istioctl create-remote-secret` writes them: each data key is a cluster ID, its value a
+//! kubeconfig. Clusters are added, replaced (their kubeconfig changed: the new watcher's first
+//! complete list replaces the old entries, which are served until then) and removed (their
+//! entries go) live. A key naming the local cluster is ignored. Kubeconfig contents are never
+//! logged, not even in parse errors, since they hold credentials.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Config};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::cluster::{self, Cluster};
+use super::state::SourceStates;
+use crate::registry::{Rank, SourceId, Update};
+
+/// The label that marks remote secrets.
+pub const LABEL: &str = "istio/multiCluster=true";
+
+/// Builds a client from kubeconfig text, without ever echoing the text.
+pub async fn client_from_kubeconfig(text: &[u8]) -> Result<Client, &'static str> {
+    let text = std::str::from_utf8(text).map_err(|_| "is not UTF-8")?;
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| "is not a kubeconfig")?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|_| "is not a usable kubeconfig (no current context, cluster or user)")?;
+    Client::try_from(config).map_err(|_| "gives no usable client configuration")
+}
+
+struct Running {
+    digest: u64,
+    stop: CancellationToken,
+}
+
+/// Watches the remote secrets in `namespace` of the local cluster and runs one cluster
+/// watcher per cluster they name.
+pub async fn watch(
+    local: Client,
+    local_name: Arc<str>,
+    namespace: String,
+    updates: mpsc::Sender<Update>,
+    states: SourceStates,
+    shutdown: CancellationToken,
+) {
+    let api: Api<Secret> = Api::namespaced(local, &namespace);
+    let stream = watcher::watcher(api, watcher::Config::default().labels(LABEL)).default_backoff();
+    futures_util::pin_mut!(stream);
+    let mut secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+    let mut listing: Option<BTreeMap<String, BTreeMap<String, Vec<u8>>>> = None;
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let data = |s: Secret| {
+        let name = s.metadata.name.unwrap_or_default();
+        let data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        (name, data)
+    };
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            e = stream.next() => e,
+        };
+        match event {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(namespace, error = %e, "watching remote secrets failed; the clusters found so far stay");
+                continue;
+            }
+            Some(Ok(Event::Init)) => listing = Some(BTreeMap::new()),
+            Some(Ok(Event::InitApply(s))) => {
+                let (name, data) = data(s);
+                listing.get_or_insert_with(BTreeMap::new).insert(name, data);
+            }
+            Some(Ok(Event::InitDone)) => secrets = listing.take().unwrap_or_default(),
+            Some(Ok(Event::Apply(s))) => {
+                let (name, data) = data(s);
+                secrets.insert(name, data);
+            }
+            Some(Ok(Event::Delete(s))) => {
+                secrets.remove(&s.metadata.name.unwrap_or_default());
+            }
+        }
+        if listing.is_some() {
+            continue; // wait for the complete list
+        }
+        // The clusters the secrets name now (the first secret naming a cluster wins).
+        let mut wanted: BTreeMap<&str, (&str, &[u8])> = BTreeMap::new();
+        for (secret, data) in &secrets {
+            for (cluster, kubeconfig) in data {
+                if cluster.as_str() == &*local_name {
+                    tracing::debug!(secret, cluster, "remote secret names the local cluster: ignored");
+                    continue;
+                }
+                wanted.entry(cluster).or_insert((secret, kubeconfig));
+            }
+        }
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|c| !wanted.contains_key(c.as_str()))
+            .cloned()
+            .collect();
+        for cluster in gone {
+            if let Some(r) = running.remove(&cluster) {
+                r.stop.cancel();
+            }
+            let id = remote_id(&cluster);
+            states.remove(&id);
+            tracing::info!(cluster, "remote cluster removed");
+            let _ = updates.send(Update::Remove(id)).await;
+        }
+        for (cluster, (secret, kubeconfig)) in wanted {
+            let mut hasher = DefaultHasher::new();
+            kubeconfig.hash(&mut hasher);
+            let digest = hasher.finish();
+            if running.get(cluster).is_some_and(|r| r.digest == digest) {
+                continue;
+            }
+            let client = match client_from_kubeconfig(kubeconfig).await {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::warn!(
+                        namespace,
+                        secret,
+                        cluster,
+                        "remote secret key {why}; cluster not watched"
+                    );
+                    continue;
+                }
+            };
+            let replaced = running.remove(cluster).map(|r| r.stop.cancel()).is_some();
+            let id = remote_id(cluster);
+            if !replaced {
+                states.register(&id, false);
+            }
+            tracing::info!(cluster, secret, replaced, "remote cluster from secret");
+            let stop = shutdown.child_token();
+            tokio::spawn(cluster::watch(
+                Cluster { id, client },
+                updates.clone(),
+                states.clone(),
+                stop.clone(),
+            ));
+            running.insert(cluster.to_owned(), Running { digest, stop });
+        }
+    }
+    for r in running.into_values() {
+        r.stop.cancel();
+    }
+}
+
+/// The source of a remote-secret cluster.
+pub fn remote_id(cluster: &str) -> SourceId {
+    SourceId {
+        rank: Rank::Remote,
+        name: cluster.into(),
+    }
+}

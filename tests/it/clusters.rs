@@ -1,0 +1,432 @@
+//! ServiceEntries from several clusters, through the real `kube` client against emulated API
+//! servers: precedence and conflicts, live changes, CRD version fallback, SERVFAIL and
+//! readiness before sync, outages, dropped watches, 410 Gone, remote secrets.
+
+use std::time::Duration;
+
+use globaldns::app::{self, Running, ServeConfig, Sources};
+use globaldns::dns::server::Limits;
+use globaldns::table::TableSettings;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::kubeapi::{KubeApi, merged_kubeconfig};
+use crate::support::*;
+
+struct Mesh {
+    running: Running,
+    client: DnsClient,
+    _dir: TempDir,
+}
+
+impl Mesh {
+    /// Serves the clusters `(api, context)`, the first the local one.
+    async fn start(clusters: &[(&KubeApi, &str)], remote_secrets: Option<&str>, sync_timeout: Duration) -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, merged_kubeconfig(clusters)).unwrap();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            table: TableSettings::new(&["global"]).unwrap(),
+            sources: Sources {
+                kubeconfig: Some(kubeconfig),
+                contexts: clusters.iter().map(|(_, n)| n.to_string()).collect(),
+                remote_secrets: remote_secrets.map(str::to_owned),
+                sync_timeout,
+                ..Default::default()
+            },
+            limits: Limits::default(),
+            forward: None,
+        };
+        let running = app::start(config).await.expect("starts");
+        let client = udp_client(running.dns_addr()).await;
+        Mesh {
+            running,
+            client,
+            _dir: dir,
+        }
+    }
+
+    async fn a(&self, name: &str) -> (ResponseCode, Vec<String>) {
+        let m = ask(&mut self.client.clone(), name, RecordType::A).await;
+        (m.metadata.response_code, addresses(&m))
+    }
+
+    /// Waits until `name` answers exactly `want` (addresses; empty: NXDOMAIN).
+    async fn until(&self, name: &str, want: &[&str]) {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let ok = eventually(Duration::from_secs(15), || async {
+            let (rcode, got) = self.a(name).await;
+            got == want && (rcode == ResponseCode::NXDomain) == want.is_empty()
+        })
+        .await;
+        assert!(ok, "{name}: wanted {want:?}, got {:?}", self.a(name).await);
+    }
+
+    fn stale(&self, name: &str) -> bool {
+        self.running
+            .states()
+            .snapshot()
+            .iter()
+            .find(|s| s.name == name)
+            .is_some_and(|s| s.stale)
+    }
+
+    async fn stop(self) {
+        self.running.shutdown_token().cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.running.wait())
+            .await
+            .expect("stops");
+    }
+}
+
+fn spec(host: &str, addresses: &[&str]) -> serde_json::Value {
+    json!({"hosts": [host], "addresses": addresses, "resolution": "STATIC"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clusters_precedence_conflicts_and_live_changes() {
+    let (c1, c2, c3) = (
+        KubeApi::start(&["v1", "v1beta1"]).await,
+        KubeApi::start(&["v1beta1"]).await,
+        KubeApi::start(&["v1alpha3"]).await,
+    );
+    c1.apply_se("bar", "shared", spec("shared.global", &["240.0.0.1"]), None);
+    c2.apply_se("bar", "shared", spec("shared.global", &["240.0.0.2"]), None);
+    c2.apply_se("bar", "two", spec("two.global", &["240.0.0.20"]), None);
+    c3.apply_se("baz", "three", spec("three.global", &["240.0.0.30"]), None);
+    c3.apply_se("baz", "bad", json!({"hosts": ["*"], "addresses": ["1.1.1.1"]}), None);
+    // Enough objects to need several pages.
+    for i in 0..30 {
+        c3.apply_se(
+            "bulk",
+            &format!("s{i}"),
+            spec(&format!("s{i}.bulk.global"), &[&format!("240.1.0.{i}")]),
+            None,
+        );
+    }
+    let mesh = Mesh::start(&[(&c1, "c1"), (&c2, "c2"), (&c3, "c3")], None, Duration::from_secs(10)).await;
+    mesh.until("three.global.", &["240.0.0.30"]).await;
+    mesh.until("s29.bulk.global.", &["240.1.0.29"]).await;
+    assert_eq!(
+        mesh.a("shared.global.").await.1,
+        ["240.0.0.1"],
+        "the local cluster wins"
+    );
+    assert_eq!(mesh.a("two.global.").await.1, ["240.0.0.20"]);
+    let table = mesh.running.table();
+    assert_eq!(table.conflicts().len(), 1);
+    assert_eq!(
+        (&*table.conflicts()[0].winner, &*table.conflicts()[0].loser),
+        ("c1", "c2")
+    );
+    assert!(mesh.running.ready());
+    assert!(
+        c3.requests()
+            .iter()
+            .any(|r| r.starts_with("/apis/networking.istio.io/v1alpha3/serviceentries")),
+        "v1alpha3-only cluster"
+    );
+    assert!(
+        c2.requests()
+            .iter()
+            .any(|r| r.starts_with("/apis/networking.istio.io/v1beta1/serviceentries"))
+    );
+
+    // Add, update and delete in each cluster.
+    c1.apply_se("bar", "new", spec("new.global", &["240.0.0.5"]), None);
+    mesh.until("new.global.", &["240.0.0.5"]).await;
+    c2.apply_se("bar", "two", spec("two.global", &["240.0.0.21", "240.0.0.22"]), None);
+    mesh.until("two.global.", &["240.0.0.21", "240.0.0.22"]).await;
+    c3.delete_se("baz", "three");
+    mesh.until("three.global.", &[]).await;
+    c1.delete_se("bar", "shared");
+    mesh.until("shared.global.", &["240.0.0.2"]).await;
+    assert!(mesh.running.table().conflicts().is_empty());
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_and_not_ready_before_the_local_cluster_syncs() {
+    let local = KubeApi::start(&["v1"]).await;
+    local.apply_se("bar", "httpbin", spec("httpbin.bar.global", &["240.0.0.2"]), None);
+    local.set_down(true);
+    let mesh = Mesh::start(&[(&local, "local")], None, Duration::from_secs(10)).await;
+    for name in ["httpbin.bar.global.", "nope.global."] {
+        assert_eq!(
+            mesh.a(name).await.0,
+            ResponseCode::ServFail,
+            "{name}: never NXDOMAIN before sync"
+        );
+    }
+    assert!(!mesh.running.ready());
+    local.set_down(false);
+    mesh.until("httpbin.bar.global.", &["240.0.0.2"]).await;
+    assert_eq!(mesh.a("nope.global.").await.0, ResponseCode::NXDomain);
+    assert!(mesh.running.ready());
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_cluster_that_never_syncs_stops_holding_readiness() {
+    let local = KubeApi::start(&["v1"]).await;
+    let remote = KubeApi::start(&["v1"]).await;
+    remote.set_down(true);
+    let mesh = Mesh::start(
+        &[(&local, "local"), (&remote, "remote")],
+        None,
+        Duration::from_millis(800),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { mesh.running.ready() }).await,
+        "ready once the remote's sync timeout passed"
+    );
+    let states = mesh.running.states().snapshot();
+    let remote_state = states.iter().find(|s| s.name == "remote").unwrap();
+    assert!(!remote_state.synced && remote_state.gave_up_waiting && remote_state.error.is_some());
+    remote.apply_se("r", "late", spec("late.global", &["240.0.0.9"]), None);
+    remote.set_down(false);
+    mesh.until("late.global.", &["240.0.0.9"]).await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_serve_the_last_known_entries_then_converge() {
+    let local = KubeApi::start(&["v1"]).await;
+    let other = KubeApi::start(&["v1"]).await;
+    local.apply_se("a", "keep", spec("keep.global", &["240.0.0.1"]), None);
+    other.apply_se("b", "old", spec("old.global", &["240.0.0.2"]), None);
+    let mesh = Mesh::start(&[(&local, "local"), (&other, "other")], None, Duration::from_secs(10)).await;
+    mesh.until("old.global.", &["240.0.0.2"]).await;
+
+    // The other cluster goes away; writes happen meanwhile and history is compacted, so the
+    // watch cannot resume (410 Gone) and must relist.
+    other.set_down(true);
+    assert!(
+        eventually(Duration::from_secs(10), || async { mesh.stale("other") }).await,
+        "reported stale"
+    );
+    other.delete_se("b", "old");
+    other.apply_se("b", "new", spec("new.global", &["240.0.0.3"]), None);
+    other.compact();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        mesh.a("old.global.").await,
+        (ResponseCode::NoError, vec!["240.0.0.2".into()]),
+        "no NXDOMAIN for a name that existed"
+    );
+    assert_eq!(mesh.a("new.global.").await.0, ResponseCode::NXDomain);
+
+    other.set_down(false);
+    mesh.until("new.global.", &["240.0.0.3"]).await;
+    mesh.until("old.global.", &[]).await;
+    assert!(!mesh.stale("other"));
+    assert_eq!(mesh.a("keep.global.").await.1, ["240.0.0.1"]);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_resume_and_410_relists() {
+    let local = KubeApi::start(&["v1"]).await;
+    local.apply_se("a", "one", spec("one.global", &["240.0.0.1"]), None);
+    let mesh = Mesh::start(&[(&local, "local")], None, Duration::from_secs(10)).await;
+    mesh.until("one.global.", &["240.0.0.1"]).await;
+    for round in 0..3 {
+        local.drop_connections();
+        local.apply_se("a", "one", spec("one.global", &[&format!("240.0.1.{round}")]), None);
+        mesh.until("one.global.", &[&format!("240.0.1.{round}")]).await;
+    }
+    // Writes the client missed, then history compacted: its resume gets 410 Gone and relists.
+    local.set_down(true);
+    local.apply_se("a", "two", spec("two.global", &["240.0.0.2"]), None);
+    local.compact();
+    local.set_down(false);
+    mesh.until("two.global.", &["240.0.0.2"]).await;
+    let lists = local
+        .requests()
+        .iter()
+        .filter(|r| r.contains("serviceentries") && !r.contains("watch=true"))
+        .count();
+    assert!(lists >= 2, "relisted after 410 ({lists} lists)");
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_secrets_add_replace_and_remove_clusters() {
+    let local = KubeApi::start(&["v1"]).await;
+    let (r1, r2) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1beta1"]).await);
+    local.apply_se("a", "local", spec("local.global", &["240.0.0.1"]), None);
+    r1.apply_se("b", "svc", spec("svc.global", &["240.0.1.1"]), None);
+    r2.apply_se("b", "svc", spec("svc.global", &["240.0.2.1"]), None);
+    let label = json!({"istio/multiCluster": "true"});
+    local.apply_secret(
+        "istio-system",
+        "istio-remote-secret-east",
+        label.clone(),
+        &[("east", &r1.kubeconfig("east", "token-east-do-not-log"))],
+    );
+    // A key naming the local cluster is ignored; a secret without the label is not read.
+    local.apply_secret(
+        "istio-system",
+        "istio-remote-secret-self",
+        label.clone(),
+        &[("local", &local.kubeconfig("local", "t"))],
+    );
+    local.apply_secret(
+        "istio-system",
+        "unlabelled",
+        json!({}),
+        &[("west", &r2.kubeconfig("west", "t"))],
+    );
+    let mesh = Mesh::start(&[(&local, "local")], Some("istio-system"), Duration::from_secs(10)).await;
+    mesh.until("svc.global.", &["240.0.1.1"]).await;
+    assert_eq!(mesh.a("local.global.").await.1, ["240.0.0.1"]);
+    let names: Vec<String> = mesh
+        .running
+        .states()
+        .snapshot()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(names, ["local", "east"], "sources: {names:?}");
+
+    // Replaced: the same cluster ID now points at another API server.
+    local.apply_secret(
+        "istio-system",
+        "istio-remote-secret-east",
+        label.clone(),
+        &[("east", &r2.kubeconfig("east", "token-east-2"))],
+    );
+    mesh.until("svc.global.", &["240.0.2.1"]).await;
+    // Removed: its entries go.
+    local.delete_secret("istio-system", "istio-remote-secret-east");
+    mesh.until("svc.global.", &[]).await;
+    assert_eq!(mesh.running.states().snapshot().len(), 1);
+    mesh.stop().await;
+}
+
+/// `globaldns records` prints the merged table of live clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_prints_the_merged_table_of_live_clusters() {
+    let (c1, c2) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1"]).await);
+    c1.apply_se("bar", "one", spec("one.global", &["240.0.0.1"]), None);
+    c2.apply_se(
+        "baz",
+        "two",
+        json!({"hosts": ["two.global"], "resolution": "DNS"}),
+        Some(json!({"addresses": [{"host": "two.global", "value": "240.240.0.7"}]})),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, merged_kubeconfig(&[(&c1, "c1"), (&c2, "c2")])).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_globaldns"))
+        .args([
+            "records",
+            "--format",
+            "json",
+            "--context",
+            "c1",
+            "--context",
+            "c2",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts: Vec<(String, String, String)> = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().into(),
+                h["source"].as_str().unwrap().into(),
+                h["a"][0].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("one.global".into(), "c1".into(), "240.0.0.1".into()),
+            ("two.global".into(), "c2".into(), "240.240.0.7".into())
+        ]
+    );
+    assert_eq!(json["synced"], true);
+}
+
+/// Kubeconfigs and tokens never reach the logs, even at debug level and with broken secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_reach_the_logs() {
+    let (local, remote) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1"]).await);
+    remote.apply_se("b", "svc", spec("svc.global", &["240.0.1.1"]), None);
+    let label = json!({"istio/multiCluster": "true"});
+    local.apply_secret(
+        "istio-system",
+        "good",
+        label.clone(),
+        &[("east", &remote.kubeconfig("east", "token-east-do-not-log"))],
+    );
+    let broken =
+        "apiVersion: v1\nkind: Config\nusers:\n- name: x\n  user:\n    token: token-broken-do-not-log\n    bogus: [\n";
+    local.apply_secret("istio-system", "broken", label, &[("west", broken)]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, merged_kubeconfig(&[(&local, "local")])).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_globaldns"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--context",
+            "local",
+            "--remote-secrets",
+            "istio-system",
+        ])
+        .args(["--upstream", "127.0.0.1:9", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let mut stderr = stderr;
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    // Wait until the remote cluster is watched, then stop the server.
+    let seen = eventually(Duration::from_secs(15), || async {
+        remote.requests().iter().any(|r| r.contains("watch=true"))
+    })
+    .await;
+    assert!(seen, "the remote cluster from the secret is watched");
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let logs = logs.await.unwrap();
+    assert!(
+        logs.contains("remote secret key is not a kubeconfig") || logs.contains("is not a usable kubeconfig"),
+        "the broken secret is reported: {logs}"
+    );
+    for secret in [
+        "token-east-do-not-log",
+        "token-local-do-not-log",
+        "token-broken-do-not-log",
+        "bogus",
+    ] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}
