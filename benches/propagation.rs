@@ -1,0 +1,115 @@
+//! Propagation: a ServiceEntry write on the Kubernetes API → the first DNS answer that shows it.
+//!
+//! Runs globaldns in-process against the emulated API server of the integration tests (plain
+//! HTTP on loopback, the real `kube` client), writes one entry `WRITES` times, and after each
+//! write queries over UDP until the answer changes. Prints p50, p99 and max.
+//!
+//!     cargo bench --bench propagation
+//!
+//! Goal (issue 4): p99 ≤ 50 ms on the project's 2-core machine.
+
+#![allow(missing_docs, dead_code)]
+
+#[path = "../tests/it/kubeapi.rs"]
+mod kubeapi;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use globaldns::app::{self, ServeConfig, Sources};
+use globaldns::dns::server::Limits;
+use globaldns::table::TableSettings;
+use serde_json::json;
+use tokio::net::UdpSocket;
+
+const WRITES: usize = 300;
+
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = vec![(id >> 8) as u8, id as u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The last A record's address of a response (our answers carry exactly one here).
+async fn answer(sock: &UdpSocket, server: SocketAddr, id: u16) -> Option<[u8; 4]> {
+    sock.send_to(&query(id, "bench.global"), server).await.ok()?;
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let ancount = u16::from_be_bytes([buf[6], buf[7]]);
+    (ancount == 1 && n >= 16).then(|| [buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]])
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let api = kubeapi::KubeApi::start(&["v1"]).await;
+    for i in 0..1000 {
+        api.apply_se("fill", &format!("s{i}"), json!({"hosts": [format!("s{i}.fill.global")], "addresses": [format!("240.1.{}.{}", i / 250, i % 250 + 1)]}), None);
+    }
+    api.apply_se(
+        "bench",
+        "bench",
+        json!({"hosts": ["bench.global"], "addresses": ["240.0.0.1"]}),
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeapi::merged_kubeconfig(&[(&api, "bench")])).unwrap();
+    let running = app::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        table: TableSettings::new(&["global"]).unwrap(),
+        sources: Sources {
+            kubeconfig: Some(kubeconfig),
+            contexts: vec!["bench".into()],
+            sync_timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+        limits: Limits::default(),
+        forward: None,
+    })
+    .await
+    .unwrap();
+    let server = running.dns_addr();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let start = Instant::now();
+    while answer(&sock, server, 1).await != Some([240, 0, 0, 1]) {
+        assert!(start.elapsed() < Duration::from_secs(20), "initial sync");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut latencies = Vec::with_capacity(WRITES);
+    for i in 0..WRITES {
+        let want = [240, 0, 2 + (i / 250) as u8, (i % 250) as u8 + 1];
+        let written = Instant::now();
+        api.apply_se(
+            "bench",
+            "bench",
+            json!({"hosts": ["bench.global"], "addresses": [std::net::Ipv4Addr::from(want).to_string()]}),
+            None,
+        );
+        let mut id = 2u16;
+        loop {
+            id = id.wrapping_add(1);
+            if answer(&sock, server, id).await == Some(want) {
+                break;
+            }
+            assert!(written.elapsed() < Duration::from_secs(10), "write {i} never showed");
+        }
+        latencies.push(written.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "propagation over {WRITES} writes (1001 entries in the cluster): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    running.shutdown_token().cancel();
+}
