@@ -2,7 +2,8 @@
 //! (at the CRD versions it is told to serve) and Secrets, over plain HTTP on loopback, for the
 //! real `kube` client:
 //! - discovery (`/apis`, `/apis/networking.istio.io/{v}`);
-//! - lists with a resourceVersion, `limit` and `continue` pagination, label selectors;
+//! - lists with a resourceVersion, `limit` and `continue` pagination (pages of at most 10),
+//!   label selectors;
 //! - chunked watch streams from a resourceVersion, with bookmarks; `410 Gone` as an ERROR event
 //!   for a resourceVersion older than the last compaction;
 //! - faults: dropped watches (the connection is cut), full outages (connections refused and
