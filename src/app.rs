@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
 use crate::dns::forward::{ForwardSettings, Forwarder};
 use crate::dns::server::{Limits, Listeners};
 use crate::registry::{Rank, Registry, SourceId, Update};
@@ -49,6 +50,8 @@ pub const FILE_POLL: Duration = Duration::from_millis(500);
 pub struct ServeConfig {
     /// DNS address (UDP and TCP).
     pub listen: SocketAddr,
+    /// Admin HTTP address; `None`: no admin endpoint.
+    pub admin: Option<SocketAddr>,
     /// Table settings.
     pub table: TableSettings,
     /// Sources.
@@ -85,6 +88,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     dns_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     table: Arc<ArcSwap<Table>>,
     states: SourceStates,
     sync_timeout: Duration,
@@ -96,6 +100,11 @@ impl Running {
     /// The DNS address actually bound.
     pub fn dns_addr(&self) -> SocketAddr {
         self.dns_addr.expect("serving DNS")
+    }
+
+    /// The admin address actually bound, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The published table.
@@ -255,8 +264,30 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
+    let mut admin_addr = None;
+    if let Some(addr) = config.admin {
+        let listener = admin::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        admin_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?,
+        );
+        let state = AdminState {
+            table: handle.clone(),
+            states: states.clone(),
+            sync_timeout: config.sources.sync_timeout,
+        };
+        tasks.spawn(admin::serve(listener, state, shutdown.clone()));
+    }
     tracing::info!(
         %dns_addr,
+        admin_addr = ?admin_addr,
+        auto_allocate = ?config.table.auto_allocate,
+        export_to = ?config.table.export,
+        default_address = ?config.table.default_address,
+        skip_resolution_none = config.table.skip_resolution_none,
         zones = ?config.table.zones().iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
         ttl = config.table.ttl,
         entries = ?config.sources.entries,
@@ -271,6 +302,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     tasks.spawn(listeners.serve(handle.clone(), forwarder, config.limits, shutdown.clone()));
     Ok(Running {
         dns_addr: Some(dns_addr),
+        admin_addr,
         table: handle,
         states,
         sync_timeout: config.sources.sync_timeout,

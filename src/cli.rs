@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// DNS over UDP and TCP.
     #[arg(long, env = "GLOBALDNS_LISTEN", default_value = "0.0.0.0:53")]
     pub listen: SocketAddr,
+    /// HTTP: /healthz /readyz /metrics /debug/*.
+    #[arg(long, env = "GLOBALDNS_ADMIN", default_value = "0.0.0.0:8080")]
+    pub admin: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub table: TableArgs,
@@ -285,6 +288,7 @@ impl ServeArgs {
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
         Ok(ServeConfig {
             listen: self.listen,
+            admin: Some(self.admin),
             table: self.table.settings()?,
             sources: self.sources.sources()?,
             limits: Limits::default(),

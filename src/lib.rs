@@ -5,9 +5,11 @@
 //! an immutable [`table::Table`] published through `ArcSwap` → the answer path
 //! ([`dns::answer`]) behind UDP and TCP listeners ([`dns::server`]).
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod dns;
+pub mod metrics;
 pub mod name;
 pub mod records;
 pub mod registry;

@@ -142,6 +142,7 @@ impl Registry {
             );
         }
         self.conflicts = current;
+        crate::metrics::get().table(table.hosts().len(), table.serial(), table.conflicts().len());
         let table = Arc::new(table);
         self.published.store(table.clone());
         tracing::debug!(hosts = table.hosts().len(), serial = table.serial(), "table published");

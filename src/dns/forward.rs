@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::answer::{Transport, error_reply};
 use super::wire::{self, rcode};
+use crate::metrics::{self, ForwardResult};
 
 /// How long an upstream that failed is tried only after the healthy ones.
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
@@ -162,6 +163,7 @@ impl Forwarder {
                     continue;
                 }
             };
+            metrics::get().forward(upstream.addr, ForwardResult::Answer);
             if transport == Transport::Tcp && reply[2] & 0x02 != 0 {
                 let timeout = self
                     .settings
@@ -186,6 +188,11 @@ impl Forwarder {
     }
 
     fn mark_down(&self, upstream: &Upstream, error: &AttemptError) {
+        let result = match error {
+            AttemptError::Timeout => ForwardResult::Timeout,
+            AttemptError::Io(_) => ForwardResult::Error,
+        };
+        metrics::get().forward(upstream.addr, result);
         let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
         if upstream.down_until.swap(until, Ordering::Relaxed) <= self.now_ms() {
             tracing::warn!(upstream = %upstream.addr, %error, "upstream failed; trying the others first for {DOWN_FOR:?}");

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer, error_reply};
 use super::forward::Forwarder;
-use super::wire::rcode;
+use super::wire::{self, rcode};
+use crate::metrics::{self, Path};
 use crate::table::Table;
 
 /// Limits of the listeners.
@@ -111,21 +112,41 @@ impl Shared {
     /// Forwards `query` into `out`, or SERVFAIL when too many forwards are in flight.
     async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
         let forwarder = self.forwarder.as_ref().expect("forwarding mode has a forwarder");
+        let started = Instant::now();
         match forwarder.permit() {
             Some(_permit) => forwarder.forward(query, transport, out).await,
             None => {
                 tracing::debug!("in-flight forward limit reached: SERVFAIL");
+                metrics::get().forward_overload();
                 error_reply(query, rcode::SERVFAIL, true, out);
             }
         }
+        metrics::get().response(Path::Forwarded, out, started.elapsed());
     }
+}
+
+/// Answers one query from the table: counts it, and its response unless it is forwarded.
+fn answer_counted(
+    shared: &Shared,
+    query: &[u8],
+    transport: Transport,
+    rng: &mut Shuffler,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let started = Instant::now();
+    let metrics = metrics::get();
+    metrics.request(transport, wire::qtype(query));
+    let outcome = answer(&shared.table.load(), query, transport, shared.mode, rng, out);
+    if outcome == Outcome::Reply {
+        metrics.response(Path::Authoritative, out, started.elapsed());
+    }
+    outcome
 }
 
 async fn udp_loop(socket: Arc<UdpSocket>, shared: Shared, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
     let mut rng = Shuffler::new(seed());
-    let table = &shared.table;
     loop {
         let (len, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -139,7 +160,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, shared: Shared, shutdown: Cancellation
             },
         };
         let query = &buf[..len];
-        match answer(&table.load(), query, Transport::Udp, shared.mode, &mut rng, &mut out) {
+        match answer_counted(&shared, query, Transport::Udp, &mut rng, &mut out) {
             Outcome::Reply => send(&socket, &out, peer).await,
             Outcome::Drop => {}
             Outcome::Forward => {

@@ -240,3 +240,22 @@ pub fn answers(reply: &[u8], query: &[u8]) -> bool {
             .get(HEADER_LEN..HEADER_LEN + question.len())
             .is_some_and(|r| r.eq_ignore_ascii_case(question))
 }
+
+/// The QTYPE of a message with one uncompressed question, without parsing the rest (for
+/// metrics).
+pub fn qtype(msg: &[u8]) -> Option<u16> {
+    if msg.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut pos = HEADER_LEN;
+    loop {
+        let len = *msg.get(pos)? as usize;
+        if len == 0 {
+            return u16_at(msg, pos + 1);
+        }
+        if len > crate::name::MAX_LABEL_LEN {
+            return None;
+        }
+        pos += 1 + len;
+    }
+}

@@ -95,6 +95,7 @@ impl Objects {
             }
             Err(reason) => {
                 if self.warned.get(&key) != Some(&reason) {
+                    crate::metrics::get().rejected(&reason);
                     tracing::warn!(cluster = %self.cluster, "invalid ServiceEntry {}/{}/{}: {reason}; skipped", self.cluster, key.0, key.1);
                     self.warned.insert(key.clone(), reason);
                 }

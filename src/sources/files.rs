@@ -157,6 +157,7 @@ impl FileSource {
             match parsed {
                 Ok(parsed) => {
                     for invalid in parsed.invalid {
+                        crate::metrics::get().rejected(&invalid.reason);
                         diagnostics.push(Diagnostic::Invalid(path.clone(), invalid));
                     }
                     for entry in &parsed.entries {

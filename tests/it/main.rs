@@ -6,6 +6,7 @@ mod kubeapi;
 mod support;
 mod upstream;
 
+mod admin;
 mod clusters;
 mod command_line;
 mod dns_over_sockets;

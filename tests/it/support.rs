@@ -51,6 +51,7 @@ impl Server {
         }
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin: Some("127.0.0.1:0".parse().unwrap()),
             table: TableSettings::new(&["global"]).unwrap(),
             sources: Sources {
                 entries: vec![dir.path().to_owned()],
@@ -70,6 +71,10 @@ impl Server {
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
+        self.running.as_ref().unwrap().admin_addr().expect("admin endpoint")
     }
 
     pub(crate) fn serial(&self) -> u32 {

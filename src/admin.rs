@@ -1,0 +1,132 @@
+//! The admin HTTP endpoint (`--admin`): health, readiness, metrics and debug views.
+//!
+//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /readyz`: 200 once every source has synced once (a remote cluster past
+//!   `--sync-timeout` excepted), else 503 naming what is missing.
+//! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
+//! - `GET /debug/records`: the table as JSON, each host with its addresses, source and the
+//!   entries (namespace/name) and rules they came from.
+//! - `GET /debug/sources`: each source's state as JSON.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::sources::state::SourceStates;
+use crate::table::Table;
+use crate::{metrics, records};
+
+/// What the endpoint reads.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The published table.
+    pub table: Arc<ArcSwap<Table>>,
+    /// The sources.
+    pub states: SourceStates,
+    /// `--sync-timeout`.
+    pub sync_timeout: Duration,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", format!("{value:#}\n"))
+}
+
+/// Answers one admin request.
+pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+    }
+    match path {
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            if state.states.ready(state.sync_timeout) {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                let waiting: Vec<String> = state
+                    .states
+                    .snapshot()
+                    .into_iter()
+                    .filter(|s| !s.synced && !s.gave_up_waiting)
+                    .map(|s| s.name)
+                    .collect();
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("waiting for {}\n", waiting.join(", ")),
+                )
+            }
+        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics::get().encode(&state.states.snapshot()),
+        ),
+        "/debug/records" => json(StatusCode::OK, records::json(&state.table.load())),
+        "/debug/sources" => json(
+            StatusCode::OK,
+            serde_json::json!({ "sources": state.states.snapshot() }),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: /healthz /readyz /metrics /debug/records /debug/sources\n".into(),
+        ),
+    }
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = route(&state, req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Binds the admin address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,358 @@
+//! Prometheus metrics, prefix `globaldns_`, served on `/metrics` of the admin endpoint.
+//!
+//! One set per process ([`get`]). Label values come from small fixed sets (protocol, query
+//! type class, rcode, answer path, forward result) or from configuration (upstreams, cluster
+//! IDs), never from query names, so cardinality is bounded. Per-query counters are created
+//! once up front and kept as handles: the query path does atomic increments only.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::dns::answer::Transport;
+use crate::sources::state::SourceState;
+
+/// Query types counted by name; every other type is `other`.
+const QTYPES: [(u16, &str); 11] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (255, "ANY"),
+    (6, "SOA"),
+    (2, "NS"),
+    (12, "PTR"),
+    (33, "SRV"),
+    (16, "TXT"),
+    (15, "MX"),
+    (5, "CNAME"),
+    (65, "HTTPS"),
+];
+/// Response codes counted by name (the header's four bits); others are `other`.
+const RCODES: [&str; 6] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
+
+/// How an answer was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// From the table (in-zone, or an error of ours).
+    Authoritative = 0,
+    /// From an upstream.
+    Forwarded = 1,
+}
+
+/// How a forward ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardResult {
+    /// The upstream answered.
+    Answer,
+    /// The attempt timed out.
+    Timeout,
+    /// The attempt failed (refused, unreachable, …).
+    Error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    protocol: &'static str,
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    rcode: &'static str,
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    upstream: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Every metric.
+pub struct Metrics {
+    registry: Registry,
+    requests: [[Counter; QTYPES.len() + 1]; 2],
+    responses: [[Counter; RCODES.len() + 1]; 2],
+    durations: [Histogram; 2],
+    forwards: Family<ForwardLabels, Counter>,
+    forward_overload: Counter,
+    table_hosts: Gauge,
+    table_serial: Gauge,
+    conflicts: Gauge,
+    rejected: Family<ReasonLabels, Counter>,
+    cluster_synced: Family<ClusterLabels, Gauge>,
+    cluster_stale: Family<ClusterLabels, Gauge>,
+    cluster_entries: Family<ClusterLabels, Gauge>,
+    cluster_last_event: Family<ClusterLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn buckets() -> impl Iterator<Item = f64> {
+    // 10 µs … ~5 s: in-zone answers take microseconds, forwards milliseconds.
+    prometheus_client::metrics::histogram::exponential_buckets(0.00001, 4.0, 10)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("globaldns");
+        let requests_family = Family::<RequestLabels, Counter>::default();
+        let responses_family = Family::<ResponseLabels, Counter>::default();
+        let durations_family = Family::<PathLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
+        let protocols = ["udp", "tcp"];
+        let types = QTYPES.iter().map(|(_, n)| *n).chain(["other"]).collect::<Vec<_>>();
+        let rcodes = RCODES.iter().copied().chain(["other"]).collect::<Vec<_>>();
+        let paths = ["authoritative", "forwarded"];
+        let requests = protocols.map(|protocol| {
+            std::array::from_fn(|i| {
+                requests_family
+                    .get_or_create(&RequestLabels {
+                        protocol,
+                        r#type: types[i],
+                    })
+                    .clone()
+            })
+        });
+        let responses = paths.map(|path| {
+            std::array::from_fn(|i| {
+                responses_family
+                    .get_or_create(&ResponseLabels { rcode: rcodes[i], path })
+                    .clone()
+            })
+        });
+        let durations = paths.map(|path| durations_family.get_or_create(&PathLabels { path }).clone());
+        registry.register(
+            "dns_requests",
+            "DNS queries received, by protocol and query type",
+            requests_family,
+        );
+        registry.register(
+            "dns_responses",
+            "DNS responses sent, by rcode and by path",
+            responses_family,
+        );
+        registry.register(
+            "dns_answer_duration_seconds",
+            "Time to answer a query, by path",
+            durations_family,
+        );
+        let m = Metrics {
+            requests,
+            responses,
+            durations,
+            forwards: Family::default(),
+            forward_overload: Counter::default(),
+            table_hosts: Gauge::default(),
+            table_serial: Gauge::default(),
+            conflicts: Gauge::default(),
+            rejected: Family::default(),
+            cluster_synced: Family::default(),
+            cluster_stale: Family::default(),
+            cluster_entries: Family::default(),
+            cluster_last_event: Family::default(),
+            registry,
+        };
+        let mut registry = m.registry;
+        registry.register(
+            "forwards",
+            "Forward attempts, by upstream and result",
+            m.forwards.clone(),
+        );
+        registry.register(
+            "forwards_rejected",
+            "Forwards refused with SERVFAIL: too many in flight",
+            m.forward_overload.clone(),
+        );
+        registry.register("table_hosts", "Hosts in the published table", m.table_hosts.clone());
+        registry.register(
+            "table_serial",
+            "SOA serial (generation) of the published table",
+            m.table_serial.clone(),
+        );
+        registry.register(
+            "table_conflicts",
+            "Hosts with different addresses in different sources",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "entries_rejected",
+            "ServiceEntries rejected, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "source_synced",
+            "1 once a source has completed a full list",
+            m.cluster_synced.clone(),
+        );
+        registry.register(
+            "source_stale",
+            "1 while a source serves its last known entries after losing its connection",
+            m.cluster_stale.clone(),
+        );
+        registry.register("source_entries", "Entries a source serves", m.cluster_entries.clone());
+        registry.register(
+            "source_last_event_timestamp_seconds",
+            "Unix time of a source's last event",
+            m.cluster_last_event.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// A query was received.
+    pub fn request(&self, transport: Transport, qtype: Option<u16>) {
+        let i = qtype
+            .and_then(|t| QTYPES.iter().position(|(q, _)| *q == t))
+            .unwrap_or(QTYPES.len());
+        self.requests[transport as usize][i].inc();
+    }
+
+    /// A response was sent (`response` its bytes) after `took`.
+    pub fn response(&self, path: Path, response: &[u8], took: Duration) {
+        let rcode = response
+            .get(3)
+            .map_or(RCODES.len(), |b| ((b & 0x0f) as usize).min(RCODES.len()));
+        self.responses[path as usize][rcode].inc();
+        self.durations[path as usize].observe(took.as_secs_f64());
+    }
+
+    /// One forward attempt ended.
+    pub fn forward(&self, upstream: std::net::SocketAddr, result: ForwardResult) {
+        let result = match result {
+            ForwardResult::Answer => "answer",
+            ForwardResult::Timeout => "timeout",
+            ForwardResult::Error => "error",
+        };
+        self.forwards
+            .get_or_create(&ForwardLabels {
+                upstream: upstream.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// A forward was refused: too many in flight.
+    pub fn forward_overload(&self) {
+        self.forward_overload.inc();
+    }
+
+    /// A table was published.
+    pub fn table(&self, hosts: usize, serial: u32, conflicts: usize) {
+        self.table_hosts.set(hosts as i64);
+        self.table_serial.set(i64::from(serial));
+        self.conflicts.set(conflicts as i64);
+    }
+
+    /// An entry was rejected for `reason` (Istio's validation message).
+    pub fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason_class(reason),
+            })
+            .inc();
+    }
+
+    /// Prometheus text of every metric, sources' state refreshed first.
+    pub fn encode(&self, sources: &[SourceState]) -> String {
+        for family in [
+            &self.cluster_synced,
+            &self.cluster_stale,
+            &self.cluster_entries,
+            &self.cluster_last_event,
+        ] {
+            family.clear();
+        }
+        for s in sources {
+            let l = ClusterLabels {
+                cluster: s.name.clone(),
+            };
+            self.cluster_synced.get_or_create(&l).set(i64::from(s.synced));
+            self.cluster_stale.get_or_create(&l).set(i64::from(s.stale));
+            self.cluster_entries.get_or_create(&l).set(s.entries as i64);
+            if let Some(t) = s.last_event {
+                self.cluster_last_event.get_or_create(&l).set(t as i64);
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// A bounded label for a rejection reason.
+fn reason_class(reason: &str) -> &'static str {
+    const CLASSES: [(&str, &str); 8] = [
+        ("host", "host"),
+        ("address", "address"),
+        ("resolution", "resolution"),
+        ("exportTo", "export_to"),
+        ("apiVersion", "api_version"),
+        ("is required", "missing_field"),
+        ("invalid type", "schema"),
+        ("YAML", "yaml"),
+    ];
+    CLASSES
+        .iter()
+        .find(|(needle, _)| reason.contains(needle))
+        .map_or("other", |(_, class)| class)
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_classified_into_a_bounded_set() {
+        assert_eq!(reason_class("host \"*\" is not allowed in a ServiceEntry"), "host");
+        assert_eq!(reason_class("address \"x\" is not an IP or CIDR"), "address");
+        assert_eq!(reason_class("spec.hosts is required"), "host");
+        assert_eq!(reason_class("spec is required"), "missing_field");
+        assert_eq!(reason_class("invalid type: map, expected a string"), "schema");
+        assert_eq!(reason_class("something new"), "other");
+    }
+
+    #[test]
+    fn encodes_with_the_prefix_and_bounded_labels() {
+        let m = get();
+        m.request(Transport::Udp, Some(28));
+        m.request(Transport::Tcp, Some(4242));
+        m.response(Path::Authoritative, &[0, 0, 0x84, 0x03], Duration::from_micros(5));
+        let text = m.encode(&[]);
+        assert!(
+            text.contains("globaldns_dns_requests_total{protocol=\"udp\",type=\"AAAA\"}"),
+            "{text}"
+        );
+        assert!(text.contains("globaldns_dns_requests_total{protocol=\"tcp\",type=\"other\"}"));
+        assert!(text.contains("globaldns_dns_responses_total{rcode=\"NXDOMAIN\",path=\"authoritative\"}"));
+        assert!(text.contains("globaldns_dns_answer_duration_seconds_bucket"));
+    }
+}

@@ -1,0 +1,185 @@
+//! The admin endpoint over HTTP: health, readiness, metrics that move with queries, the
+//! JSON of /debug; and graceful shutdown draining in-flight queries.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use globaldns::app::{self, ServeConfig, Sources};
+use globaldns::dns::server::Limits;
+use globaldns::table::TableSettings;
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::kubeapi::{KubeApi, merged_kubeconfig};
+use crate::support::*;
+use crate::upstream::{Behaviour, Upstream};
+
+/// `GET path` → (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a metric line `name{labels} value`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn endpoints_answer_and_metrics_move_with_queries() {
+    let entries = [
+        se(
+            "bar",
+            "httpbin",
+            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
+        ),
+        se("bar", "bad", "{hosts: [\"*\"], addresses: [1.1.1.1]}"),
+    ]
+    .concat();
+    let server = Server::start(&[("se.yaml", &entries)]).await;
+    let admin = server.admin_addr();
+    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    assert_eq!(get(admin, "/nope").await.0, 404);
+
+    let series = "globaldns_dns_requests_total{protocol=\"udp\",type=\"A\"}";
+    let nx = "globaldns_dns_responses_total{rcode=\"NXDOMAIN\",path=\"authoritative\"}";
+    let (_, before) = get(admin, "/metrics").await;
+    let mut client = udp_client(server.addr).await;
+    for _ in 0..5 {
+        ask(&mut client, "httpbin.bar.global.", RecordType::A).await;
+    }
+    ask(&mut client, "nope.global.", RecordType::A).await;
+    let (status, after) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    // Other tests share the process's metrics: at least our queries were counted.
+    assert!(metric(&after, series) >= metric(&before, series) + 6.0, "{series}");
+    assert!(metric(&after, nx) >= metric(&before, nx) + 1.0, "{nx}");
+    assert!(
+        after.contains("globaldns_dns_answer_duration_seconds_bucket{"),
+        "histogram"
+    );
+    assert!(
+        after.contains("globaldns_entries_rejected_total{reason=\"host\"}"),
+        "rejected entries by reason"
+    );
+    assert!(
+        after.contains("globaldns_source_synced{cluster=\"files\"} 1"),
+        "{after}"
+    );
+    assert!(after.contains("globaldns_table_hosts "));
+    assert!(after.ends_with("# EOF\n"));
+
+    let (status, body) = get(admin, "/debug/records").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let host = &json["hosts"][0];
+    assert_eq!(host["name"], "httpbin.bar.global");
+    assert_eq!(host["a"], serde_json::json!(["240.0.0.2"]));
+    assert_eq!(host["source"], "files");
+    assert_eq!(host["origins"][0]["entry"], "bar/httpbin");
+    assert_eq!(host["origins"][0]["rule"], "spec-addresses");
+    assert_eq!(json["zones"][0]["name"], "global");
+
+    let (status, body) = get(admin, "/debug/sources").await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["sources"][0]["name"], "files");
+    assert_eq!(json["sources"][0]["synced"], true);
+    assert_eq!(json["sources"][0]["entries"], 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_local_cluster() {
+    let local = KubeApi::start(&["v1"]).await;
+    local.set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, merged_kubeconfig(&[(&local, "east")])).unwrap();
+    let running = app::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        table: TableSettings::new(&["global"]).unwrap(),
+        sources: Sources {
+            kubeconfig: Some(kubeconfig),
+            contexts: vec!["east".into()],
+            sync_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        limits: Limits::default(),
+        forward: None,
+    })
+    .await
+    .unwrap();
+    let admin = running.admin_addr().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(admin, "/readyz").await,
+        (503, "waiting for east\n".into()),
+        "the local cluster never stops holding readiness"
+    );
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("globaldns_source_synced{cluster=\"east\"} 0"),
+        "{metrics}"
+    );
+    local.set_down(false);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            get(admin, "/readyz").await.0 == 200
+        })
+        .await
+    );
+    running.shutdown_token().cancel();
+    running.wait().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_queries() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(200))).await;
+    let server = Server::start_forwarding(
+        &[("se.yaml", &se("a", "b", "{hosts: [a.global], addresses: [1.1.1.1]}"))],
+        Some(forwarding(&[up.addr])),
+    )
+    .await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&query_bytes(77, "slow.example.com.", RecordType::A, false), server.addr)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // the forward is in flight
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .expect("answered before exit")
+        .unwrap();
+    assert_eq!(&buf[..2], &77u16.to_be_bytes());
+    assert_eq!(buf[3] & 0x0f, 0, "the upstream's answer, not an error");
+    assert!(n > 12);
+    stopping.await.unwrap();
+    // Stopped: nothing listens any more.
+    sock.send_to(&query_bytes(78, "a.global.", RecordType::A, false), addr)
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+}
