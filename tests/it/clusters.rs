@@ -385,6 +385,8 @@ async fn credentials_never_reach_the_logs() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
             "--context",
             "local",
             "--remote-secrets",

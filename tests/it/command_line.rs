@@ -81,14 +81,22 @@ fn records_as_json_and_options_from_the_environment() {
 #[test]
 fn serve_without_sources_or_with_bad_zones_says_why() {
     let out = globaldns()
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .env_remove("GLOBALDNS_ENTRIES")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sources"));
     let out = globaldns()
-        .args(["serve", "--listen", "127.0.0.1:0", "--zone", "."])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--zone",
+            ".",
+        ])
         .arg("--entries")
         .arg(examples_dir())
         .output()
@@ -111,7 +119,15 @@ impl Child {
     /// Starts `serve` on 127.0.0.1:0 with JSON logs; returns it with its DNS port and the log lines.
     fn serve(extra: &[&str]) -> (Child, String, std::io::Lines<BufReader<std::process::ChildStderr>>) {
         let mut child = globaldns()
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             // Never forward beyond loopback from a test: a closed local port.
             .args(["--upstream", "127.0.0.1:9", "--forward-timeout", "200ms"])
             .arg("--entries")

@@ -9,6 +9,7 @@ mod upstream;
 mod admin;
 mod clusters;
 mod command_line;
+mod deploy;
 mod dns_over_sockets;
 mod entry_files;
 mod fixtures;
