@@ -6,6 +6,7 @@ mod kubeapi;
 mod support;
 mod upstream;
 
+mod abuse;
 mod admin;
 mod clusters;
 mod command_line;

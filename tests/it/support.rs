@@ -45,6 +45,11 @@ impl Server {
 
     /// The same, forwarding other names as `forward` says.
     pub(crate) async fn start_forwarding(files: &[(&str, &str)], forward: Option<ForwardSettings>) -> Server {
+        Server::start_with(files, forward, Limits::default()).await
+    }
+
+    /// The same, with listener `limits`.
+    pub(crate) async fn start_with(files: &[(&str, &str)], forward: Option<ForwardSettings>, limits: Limits) -> Server {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -58,7 +63,7 @@ impl Server {
                 sync_timeout: Duration::from_secs(10),
                 ..Default::default()
             },
-            limits: Limits::default(),
+            limits,
             forward,
         };
         let running = app::start(config).await.expect("server starts");

@@ -528,3 +528,5 @@ fn garbage_never_panics_and_replies_always_parse() {
         }
     }
 }
+
+mod oracle;

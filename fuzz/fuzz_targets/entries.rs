@@ -1,0 +1,20 @@
+//! YAML text → ServiceEntries → table. Must never panic, whatever the text.
+#![no_main]
+
+use std::sync::Arc;
+
+use globaldns::serviceentry::yaml;
+use globaldns::table::{AutoAllocate, SourceInput, TableSettings, build};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(parsed) = yaml::parse(text, "default") else { return };
+    let mut settings = TableSettings::new(&["global", "example.com"]).unwrap();
+    settings.auto_allocate = AutoAllocate::IstioLegacy;
+    let name: Arc<str> = "fuzz".into();
+    let table = build(&settings, &[SourceInput { name: &name, entries: &parsed.entries }], 1, true);
+    for host in table.hosts() {
+        let _ = table.lookup(&globaldns::name::to_wire(&host.name.replace('*', "x")).unwrap_or_default());
+    }
+});
