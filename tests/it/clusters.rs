@@ -240,6 +240,18 @@ async fn dropped_watches_resume_and_410_relists() {
         local.apply_se("a", "one", spec("one.global", &[&format!("240.0.1.{round}")]), None);
         mesh.until("one.global.", &[&format!("240.0.1.{round}")]).await;
     }
+    // An API server answering 500s: the watcher backs off, serves what it had, then catches up.
+    local.set_failing(true);
+    local.apply_se("a", "one", spec("one.global", &["240.0.2.1"]), None);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        mesh.a("one.global.").await.1,
+        ["240.0.1.2"],
+        "last known entries while failing"
+    );
+    local.set_failing(false);
+    mesh.until("one.global.", &["240.0.2.1"]).await;
+
     // Writes the client missed, then history compacted: its resume gets 410 Gone and relists.
     local.set_down(true);
     local.apply_se("a", "two", spec("two.global", &["240.0.0.2"]), None);

@@ -6,8 +6,8 @@
 //!   label selectors;
 //! - chunked watch streams from a resourceVersion, with bookmarks; `410 Gone` as an ERROR event
 //!   for a resourceVersion older than the last compaction;
-//! - faults: dropped watches (the connection is cut), full outages (connections refused and
-//!   cut) and return.
+//! - faults: dropped watches (the connection is cut), 500 errors, full outages (connections
+//!   refused and cut) and return.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -45,6 +45,7 @@ struct State {
     log: Vec<Change>,
     compacted: u64,
     down: bool,
+    failing: bool,
     requests: Vec<String>,
 }
 
@@ -115,6 +116,7 @@ impl KubeApi {
             log: Vec::new(),
             compacted: 0,
             down: false,
+            failing: false,
             requests: Vec::new(),
         }));
         let (changes, _) = broadcast::channel(4096);
@@ -261,6 +263,14 @@ impl KubeApi {
         }
     }
 
+    /// Answers every request with 500 Internal Server Error (open watches are cut), or stops.
+    pub(crate) fn set_failing(&self, failing: bool) {
+        self.state.lock().unwrap().failing = failing;
+        if failing {
+            self.drop_connections();
+        }
+    }
+
     /// Paths requested so far.
     pub(crate) fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
@@ -309,6 +319,12 @@ fn handle(
     let q = query(&req);
     let mut s = state.lock().unwrap();
     s.requests.push(req.uri().to_string());
+    if s.failing {
+        return full(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            status(500, "InternalError", "etcd is having a bad day"),
+        );
+    }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["apis"] => {

@@ -20,15 +20,19 @@ impl Drop for Daemon {
     }
 }
 
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
+/// Distinct loopback ports free for both UDP and TCP right now. They are held until all are
+/// chosen: ports picked one at a time can repeat, and Knot and unbound bind with SO_REUSEPORT,
+/// so two daemons on one port would silently share its queries.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let mut held = Vec::new();
+    while held.len() < N {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push((port, udp, tcp));
         }
     }
+    std::array::from_fn(|i| held[i].0)
 }
 
 fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Daemon {
@@ -125,7 +129,7 @@ async fn behind_unbound_and_dnsmasq_in_front_of_knot() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    let (knot_port, unbound_port, dnsmasq_port) = (free_port(), free_port(), free_port());
+    let [knot_port, unbound_port, dnsmasq_port] = free_ports::<3>();
 
     // kube-dns: Knot serving cluster.local.
     std::fs::write(
