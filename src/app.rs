@@ -254,7 +254,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let states = SourceStates::default();
     let mut tasks = JoinSet::new();
     let handle = start_sources(&config.sources, config.table.clone(), &states, &mut tasks, &shutdown).await?;
-    let listeners = Listeners::bind(config.listen)
+    let listeners = Listeners::bind(config.listen, config.limits.udp_sockets)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.listen,

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer, error_reply};
+use super::batch::{BATCH, Batch, MAX_QUERY};
 use super::forward::Forwarder;
 use super::wire::{self, rcode};
 use crate::metrics::{self, Path};
@@ -25,6 +26,8 @@ use crate::table::Table;
 /// Limits of the listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// UDP sockets on the address (SO_REUSEPORT), each with its own loop: one per core.
+    pub udp_sockets: usize,
     /// Open TCP connections at most.
     pub max_tcp_connections: usize,
     /// A TCP connection with no complete query for this long is closed.
@@ -34,6 +37,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            udp_sockets: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_tcp_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(10),
         }
@@ -43,8 +47,18 @@ impl Default for Limits {
 /// Bound UDP and TCP sockets on the same address.
 #[derive(Debug)]
 pub struct Listeners {
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
+}
+
+/// A non-blocking UDP socket with SO_REUSEPORT, so that several share one address.
+fn reuseport_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 fn seed() -> u64 {
@@ -54,12 +68,18 @@ fn seed() -> u64 {
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on `addr`. With port 0 the system picks a port free for both.
-    pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
+    /// Binds `udp_sockets` UDP sockets and TCP on `addr`. With port 0 the system picks a port
+    /// free for both.
+    pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<Self> {
         let mut last_err = None;
         for _ in 0..16 {
-            let udp = UdpSocket::bind(addr).await?;
-            match TcpListener::bind(udp.local_addr()?).await {
+            let first = reuseport_udp(addr)?;
+            let bound = first.local_addr()?;
+            let mut udp = vec![first];
+            for _ in 1..udp_sockets.max(1) {
+                udp.push(reuseport_udp(bound)?);
+            }
+            match TcpListener::bind(bound).await {
                 Ok(tcp) => return Ok(Listeners { udp, tcp }),
                 Err(e) if addr.port() == 0 => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -70,7 +90,7 @@ impl Listeners {
 
     /// The bound address (UDP and TCP share it).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.udp[0].local_addr()
     }
 
     /// Serves until `shutdown` is cancelled; in-flight queries (TCP, and forwarded UDP
@@ -90,9 +110,15 @@ impl Listeners {
             forwarder,
             tracker: tokio_util::task::TaskTracker::new(),
         };
-        let udp = tokio::spawn(udp_loop(Arc::new(self.udp), shared.clone(), shutdown.clone()));
+        let udp: Vec<_> = self
+            .udp
+            .into_iter()
+            .map(|socket| tokio::spawn(udp_loop(Arc::new(socket), shared.clone(), shutdown.clone())))
+            .collect();
         tcp_accept(self.tcp, shared.clone(), limits, shutdown).await;
-        let _ = udp.await;
+        for loop_ in udp {
+            let _ = loop_.await;
+        }
         shared.tracker.close();
         shared.tracker.wait().await;
     }
@@ -144,14 +170,16 @@ fn answer_counted(
 }
 
 async fn udp_loop(socket: Arc<UdpSocket>, shared: Shared, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut batch = Batch::default();
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = (0..BATCH)
+        .map(|_| (Vec::with_capacity(512), SocketAddr::from(([0, 0, 0, 0], 0))))
+        .collect();
     let mut rng = Shuffler::new(seed());
     loop {
-        let (len, peer) = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
+            r = socket.async_io(Interest::READABLE, || batch.recv(socket.as_ref())) => match r {
+                Ok(n) => n,
                 Err(e) => {
                     // ICMP errors of earlier sends surface here on some systems; keep serving.
                     tracing::debug!(error = %e, "udp receive");
@@ -159,18 +187,34 @@ async fn udp_loop(socket: Arc<UdpSocket>, shared: Shared, shutdown: Cancellation
                 }
             },
         };
-        let query = &buf[..len];
-        match answer_counted(&shared, query, Transport::Udp, &mut rng, &mut out) {
-            Outcome::Reply => send(&socket, &out, peer).await,
-            Outcome::Drop => {}
-            Outcome::Forward => {
-                let (shared, socket, query) = (shared.clone(), socket.clone(), query.to_vec());
-                shared.tracker.clone().spawn(async move {
-                    let mut out = Vec::new();
-                    shared.forward(&query, Transport::Udp, &mut out).await;
-                    send(&socket, &out, peer).await;
-                });
+        let mut count = 0;
+        for i in 0..received {
+            let (len, peer) = batch.received[i];
+            let query = &batch.bufs[i][..len.min(MAX_QUERY)];
+            let (out, to) = &mut replies[count];
+            match answer_counted(&shared, query, Transport::Udp, &mut rng, out) {
+                Outcome::Reply => {
+                    *to = peer;
+                    count += 1;
+                }
+                Outcome::Drop => {}
+                Outcome::Forward => {
+                    let (shared, socket, query) = (shared.clone(), socket.clone(), query.to_vec());
+                    shared.tracker.clone().spawn(async move {
+                        let mut out = Vec::new();
+                        shared.forward(&query, Transport::Udp, &mut out).await;
+                        send(&socket, &out, peer).await;
+                    });
+                }
             }
+        }
+        let replies = &replies[..count];
+        let sent = socket
+            .try_io(Interest::WRITABLE, || batch.send(socket.as_ref(), replies))
+            .unwrap_or(0);
+        // What the batch did not take (a full socket buffer): one at a time, waiting.
+        for (out, peer) in &replies[sent..] {
+            send(&socket, out, *peer).await;
         }
     }
 }

@@ -31,6 +31,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tcp_flood_does_not_stop_udp_and_stays_bounded() {
     let limits = Limits {
+        udp_sockets: 2,
         max_tcp_connections: 20,
         tcp_idle_timeout: Duration::from_millis(800),
     };
@@ -73,6 +74,7 @@ async fn an_idle_tcp_flood_does_not_stop_udp_and_stays_bounded() {
 #[tokio::test]
 async fn a_slow_sender_is_cut_off_by_the_idle_timeout() {
     let limits = Limits {
+        udp_sockets: 2,
         max_tcp_connections: 8,
         tcp_idle_timeout: Duration::from_millis(500),
     };
