@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! globaldns: authoritative DNS for the `.global` names of an Istio multi-cluster mesh,
 //! from the ServiceEntries of every cluster, forwarding every other name to the cluster DNS.
 //!

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The `globaldns` binary: parse the command line, set up logging, run.
 
 use std::io::IsTerminal;
