@@ -115,7 +115,7 @@ def start(server, port, workdir, entries, zone_file):
         raise SystemExit(f"unknown server {server}")
     log = open(os.path.join(d, "log"), "w")
     proc = subprocess.Popen(pin + cmd, stdout=log, stderr=log)
-    for _ in range(100):
+    for _ in range(600):  # large zones take a while to load
         if subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+short", "+time=1", "+tries=1", "svc1.ns1.global"], capture_output=True, text=True).stdout.strip():
             return proc
         if proc.poll() is not None:

@@ -257,3 +257,24 @@ fn text_that_is_not_yaml_fails_whole() {
     assert!(parse("spec:\n  hosts:\n  - *.google.com\n", "default").is_err());
     assert!(parse("a: [unclosed\n", "default").is_err());
 }
+
+#[test]
+fn large_files_are_not_cut_by_the_parser_budget() {
+    // 3000 documents: over the YAML parser's default budget of 1 024.
+    let text: String = (0..3000)
+        .map(|i| format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s{i}}}\nspec: {{hosts: [s{i}.global], addresses: [10.0.{}.{}]}}\n---\n", i / 250, i % 250))
+        .collect();
+    let parsed = parse(&text, "default").expect("parses");
+    assert_eq!(parsed.entries.len(), 3000);
+    // Anchors and aliases stay bounded: a billion-laughs text is refused, not expanded.
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        bomb.push_str(&format!(
+            "{}: &{} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n",
+            (b'a' + i) as char,
+            (b'a' + i) as char,
+            p = (b'a' + i - 1) as char
+        ));
+    }
+    assert!(parse(&bomb, "default").is_err());
+}

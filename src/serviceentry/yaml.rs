@@ -31,8 +31,18 @@ pub struct NotYaml(#[source] serde_saphyr::Error);
 /// Reads every ServiceEntry document of `text`; objects without a namespace are placed in
 /// `default_namespace`.
 pub fn parse(text: &str, default_namespace: &str) -> Result<Parsed, NotYaml> {
-    // YAML 1.2 booleans only: a name like `y` or `no` stays a string.
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // YAML 1.2 booleans only: a name like `y` or `no` stays a string. The parser's default
+    // budget allows 1 024 documents, 250 000 nodes and 1 M events per text: far below an
+    // entries file of a large mesh (100 000 entries is ~100 000 documents, ~2 M nodes). Those
+    // limits grow with the text anyway; the ones that stop YAML bombs (aliases, depth) stay.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_documents: 10_000_000,
+            max_nodes: 200_000_000,
+            max_events: 400_000_000,
+        },
+    };
     let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, options).map_err(NotYaml)?;
     let mut parsed = Parsed::default();
     for doc in documents {

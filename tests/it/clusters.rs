@@ -240,30 +240,27 @@ async fn dropped_watches_resume_and_410_relists() {
         local.apply_se("a", "one", spec("one.global", &[&format!("240.0.1.{round}")]), None);
         mesh.until("one.global.", &[&format!("240.0.1.{round}")]).await;
     }
-    // An API server answering 500s: the watcher backs off, serves what it had, then catches up.
-    local.set_failing(true);
-    local.apply_se("a", "one", spec("one.global", &["240.0.2.1"]), None);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        mesh.a("one.global.").await.1,
-        ["240.0.1.2"],
-        "last known entries while failing"
-    );
-    local.set_failing(false);
-    mesh.until("one.global.", &["240.0.2.1"]).await;
-
     // Writes the client missed, then history compacted: its resume gets 410 Gone and relists.
+    // (The cut of open connections is asynchronous: let it land, and write twice, so the
+    // compaction point is past anything a connection being cut could still deliver.)
     local.set_down(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     local.apply_se("a", "two", spec("two.global", &["240.0.0.2"]), None);
+    local.apply_se("a", "three", spec("three.global", &["240.0.0.3"]), None);
     local.compact();
     local.set_down(false);
     mesh.until("two.global.", &["240.0.0.2"]).await;
+    mesh.until("three.global.", &["240.0.0.3"]).await;
     let lists = local
         .requests()
         .iter()
         .filter(|r| r.contains("serviceentries") && !r.contains("watch=true"))
         .count();
-    assert!(lists >= 2, "relisted after 410 ({lists} lists)");
+    assert!(
+        lists >= 2,
+        "relisted after 410 ({lists} lists): {:#?}",
+        local.requests()
+    );
     mesh.stop().await;
 }
 
@@ -444,4 +441,23 @@ async fn credentials_never_reach_the_logs() {
     ] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_answering_500s_keeps_the_last_known_entries() {
+    let local = KubeApi::start(&["v1"]).await;
+    local.apply_se("a", "one", spec("one.global", &["240.0.1.1"]), None);
+    let mesh = Mesh::start(&[(&local, "local")], None, Duration::from_secs(10)).await;
+    mesh.until("one.global.", &["240.0.1.1"]).await;
+    local.set_failing(true);
+    local.apply_se("a", "one", spec("one.global", &["240.0.2.1"]), None);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        mesh.a("one.global.").await.1,
+        ["240.0.1.1"],
+        "last known entries while failing"
+    );
+    local.set_failing(false);
+    mesh.until("one.global.", &["240.0.2.1"]).await;
+    mesh.stop().await;
 }
