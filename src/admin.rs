@@ -9,7 +9,6 @@
 //! - `GET /debug/sources`: each source's state as JSON.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,9 +123,4 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
     }
     connections.close();
     connections.wait().await;
-}
-
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -266,7 +266,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     })?;
     let mut admin_addr = None;
     if let Some(addr) = config.admin {
-        let listener = admin::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         admin_addr = Some(

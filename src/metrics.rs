@@ -160,66 +160,70 @@ impl Metrics {
             "Time to answer a query, by path",
             durations_family,
         );
-        let m = Metrics {
-            requests,
-            responses,
-            durations,
-            forwards: Family::default(),
-            forward_overload: Counter::default(),
-            table_hosts: Gauge::default(),
-            table_serial: Gauge::default(),
-            conflicts: Gauge::default(),
-            rejected: Family::default(),
-            cluster_synced: Family::default(),
-            cluster_stale: Family::default(),
-            cluster_entries: Family::default(),
-            cluster_last_event: Family::default(),
-            registry,
-        };
-        let mut registry = m.registry;
-        registry.register(
-            "forwards",
-            "Forward attempts, by upstream and result",
-            m.forwards.clone(),
-        );
+        let forwards = Family::default();
+        let forward_overload = Counter::default();
+        let table_hosts = Gauge::default();
+        let table_serial = Gauge::default();
+        let conflicts = Gauge::default();
+        let rejected = Family::default();
+        let cluster_synced = Family::default();
+        let cluster_stale = Family::default();
+        let cluster_entries = Family::default();
+        let cluster_last_event = Family::default();
+        registry.register("forwards", "Forward attempts, by upstream and result", forwards.clone());
         registry.register(
             "forwards_rejected",
             "Forwards refused with SERVFAIL: too many in flight",
-            m.forward_overload.clone(),
+            forward_overload.clone(),
         );
-        registry.register("table_hosts", "Hosts in the published table", m.table_hosts.clone());
+        registry.register("table_hosts", "Hosts in the published table", table_hosts.clone());
         registry.register(
             "table_serial",
             "SOA serial (generation) of the published table",
-            m.table_serial.clone(),
+            table_serial.clone(),
         );
         registry.register(
             "table_conflicts",
             "Hosts with different addresses in different sources",
-            m.conflicts.clone(),
+            conflicts.clone(),
         );
         registry.register(
             "entries_rejected",
             "ServiceEntries rejected, by reason",
-            m.rejected.clone(),
+            rejected.clone(),
         );
         registry.register(
             "source_synced",
             "1 once a source has completed a full list",
-            m.cluster_synced.clone(),
+            cluster_synced.clone(),
         );
         registry.register(
             "source_stale",
             "1 while a source serves its last known entries after losing its connection",
-            m.cluster_stale.clone(),
+            cluster_stale.clone(),
         );
-        registry.register("source_entries", "Entries a source serves", m.cluster_entries.clone());
+        registry.register("source_entries", "Entries a source serves", cluster_entries.clone());
         registry.register(
             "source_last_event_timestamp_seconds",
             "Unix time of a source's last event",
-            m.cluster_last_event.clone(),
+            cluster_last_event.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            requests,
+            responses,
+            durations,
+            forwards,
+            forward_overload,
+            table_hosts,
+            table_serial,
+            conflicts,
+            rejected,
+            cluster_synced,
+            cluster_stale,
+            cluster_entries,
+            cluster_last_event,
+        }
     }
 
     /// A query was received.
