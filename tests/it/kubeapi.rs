@@ -182,8 +182,13 @@ impl KubeApi {
             object,
         };
         s.log.push(change.clone());
+        // A server that is away or failing has cut its watches: nothing is streamed live, even on a
+        // connection whose cut has not been processed yet. Watches resumed later replay it from the log.
+        let silent = s.down || s.failing;
         drop(s);
-        let _ = self.changes.send(change);
+        if !silent {
+            let _ = self.changes.send(change);
+        }
     }
 
     /// Creates or replaces a ServiceEntry; `spec` and `status` are JSON.
