@@ -1,0 +1,127 @@
+//! Micro-benchmarks of the answer path and of table building (issue 7).
+//!
+//!     cargo bench --bench answer
+//!
+//! The answer path is measured on a 1k-host table (and a 100k-host one for the hit case, where
+//! the lookup misses the CPU caches): an existing name with one A record, one with four, NODATA
+//! (AAAA of a v4-only name), NXDOMAIN, a wildcard match, each without and with EDNS(0).
+//! Table building is measured at 1k and 100k entries. Under `cargo test --bench answer` each
+//! benchmark runs once, as a smoke test.
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
+use globaldns::serviceentry::{Entry, EntryId, Export};
+use globaldns::table::{SourceInput, Table, TableSettings, build};
+
+/// `n` entries like the load benchmark's: `svc-i.ns-(i%50).global` with 1–4 A records, every
+/// tenth also AAAA, and one wildcard `*.wild-k.global` per 100.
+fn entries(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| {
+            let host = if i % 100 == 99 {
+                format!("*.wild-{}.global", i / 100)
+            } else {
+                format!("svc-{i}.ns-{}.global", i % 50)
+            };
+            let mut addresses: Vec<IpAddr> = (0..=(i % 4))
+                .map(|k| IpAddr::V4(Ipv4Addr::from(0xF000_0000u32 + (i as u32) * 4 + k as u32)))
+                .collect();
+            if i % 10 == 0 {
+                addresses.push(IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | i as u128)));
+            }
+            Entry {
+                id: EntryId {
+                    namespace: format!("ns-{}", i % 50).into(),
+                    name: format!("se-{i}").into(),
+                },
+                hosts: vec![host],
+                addresses,
+                spec_addresses_given: true,
+                created: None,
+                status_addresses: Vec::new(),
+                resolution_none: false,
+                export: Export::Mesh,
+                warnings: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn table(entries: &[Entry]) -> Table {
+    let settings = TableSettings::new(&["global"]).unwrap();
+    let name: Arc<str> = "bench".into();
+    build(&settings, &[SourceInput { name: &name, entries }], 1, true)
+}
+
+fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    if edns {
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+    }
+    q
+}
+
+fn answer_path(c: &mut Criterion) {
+    let small = table(&entries(1_000));
+    let large = table(&entries(100_000));
+    let cases: [(&str, &Table, &str, u16); 6] = [
+        ("hit", &small, "svc-4.ns-4.global", 1),
+        ("multi", &small, "sVc-7.Ns-7.global", 1),
+        ("nodata", &small, "svc-5.ns-5.global", 28),
+        ("nxdomain", &small, "nothing.ns-5.global", 1),
+        ("wildcard", &small, "x.y.wild-3.global", 1),
+        ("hit-100k", &large, "svc-54321.ns-21.global", 1),
+    ];
+    let mut group = c.benchmark_group("answer");
+    let mut rng = Shuffler::new(7);
+    let mut out = Vec::with_capacity(4096);
+    for (case, table, name, qtype) in cases {
+        for edns in [false, true] {
+            let msg = query(name, qtype, edns);
+            let outcome = answer(table, &msg, Transport::Udp, Mode::default(), &mut rng, &mut out);
+            assert_eq!(outcome, Outcome::Reply, "{case}");
+            let label = if edns { format!("{case}/edns") } else { case.to_string() };
+            group.bench_function(label, |b| {
+                b.iter(|| {
+                    answer(
+                        table,
+                        black_box(&msg),
+                        Transport::Udp,
+                        Mode::default(),
+                        &mut rng,
+                        &mut out,
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn table_build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    group.sample_size(10);
+    for n in [1_000, 100_000] {
+        let input = entries(n);
+        group.bench_function(format!("{n}"), |b| {
+            b.iter_batched(|| (), |()| table(black_box(&input)), BatchSize::PerIteration)
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, answer_path, table_build);
+criterion_main!(benches);
