@@ -201,7 +201,7 @@ async fn start_sources(
         let entries = source.entries();
         states.register(&SourceId::files(), false);
         states.synced(&SourceId::files(), entries.len());
-        registry.apply(Update::Entries(SourceId::files(), Arc::new(entries)));
+        registry.apply(Update::Entries(SourceId::files(), entries));
         tasks.spawn(files::watch(
             source,
             SourceId::files(),

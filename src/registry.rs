@@ -6,7 +6,6 @@
 //! when the served records change, and never goes backwards across restarts (it is at least
 //! the current Unix time).
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,8 +13,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::serviceentry::Entry;
-use crate::table::{self, Conflict, SourceInput, Table, TableSettings};
+use crate::serviceentry::{Entry, EntryId};
+use crate::table::{Live, Source, Table, TableSettings};
 
 /// Where a source stands in precedence (DESIGN.md: the local cluster, the other clusters in
 /// the order given, then files). Derived `Ord` is that order.
@@ -50,11 +49,21 @@ impl SourceId {
     }
 }
 
+impl Source for SourceId {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
 /// A change from a source.
 #[derive(Debug)]
 pub enum Update {
-    /// The complete current entries of a source.
-    Entries(SourceId, Arc<Vec<Entry>>),
+    /// The complete current entries of a source (a list, a relist, files reloaded): only
+    /// entries that differ from the set held count as changes.
+    Entries(SourceId, Vec<Entry>),
+    /// Entries of a source changed, were added (`Some`) or went (`None`: deleted, or no
+    /// longer valid).
+    Changed(SourceId, Vec<(EntryId, Option<Entry>)>),
     /// A source is gone (a removed cluster): its entries go too.
     Remove(SourceId),
 }
@@ -62,10 +71,8 @@ pub enum Update {
 /// The entry sets of every source and the published table.
 #[derive(Debug)]
 pub struct Registry {
-    settings: TableSettings,
-    sources: BTreeMap<SourceId, Arc<Vec<Entry>>>,
+    live: Live<SourceId>,
     published: Arc<ArcSwap<Table>>,
-    conflicts: HashSet<Conflict>,
     /// The local cluster: in-zone answers are SERVFAIL until it has sent a complete set.
     local: Option<SourceId>,
 }
@@ -80,18 +87,17 @@ impl Registry {
     /// An empty registry. With a `local` cluster, in-zone queries get SERVFAIL until that
     /// cluster has synced once (resolvers retry rather than cache a negative answer).
     pub fn new(settings: TableSettings, local: Option<SourceId>) -> Self {
-        let table = table::build(&settings, &[], unix_now(), local.is_none());
+        let live = Live::new(settings);
+        let table = live.table(unix_now(), local.is_none());
         Registry {
-            settings,
-            sources: BTreeMap::new(),
+            live,
             published: Arc::new(ArcSwap::from_pointee(table)),
-            conflicts: HashSet::new(),
             local,
         }
     }
 
     fn synced(&self) -> bool {
-        self.local.as_ref().is_none_or(|l| self.sources.contains_key(l))
+        self.local.as_ref().is_none_or(|l| self.live.has_source(l))
     }
 
     /// The handle the answer path reads.
@@ -102,38 +108,36 @@ impl Registry {
     /// Applies an update (publish afterwards).
     pub fn apply(&mut self, update: Update) {
         match update {
-            Update::Entries(id, entries) => {
-                self.sources.insert(id, entries);
+            Update::Entries(id, entries) => self.live.replace(&id, entries),
+            Update::Changed(id, changes) => {
+                for (entry_id, entry) in changes {
+                    match entry {
+                        Some(entry) => self.live.upsert(&id, entry),
+                        None => self.live.delete(&id, &entry_id),
+                    }
+                }
             }
-            Update::Remove(id) => {
-                self.sources.remove(&id);
-            }
+            Update::Remove(id) => self.live.remove_source(&id),
         }
     }
 
-    /// Builds and publishes the table of the current sets; logs conflicts not seen before.
+    /// Publishes the table of the current sets (only the hosts changed since the last publish
+    /// are recomputed); logs new conflicts. The serial changes when served records do.
     pub fn publish(&mut self) -> Arc<Table> {
         let previous = self.published.load_full();
-        let inputs: Vec<SourceInput<'_>> = self
-            .sources
-            .iter()
-            .map(|(id, entries)| SourceInput {
-                name: &id.name,
-                entries,
-            })
-            .collect();
-        let mut table = table::build(&self.settings, &inputs, previous.serial(), self.synced());
-        if !table.same_records(&previous) {
+        let commit = self.live.commit();
+        let synced = self.synced();
+        let serial = if commit.records_changed || synced != previous.synced() {
             let now = unix_now();
-            let serial = if now > previous.serial() {
+            if now > previous.serial() {
                 now
             } else {
                 previous.serial().wrapping_add(1)
-            };
-            table.set_serial(serial);
-        }
-        let current: HashSet<Conflict> = table.conflicts().iter().cloned().collect();
-        for c in current.difference(&self.conflicts) {
+            }
+        } else {
+            previous.serial()
+        };
+        for c in &commit.new_conflicts {
             tracing::warn!(
                 host = %c.host,
                 served = %c.winner, served_addresses = ?c.winner_addresses,
@@ -141,11 +145,10 @@ impl Registry {
                 "conflict: sources disagree on a host's addresses; the higher source is served"
             );
         }
-        self.conflicts = current;
-        crate::metrics::get().table(table.hosts().len(), table.serial(), table.conflicts().len());
-        let table = Arc::new(table);
+        let table = Arc::new(self.live.table(serial, synced));
+        crate::metrics::get().table(table.host_count(), table.serial(), table.conflict_count());
         self.published.store(table.clone());
-        tracing::debug!(hosts = table.hosts().len(), serial = table.serial(), "table published");
+        tracing::debug!(hosts = table.host_count(), serial = table.serial(), "table published");
         table
     }
 

@@ -13,8 +13,10 @@
 
 mod allocate;
 mod build;
+mod live;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ use crate::name;
 use crate::serviceentry::EntryId;
 
 pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSettings, build};
+pub use live::{Commit, Live, Source};
 
 /// SOA REFRESH of every zone (unused without secondaries; a conventional value).
 pub const SOA_REFRESH: u32 = 3600;
@@ -69,6 +72,9 @@ pub struct Host {
     pub source: Arc<str>,
     /// The entries of that source that name the host, each with the rule that gave it addresses.
     pub origins: Vec<Origin>,
+    /// Lower sources that give the host other addresses.
+    #[serde(skip)]
+    pub conflicts: Vec<Conflict>,
 }
 
 impl Host {
@@ -138,21 +144,17 @@ pub struct Skipped {
     pub reason: &'static str,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Node {
-    Host(u32),
-    Empty,
-}
-
-/// The immutable snapshot the answer path reads.
+/// The immutable snapshot the answer path reads; cheap to make from a [`Live`] table (its
+/// shards are shared, not copied).
 #[derive(Debug, Clone)]
 pub struct Table {
-    zones: Vec<Zone>,
-    nodes: Map<Node>,
-    wildcards: Map<u32>,
-    hosts: Vec<Host>,
-    conflicts: Vec<Conflict>,
-    skipped: Vec<Skipped>,
+    zones: Arc<[Zone]>,
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Arc<live::Shard>>,
+    wildcards: Arc<Map<Arc<Host>>>,
+    host_count: usize,
+    conflict_count: usize,
+    skipped: Arc<[Skipped]>,
     ttl: u32,
     serial: u32,
     synced: bool,
@@ -191,11 +193,12 @@ impl Table {
             return Lookup::OutOfZone;
         };
         let apex = apex_at == 0;
-        let node = self.nodes.get(qname).copied();
-        if let Some(Node::Host(i)) = node {
+        let hash = self.hasher.hash_one(qname);
+        let node = self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *qname);
+        if let Some(host) = node.and_then(|n| n.host.as_deref()) {
             return Lookup::Exists {
                 zone,
-                host: Some(&self.hosts[i as usize]),
+                host: Some(host),
                 apex,
             };
         }
@@ -204,15 +207,15 @@ impl Table {
                 .skip(1)
                 .take_while(|&start| start <= apex_at)
                 .find_map(|start| self.wildcards.get(&qname[start..]));
-            if let Some(&i) = wild {
+            if let Some(host) = wild {
                 return Lookup::Exists {
                     zone,
-                    host: Some(&self.hosts[i as usize]),
+                    host: Some(host),
                     apex,
                 };
             }
         }
-        if apex || matches!(node, Some(Node::Empty)) {
+        if apex || node.is_some() {
             return Lookup::Exists { zone, host: None, apex };
         }
         Lookup::NxDomain { zone }
@@ -228,10 +231,6 @@ impl Table {
         self.serial
     }
 
-    pub(crate) fn set_serial(&mut self, serial: u32) {
-        self.serial = serial;
-    }
-
     /// Whether the local cluster has synced once; before that in-zone queries get SERVFAIL.
     pub fn synced(&self) -> bool {
         self.synced
@@ -242,31 +241,36 @@ impl Table {
         &self.zones
     }
 
-    /// Every served host, sorted by name.
-    pub fn hosts(&self) -> &[Host] {
-        &self.hosts
+    /// Number of served hosts (wildcards included).
+    pub fn host_count(&self) -> usize {
+        self.host_count
     }
 
-    /// Hosts with different addresses in different sources.
-    pub fn conflicts(&self) -> &[Conflict] {
-        &self.conflicts
+    /// Every served host, sorted by name (walks the whole table: not for the query path).
+    pub fn hosts(&self) -> Vec<&Host> {
+        let names = self
+            .shards
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter_map(|n| n.host.as_deref());
+        let mut hosts: Vec<&Host> = names.chain(self.wildcards.values().map(|h| &**h)).collect();
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        hosts
+    }
+
+    /// Number of conflicts.
+    pub fn conflict_count(&self) -> usize {
+        self.conflict_count
+    }
+
+    /// Hosts with different addresses in different sources, by host.
+    pub fn conflicts(&self) -> Vec<&Conflict> {
+        self.hosts().into_iter().flat_map(|h| &h.conflicts).collect()
     }
 
     /// Hosts Istio accepts that DNS cannot serve.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
-    }
-
-    /// Whether two tables serve the same records (serial and provenance aside).
-    pub fn same_records(&self, other: &Table) -> bool {
-        self.synced == other.synced
-            && self.ttl == other.ttl
-            && self.hosts.len() == other.hosts.len()
-            && self
-                .hosts
-                .iter()
-                .zip(&other.hosts)
-                .all(|(a, b)| a.name == b.name && a.a == b.a && a.aaaa == b.aaaa)
     }
 }
 

@@ -9,8 +9,12 @@
 //!
 //! While the cluster cannot be reached its last known entries keep being served and it is
 //! marked stale; nothing is dropped until a complete list says so.
+//!
+//! A list (and a relist) is sent as the complete set; each later event as the one entry it
+//! changes, so that the registry recomputes only the hosts that entry names. The entries
+//! themselves are held by the registry; the watcher keeps only their keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::SourceStates;
 use crate::registry::{SourceId, Update};
 use crate::serviceentry::yaml::{GROUP, VERSIONS};
-use crate::serviceentry::{Entry, Resource};
+use crate::serviceentry::{Entry, EntryId, Resource};
 
 /// A cluster to watch.
 #[derive(Clone)]
@@ -63,10 +67,13 @@ async fn discover(client: &Client) -> Result<ApiResource, String> {
 
 type Key = (String, String);
 
-/// The cluster's objects, stripped; `None` for an invalid one (it is logged once).
+/// The keys of the cluster's objects, with whether each is valid (an invalid one is logged
+/// once and not served).
 struct Objects {
     cluster: Arc<str>,
-    live: HashMap<Key, Option<Entry>>,
+    live: HashMap<Key, bool>,
+    /// How many of them are valid.
+    valid: usize,
     /// Invalid objects already warned about, with the reason.
     warned: HashMap<Key, String>,
 }
@@ -104,23 +111,31 @@ impl Objects {
         }
     }
 
-    /// The valid entries, in a stable order.
-    fn entries(&self) -> Arc<Vec<Entry>> {
-        let sorted: BTreeMap<&Key, &Entry> = self
-            .live
-            .iter()
-            .filter_map(|(k, e)| e.as_ref().map(|e| (k, e)))
-            .collect();
-        Arc::new(sorted.into_values().cloned().collect())
+    /// Records that `key` is now valid (`Some(true)`), invalid, or gone (`None`).
+    fn set(&mut self, key: Key, valid: Option<bool>) {
+        let was = match valid {
+            Some(v) => self.live.insert(key, v),
+            None => self.live.remove(&key),
+        };
+        self.valid = self.valid + usize::from(valid == Some(true)) - usize::from(was == Some(true));
     }
 }
 
-/// Watches `cluster` until `shutdown`, sending its complete entry set on every change.
+fn entry_id((namespace, name): &Key) -> EntryId {
+    EntryId {
+        namespace: namespace.as_str().into(),
+        name: name.as_str().into(),
+    }
+}
+
+/// Watches `cluster` until `shutdown`, sending its complete entry set after each list and each
+/// changed entry after that.
 pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: SourceStates, shutdown: CancellationToken) {
     let id = cluster.id.clone();
     let mut objects = Objects {
         cluster: id.name.clone(),
         live: HashMap::new(),
+        valid: 0,
         warned: HashMap::new(),
     };
     let mut retry = Duration::from_millis(500);
@@ -154,41 +169,43 @@ pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: Sour
                 _ = shutdown.cancelled() => return,
                 e = stream.next() => e,
             };
-            let changed = match event {
+            let update = match event {
                 None => break,
                 Some(Err(e)) => {
                     if states.failed(&id, e.to_string()) {
                         tracing::warn!(cluster = %id.name, error = %e, "watch failed; serving the last known entries while retrying");
                     }
-                    false
+                    None
                 }
                 Some(Ok(Event::Init)) => {
                     listing = Some(HashMap::new());
-                    false
+                    None
                 }
                 Some(Ok(Event::InitApply(obj))) => {
                     let (key, entry) = objects.strip(obj);
                     listing.get_or_insert_with(HashMap::new).insert(key, entry);
-                    false
+                    None
                 }
                 Some(Ok(Event::InitDone)) => {
-                    objects.live = listing.take().unwrap_or_default();
-                    true
+                    let listed = listing.take().unwrap_or_default();
+                    objects.live = listed.iter().map(|(k, e)| (k.clone(), e.is_some())).collect();
+                    objects.valid = listed.values().filter(|e| e.is_some()).count();
+                    Some(Update::Entries(id.clone(), listed.into_values().flatten().collect()))
                 }
                 Some(Ok(Event::Apply(obj))) => {
                     let (key, entry) = objects.strip(obj);
-                    objects.live.insert(key, entry);
-                    true
+                    objects.set(key.clone(), Some(entry.is_some()));
+                    Some(Update::Changed(id.clone(), vec![(entry_id(&key), entry)]))
                 }
                 Some(Ok(Event::Delete(obj))) => {
-                    objects.live.remove(&Objects::key(&obj));
-                    true
+                    let key = Objects::key(&obj);
+                    objects.set(key.clone(), None);
+                    Some(Update::Changed(id.clone(), vec![(entry_id(&key), None)]))
                 }
             };
-            if changed {
-                let entries = objects.entries();
-                states.synced(&id, entries.len());
-                if updates.send(Update::Entries(id.clone(), entries)).await.is_err() {
+            if let Some(update) = update {
+                states.synced(&id, objects.valid);
+                if updates.send(update).await.is_err() {
                     return;
                 }
             }

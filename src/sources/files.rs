@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -224,7 +223,7 @@ pub async fn watch(
         source = back;
         log(&diagnostics);
         if changed {
-            let entries = Arc::new(source.entries());
+            let entries = source.entries();
             tracing::info!(entries = entries.len(), "entry files changed");
             if updates.send(Update::Entries(id.clone(), entries)).await.is_err() {
                 return;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::{Conflict, Host, Map, Node, Origin, Rule, Skipped, Table, Zone, allocate};
+use super::live::{Live, Source};
+use super::{Conflict, Host, Origin, Rule, Skipped, Table, Zone, allocate};
 use crate::name;
 use crate::serviceentry::{Entry, Export, normalize_host};
 
@@ -115,12 +116,12 @@ pub struct SourceInput<'a> {
     pub entries: &'a [Entry],
 }
 
+/// Addresses from `--auto-allocate istio-legacy`, keyed `namespace/host` (host as written).
+pub(super) type Allocation = HashMap<String, (Ipv4Addr, Ipv6Addr)>;
+
 /// A host's records within one source.
-struct Acc {
+pub(super) struct Acc {
     host: Host,
-    wire: Vec<u8>,
-    /// Length of its zone's apex in wire format.
-    zone_len: usize,
     /// Per origin: may it get `--default-address` (resolution is not NONE)?
     fallback: Vec<bool>,
 }
@@ -154,10 +155,12 @@ fn allocatable(entry: &Entry, host: &str) -> bool {
 }
 
 /// Istio's allocation over every entry of a source (visible or not, in a served zone or
-/// not: istiod counts them all), keyed by `namespace/host`.
-fn allocation(entries: &[Entry]) -> HashMap<String, (Ipv4Addr, Ipv6Addr)> {
+/// not: istiod counts them all); empty unless `--auto-allocate istio-legacy`.
+pub(super) fn allocation<'e>(settings: &TableSettings, entries: impl Iterator<Item = &'e Entry>) -> Allocation {
+    if settings.auto_allocate == AutoAllocate::None {
+        return Allocation::new();
+    }
     let mut services: Vec<(&Entry, &str)> = entries
-        .iter()
         .flat_map(|e| e.hosts.iter().map(move |h| (e, h.as_str())))
         .filter(|(e, h)| allocatable(e, h))
         .collect();
@@ -178,38 +181,77 @@ fn allocation(entries: &[Entry]) -> HashMap<String, (Ipv4Addr, Ipv6Addr)> {
         .collect()
 }
 
-/// The hosts of one source in first-seen order, with rules 1–3 applied.
-fn source_hosts(settings: &TableSettings, source: &SourceInput<'_>, skipped: &mut Vec<Skipped>) -> Vec<Acc> {
-    let allocated = match settings.auto_allocate {
-        AutoAllocate::IstioLegacy => allocation(source.entries),
-        AutoAllocate::None => HashMap::new(),
+/// A served host an entry names.
+pub(super) struct Named {
+    /// Normalized presentation name.
+    pub(super) host: String,
+    /// Lower-case wire format.
+    pub(super) wire: Vec<u8>,
+    /// Index of its zone in the settings' zones.
+    pub(super) zone: usize,
+}
+
+/// The hosts of `entry` the table serves (each once), and those Istio accepts that DNS
+/// cannot serve. An entry hidden by `exportTo` or `--skip-resolution-none` names none.
+pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &Entry) -> (Vec<Named>, Vec<Skipped>) {
+    let (mut named, mut skipped) = (Vec::<Named>::new(), Vec::new());
+    if !visible(entry, settings) {
+        return (named, skipped);
+    }
+    for written in &entry.hosts {
+        let host = normalize_host(written);
+        let skip = |host: String, reason| Skipped {
+            source: source.clone(),
+            entry: entry.id.clone(),
+            host,
+            reason,
+        };
+        let Some(wire) = name::to_wire(&host) else {
+            skipped.push(skip(host, "not a domain name"));
+            continue;
+        };
+        let Some(zone) = settings
+            .zones
+            .iter()
+            .position(|z| name::suffix_offset(&wire, &z.wire).is_some())
+        else {
+            continue; // outside every served zone: not ours
+        };
+        if host.starts_with('*') && !host.starts_with("*.") {
+            skipped.push(skip(host, "partial wildcard (`*foo.`) has no DNS equivalent"));
+            continue;
+        }
+        if !named.iter().any(|n| n.wire == wire) {
+            named.push(Named { host, wire, zone });
+        }
+    }
+    (named, skipped)
+}
+
+/// One source's records for `host` (normalized) from the entries naming it, in the source's
+/// order: rules 1–3 of DESIGN.md, the union of every entry's addresses.
+pub(super) fn source_host<'e>(
+    settings: &TableSettings,
+    source: &Arc<str>,
+    host: &str,
+    zone: &Zone,
+    entries: impl Iterator<Item = &'e Entry>,
+    allocated: &Allocation,
+) -> Acc {
+    let mut acc = Acc {
+        host: Host {
+            name: host.to_owned(),
+            zone: zone.name.clone(),
+            a: Vec::new(),
+            aaaa: Vec::new(),
+            source: source.clone(),
+            origins: Vec::new(),
+            conflicts: Vec::new(),
+        },
+        fallback: Vec::new(),
     };
-    let mut accs: Vec<Acc> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for entry in source.entries.iter().filter(|e| visible(e, settings)) {
-        for written in &entry.hosts {
-            let host = &normalize_host(written);
-            let skip = |reason| Skipped {
-                source: source.name.clone(),
-                entry: entry.id.clone(),
-                host: host.clone(),
-                reason,
-            };
-            let Some(wire) = name::to_wire(host) else {
-                skipped.push(skip("not a domain name"));
-                continue;
-            };
-            let Some(zone) = settings
-                .zones
-                .iter()
-                .find(|z| name::suffix_offset(&wire, &z.wire).is_some())
-            else {
-                continue; // outside every served zone: not ours
-            };
-            if host.starts_with('*') && !host.starts_with("*.") {
-                skipped.push(skip("partial wildcard (`*foo.`) has no DNS equivalent"));
-                continue;
-            }
+    for entry in entries {
+        for written in entry.hosts.iter().filter(|w| normalize_host(w) == host) {
             let (addresses, rule): (Vec<IpAddr>, Rule) = if !entry.addresses.is_empty() {
                 (entry.addresses.clone(), Rule::SpecAddresses)
             } else {
@@ -228,23 +270,6 @@ fn source_hosts(settings: &TableSettings, source: &SourceInput<'_>, skipped: &mu
                     (true, None) => (status, Rule::NoAddress),
                 }
             };
-            let i = *index.entry(host.clone()).or_insert_with(|| {
-                accs.push(Acc {
-                    host: Host {
-                        name: host.clone(),
-                        zone: zone.name.clone(),
-                        a: Vec::new(),
-                        aaaa: Vec::new(),
-                        source: source.name.clone(),
-                        origins: Vec::new(),
-                    },
-                    wire,
-                    zone_len: zone.wire.len(),
-                    fallback: Vec::new(),
-                });
-                accs.len() - 1
-            });
-            let acc = &mut accs[i];
             acc.add(&addresses);
             acc.host.origins.push(Origin {
                 entry: entry.id.clone(),
@@ -255,85 +280,63 @@ fn source_hosts(settings: &TableSettings, source: &SourceInput<'_>, skipped: &mu
     }
     // Rule 3: a host that no entry gave an address gets the default address, unless every
     // entry naming it has resolution NONE (those are never allocated one).
-    if let Some(default) = settings.default_address {
-        for acc in accs
-            .iter_mut()
-            .filter(|a| !a.has_addresses() && a.fallback.contains(&true))
-        {
-            acc.add(&[default]);
-            for (origin, fallback) in acc.host.origins.iter_mut().zip(&acc.fallback) {
-                if *fallback {
-                    origin.rule = Rule::DefaultAddress;
-                }
+    if let Some(default) = settings.default_address
+        && !acc.has_addresses()
+        && acc.fallback.contains(&true)
+    {
+        acc.add(&[default]);
+        for (origin, fallback) in acc.host.origins.iter_mut().zip(&acc.fallback) {
+            if *fallback {
+                origin.rule = Rule::DefaultAddress;
             }
         }
     }
-    accs
+    acc
 }
 
-/// Builds the table from the sources, highest precedence first.
-///
-/// Within a source, entries naming the same host give the union of their addresses; across
-/// sources the highest source that has addresses for a host wins, and a lower one with other
-/// addresses is a [`Conflict`]. A host no source gives addresses is still a name (NODATA).
-pub fn build(settings: &TableSettings, sources: &[SourceInput<'_>], serial: u32, synced: bool) -> Table {
-    let mut skipped = Vec::new();
-    let mut conflicts = Vec::new();
-    let mut merged: Vec<Acc> = Vec::new();
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-    for source in sources {
-        for acc in source_hosts(settings, source, &mut skipped) {
-            let Some(&i) = index.get(&acc.wire) else {
-                index.insert(acc.wire.clone(), merged.len());
-                merged.push(acc);
-                continue;
+/// One host across sources, highest precedence first: the highest source that has addresses
+/// wins, and a lower one with other addresses is a [`Conflict`]. A host no source gives
+/// addresses is still a name (NODATA). `None` when no source names it.
+pub(super) fn merge(accs: impl IntoIterator<Item = Acc>) -> Option<Host> {
+    let mut accs = accs.into_iter();
+    let mut won = accs.next()?;
+    for acc in accs {
+        if !acc.has_addresses() {
+            continue;
+        }
+        if !won.has_addresses() {
+            won = acc;
+        } else if !same_set(&won.host.addresses(), &acc.host.addresses()) {
+            let conflict = Conflict {
+                host: won.host.name.clone(),
+                winner: won.host.source.clone(),
+                winner_addresses: won.host.addresses(),
+                loser: acc.host.source.clone(),
+                loser_addresses: acc.host.addresses(),
             };
-            let won = &mut merged[i];
-            if !acc.has_addresses() {
-                continue;
-            }
-            if !won.has_addresses() {
-                *won = acc;
-            } else if !same_set(&won.host.addresses(), &acc.host.addresses()) {
-                conflicts.push(Conflict {
-                    host: won.host.name.clone(),
-                    winner: won.host.source.clone(),
-                    winner_addresses: won.host.addresses(),
-                    loser: acc.host.source.clone(),
-                    loser_addresses: acc.host.addresses(),
-                });
-            }
+            won.host.conflicts.push(conflict);
         }
     }
-    merged.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+    Some(won.host)
+}
 
-    let mut nodes: Map<Node> = Map::default();
-    let mut wildcards: Map<u32> = Map::default();
-    for (i, acc) in merged.iter().enumerate() {
-        let wire = &acc.wire[..];
-        if acc.host.name.starts_with("*.") {
-            wildcards.insert(wire[2..].into(), i as u32);
-        } else {
-            nodes.insert(wire.into(), Node::Host(i as u32));
-        }
-        for start in name::label_starts(wire).skip(1) {
-            if wire.len() - start <= acc.zone_len {
-                break;
-            }
-            nodes.entry(wire[start..].into()).or_insert(Node::Empty);
-        }
+/// A source of [`build`]: its position and name.
+impl Source for (usize, Arc<str>) {
+    fn name(&self) -> &Arc<str> {
+        &self.1
     }
-    Table {
-        zones: settings.zones.clone(),
-        nodes,
-        wildcards,
-        hosts: merged.into_iter().map(|a| a.host).collect(),
-        conflicts,
-        skipped,
-        ttl: settings.ttl,
-        serial,
-        synced,
+}
+
+/// Builds the table from the sources, highest precedence first (the rules of DESIGN.md
+/// "ServiceEntry → records"; see [`merge`] for how sources combine). Within a source,
+/// entries are taken in `namespace/name` order.
+pub fn build(settings: &TableSettings, sources: &[SourceInput<'_>], serial: u32, synced: bool) -> Table {
+    let mut live = Live::new(settings.clone());
+    for (i, source) in sources.iter().enumerate() {
+        live.replace(&(i, source.name.clone()), source.entries.iter().cloned());
     }
+    live.commit();
+    live.table(serial, synced)
 }
 
 fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {

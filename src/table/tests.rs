@@ -195,7 +195,8 @@ fn precedence_and_conflicts_across_sources() {
         "6.6.6.6",
         "a source without addresses does not hide a lower one"
     );
-    let host = t.hosts().iter().find(|h| h.name == "bare.global").unwrap();
+    let hosts = t.hosts();
+    let host = hosts.iter().find(|h| h.name == "bare.global").unwrap();
     assert_eq!(&*host.source, "remote");
     let conflicts: Vec<(String, String, String)> = t
         .conflicts()
@@ -205,10 +206,11 @@ fn precedence_and_conflicts_across_sources() {
     assert_eq!(
         conflicts,
         [
+            ("remote-only.global".into(), "remote".into(), "files".into()),
             ("shared.global".into(), "local".into(), "remote".into()),
             ("shared.global".into(), "local".into(), "files".into()),
-            ("remote-only.global".into(), "remote".into(), "files".into()),
-        ]
+        ],
+        "by host, then by the loser's precedence"
     );
 }
 
@@ -309,12 +311,29 @@ fn bad_zones() {
 }
 
 #[test]
-fn same_records_ignores_provenance() {
-    let a = one(&se("one", "{hosts: [a.global], addresses: [1.1.1.1]}"));
-    let b = one(&se("two", "{hosts: [a.global], addresses: [1.1.1.1]}"));
-    let c = one(&se("one", "{hosts: [a.global], addresses: [1.1.1.2]}"));
-    assert!(a.same_records(&b));
-    assert!(!a.same_records(&c));
+fn records_changed_ignores_provenance() {
+    let source = (0, Arc::<str>::from("c1"));
+    let mut live = Live::new(settings());
+    live.replace(
+        &source,
+        entries(&se("one", "{hosts: [a.global], addresses: [1.1.1.1]}")),
+    );
+    assert!(live.commit().records_changed, "a new name");
+    live.replace(
+        &source,
+        entries(&se("two", "{hosts: [a.global], addresses: [1.1.1.1]}")),
+    );
+    assert!(!live.commit().records_changed, "another entry, the same records");
+    live.replace(
+        &source,
+        entries(&se("two", "{hosts: [a.global], addresses: [1.1.1.2]}")),
+    );
+    assert!(live.commit().records_changed, "another address");
+    live.replace(
+        &source,
+        entries(&se("two", "{hosts: [a.global], addresses: [1.1.1.2]}")),
+    );
+    assert!(!live.commit().records_changed, "nothing at all");
 }
 
 #[test]

@@ -1,0 +1,366 @@
+//! The table kept current change by change: one changed entry recomputes the hosts it names,
+//! not the whole table.
+//!
+//! [`Live`] holds every source's entries, indexed by the hosts they name. A change marks those
+//! hosts dirty; [`Live::commit`] recomputes each dirty host from the entries of every source
+//! that names it (the same per-host rules [`build`](super::build) uses) and writes it into a
+//! table split into [`SHARDS`] copy-on-write shards. A published [`Table`] shares every
+//! shard; the first write to a shard after a publish copies that shard only, so publishing
+//! one change costs a shard copy (a few hundred names), whatever the table's size.
+//!
+//! Exceptions, by nature: `--auto-allocate istio-legacy` numbers all of a source's entries
+//! together, so a change to such a source recomputes every host that source names; and a
+//! whole set replaced (a relist, a file reloaded) is compared entry by entry first, so only
+//! entries that differ count as changes.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::sync::Arc;
+
+use super::build::{Allocation, allocation, merge, named_hosts, source_host};
+use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Zone};
+use crate::name;
+use crate::serviceentry::{Entry, EntryId};
+
+/// Copy-on-write shards of the name index.
+pub(super) const SHARDS: usize = 256;
+
+/// A name in the index: a host, an empty non-terminal, or both (a host with hosts below).
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    pub(super) wire: Arc<[u8]>,
+    hash: u64,
+    pub(super) host: Option<Arc<Host>>,
+    /// Hosts (wildcards included) strictly below this name within its zone.
+    below: u32,
+}
+
+/// One shard of the name index.
+pub(super) type Shard = hashbrown::HashTable<Node>;
+
+/// The shard of a hash: bits clear of those hashbrown uses for buckets (low) and tags (top 7).
+pub(super) fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
+}
+
+/// A source's key: its precedence (`Ord`, highest first) and its name.
+pub trait Source: Ord + Clone {
+    /// The name shown in `/debug`, conflicts and logs.
+    fn name(&self) -> &Arc<str>;
+}
+
+/// An entry within a source: its `namespace/name`, and which occurrence of that ID it is
+/// (files may repeat one; a cluster never does).
+type EntryKey = (EntryId, u32);
+
+/// The entries of one source that name one host.
+#[derive(Debug)]
+struct Naming {
+    host: String,
+    zone: usize,
+    /// Sorted.
+    keys: Vec<EntryKey>,
+}
+
+#[derive(Debug)]
+struct SourceSet {
+    name: Arc<str>,
+    entries: BTreeMap<EntryKey, Entry>,
+    naming: HashMap<Arc<[u8]>, Naming>,
+    skipped: BTreeMap<EntryKey, Vec<Skipped>>,
+    allocated: Allocation,
+    reallocate: bool,
+}
+
+/// What a commit changed.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Whether any served record changed (a name appeared or went, or its addresses changed).
+    pub records_changed: bool,
+    /// Conflicts that did not exist before.
+    pub new_conflicts: Vec<Conflict>,
+}
+
+/// Every source's entries and the table they make, kept current incrementally.
+#[derive(Debug)]
+pub struct Live<K> {
+    settings: TableSettings,
+    zones: Arc<[Zone]>,
+    sources: BTreeMap<K, SourceSet>,
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Arc<Shard>>,
+    /// Wildcard hosts by the name below `*.`.
+    wildcards: Arc<Map<Arc<Host>>>,
+    dirty: HashSet<Arc<[u8]>>,
+    hosts: usize,
+    conflicts: usize,
+    skipped: Arc<[Skipped]>,
+    skipped_changed: bool,
+    commit: Commit,
+}
+
+impl<K: Source> Live<K> {
+    /// No sources, no names.
+    pub fn new(settings: TableSettings) -> Self {
+        Live {
+            zones: settings.zones().into(),
+            settings,
+            sources: BTreeMap::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
+            wildcards: Arc::default(),
+            dirty: HashSet::new(),
+            hosts: 0,
+            conflicts: 0,
+            skipped: Arc::new([]),
+            skipped_changed: false,
+            commit: Commit::default(),
+        }
+    }
+
+    /// Whether `source` has sent a complete set (it may be empty).
+    pub fn has_source(&self, source: &K) -> bool {
+        self.sources.contains_key(source)
+    }
+
+    fn set(&mut self, source: &K) -> &mut SourceSet {
+        self.sources.entry(source.clone()).or_insert_with(|| SourceSet {
+            name: source.name().clone(),
+            entries: BTreeMap::new(),
+            naming: HashMap::new(),
+            skipped: BTreeMap::new(),
+            allocated: Allocation::new(),
+            reallocate: false,
+        })
+    }
+
+    /// Replaces a source's whole set; only entries that differ count as changes.
+    pub fn replace(&mut self, source: &K, entries: impl IntoIterator<Item = Entry>) {
+        let mut seen: HashMap<EntryId, u32> = HashMap::new();
+        let mut new: BTreeMap<EntryKey, Entry> = BTreeMap::new();
+        for entry in entries {
+            let n = seen.entry(entry.id.clone()).or_default();
+            new.insert((entry.id.clone(), *n), entry);
+            *n += 1;
+        }
+        let gone: Vec<EntryKey> = self
+            .set(source)
+            .entries
+            .keys()
+            .filter(|k| !new.contains_key(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.remove_entry(source, &key);
+        }
+        for (key, entry) in new {
+            self.put(source, key, entry);
+        }
+    }
+
+    /// Adds or replaces one entry of a source.
+    pub fn upsert(&mut self, source: &K, entry: Entry) {
+        self.put(source, (entry.id.clone(), 0), entry);
+    }
+
+    /// Removes one entry of a source.
+    pub fn delete(&mut self, source: &K, id: &EntryId) {
+        self.remove_entry(source, &(id.clone(), 0));
+    }
+
+    /// Removes a source and its entries.
+    pub fn remove_source(&mut self, source: &K) {
+        if let Some(set) = self.sources.remove(source) {
+            self.dirty.extend(set.naming.into_keys());
+            self.skipped_changed |= !set.skipped.is_empty();
+        }
+    }
+
+    fn put(&mut self, source: &K, key: EntryKey, entry: Entry) {
+        match self.set(source).entries.get(&key) {
+            Some(old) if *old == entry => return,
+            Some(_) => self.remove_entry(source, &key),
+            None => {}
+        }
+        let settings = &self.settings;
+        let set = self.sources.get_mut(source).expect("created above");
+        let (named, skipped) = named_hosts(settings, &set.name, &entry);
+        for n in named {
+            let wire: Arc<[u8]> = n.wire.into();
+            let naming = set.naming.entry(wire.clone()).or_insert_with(|| Naming {
+                host: n.host,
+                zone: n.zone,
+                keys: Vec::new(),
+            });
+            if let Err(at) = naming.keys.binary_search(&key) {
+                naming.keys.insert(at, key.clone());
+            }
+            self.dirty.insert(wire);
+        }
+        if !skipped.is_empty() {
+            set.skipped.insert(key.clone(), skipped);
+            self.skipped_changed = true;
+        }
+        set.reallocate |= settings.auto_allocate != super::AutoAllocate::None;
+        set.entries.insert(key, entry);
+    }
+
+    fn remove_entry(&mut self, source: &K, key: &EntryKey) {
+        let settings = &self.settings;
+        let Some(set) = self.sources.get_mut(source) else {
+            return;
+        };
+        let Some(old) = set.entries.remove(key) else { return };
+        let (named, _) = named_hosts(settings, &set.name, &old);
+        for n in named {
+            let Some((wire, _)) = set.naming.get_key_value(&n.wire[..]) else {
+                continue;
+            };
+            let wire = wire.clone();
+            let naming = set.naming.get_mut(&wire).expect("just found");
+            naming.keys.retain(|k| k != key);
+            if naming.keys.is_empty() {
+                set.naming.remove(&wire);
+            }
+            self.dirty.insert(wire);
+        }
+        self.skipped_changed |= set.skipped.remove(key).is_some();
+        set.reallocate |= settings.auto_allocate != super::AutoAllocate::None;
+    }
+
+    /// Recomputes every host changed since the last commit and reports what changed.
+    pub fn commit(&mut self) -> Commit {
+        for set in self.sources.values_mut().filter(|s| s.reallocate) {
+            set.reallocate = false;
+            let allocated = allocation(&self.settings, set.entries.values());
+            if allocated != set.allocated {
+                set.allocated = allocated;
+                self.dirty.extend(set.naming.keys().cloned());
+            }
+        }
+        for wire in std::mem::take(&mut self.dirty) {
+            self.recompute(&wire);
+        }
+        if std::mem::take(&mut self.skipped_changed) {
+            let mut skipped: Vec<Skipped> = self
+                .sources
+                .values()
+                .flat_map(|s| s.skipped.values().flatten().cloned())
+                .collect();
+            skipped.sort_by(|a, b| (&a.source, &a.entry, &a.host).cmp(&(&b.source, &b.entry, &b.host)));
+            self.skipped = skipped.into();
+        }
+        std::mem::take(&mut self.commit)
+    }
+
+    /// The current table.
+    pub fn table(&self, serial: u32, synced: bool) -> Table {
+        Table {
+            zones: self.zones.clone(),
+            hasher: self.hasher.clone(),
+            shards: self.shards.clone(),
+            wildcards: self.wildcards.clone(),
+            host_count: self.hosts,
+            conflict_count: self.conflicts,
+            skipped: self.skipped.clone(),
+            ttl: self.settings.ttl,
+            serial,
+            synced,
+        }
+    }
+
+    fn recompute(&mut self, wire: &Arc<[u8]>) {
+        let settings = &self.settings;
+        let zones = &self.zones;
+        let accs: Vec<_> = self
+            .sources
+            .values()
+            .filter_map(|set| {
+                let n = set.naming.get(wire)?;
+                let entries = n.keys.iter().map(|k| &set.entries[k]);
+                Some(source_host(
+                    settings,
+                    &set.name,
+                    &n.host,
+                    &zones[n.zone],
+                    entries,
+                    &set.allocated,
+                ))
+            })
+            .collect();
+        let new = merge(accs);
+        let wildcard = wire.starts_with(b"\x01*");
+        let old = if wildcard {
+            self.wildcards.get(&wire[2..]).cloned()
+        } else {
+            self.node(wire).and_then(|n| n.host.clone())
+        };
+        if old.as_deref() == new.as_ref() {
+            return;
+        }
+        let served = |h: Option<&Host>| h.map(|h| (h.a.clone(), h.aaaa.clone()));
+        if served(old.as_deref()) != served(new.as_ref()) {
+            self.commit.records_changed = true;
+        }
+        let old_conflicts = old.as_ref().map_or(&[][..], |h| &h.conflicts[..]);
+        let new_conflicts = new.as_ref().map_or(&[][..], |h| &h.conflicts[..]);
+        for c in new_conflicts.iter().filter(|c| !old_conflicts.contains(c)) {
+            self.commit.new_conflicts.push(c.clone());
+        }
+        self.conflicts = self.conflicts + new_conflicts.len() - old_conflicts.len();
+        let exists_change: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
+        if exists_change != 0 {
+            self.hosts = (self.hosts as i64 + exists_change) as usize;
+            let zone_len = self
+                .zones
+                .iter()
+                .find(|z| name::suffix_offset(wire, &z.wire).is_some())
+                .map_or(1, |z| z.wire.len());
+            for start in name::label_starts(wire).skip(1) {
+                if wire.len() - start <= zone_len {
+                    break;
+                }
+                self.update_node(&wire[start..], |n| n.below = (n.below as i64 + exists_change) as u32);
+            }
+        }
+        let new = new.map(Arc::new);
+        if wildcard {
+            let wildcards = Arc::make_mut(&mut self.wildcards);
+            match new {
+                Some(host) => wildcards.insert(wire[2..].into(), host),
+                None => wildcards.remove(&wire[2..]),
+            };
+        } else {
+            self.update_node(wire, |n| n.host = new);
+        }
+    }
+
+    fn node(&self, wire: &[u8]) -> Option<&Node> {
+        let hash = self.hasher.hash_one(wire);
+        self.shards[shard_of(hash)].find(hash, |n| *n.wire == *wire)
+    }
+
+    /// Applies `f` to the node of `wire` (created if missing; removed when it ends up neither a
+    /// host nor above one).
+    fn update_node(&mut self, wire: &[u8], f: impl FnOnce(&mut Node)) {
+        let hash = self.hasher.hash_one(wire);
+        let shard = Arc::make_mut(&mut self.shards[shard_of(hash)]);
+        let entry = shard.entry(hash, |n| *n.wire == *wire, |n| n.hash);
+        let mut occupied = entry.or_insert_with(|| Node {
+            wire: wire.into(),
+            hash,
+            host: None,
+            below: 0,
+        });
+        let node = occupied.get_mut();
+        f(node);
+        if node.host.is_none() && node.below == 0 {
+            occupied.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Incremental = from scratch: after any sequence of changes, the live table serves exactly
+//! what a table built fresh from the same entries serves, and says so (`records_changed`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::serviceentry::Export;
+use crate::table::{AutoAllocate, ExportMode, Lookup, SourceInput, build};
+
+/// Hosts overlapping on purpose: parents and children, wildcards, case, a partial wildcard,
+/// a name in a second zone and one outside every zone.
+const HOSTS: &[&str] = &[
+    "x.global",
+    "y.x.global",
+    "*.x.global",
+    "*.w.global",
+    "a.b.c.global",
+    "X.Global.",
+    "*q.global",
+    "s.sub.global",
+    "other.example",
+];
+const ADDRESSES: &[&str] = &["1.1.1.1", "2.2.2.2", "2001:db8::1"];
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (
+        (0..2usize, 0..5usize),
+        prop::collection::vec(prop::sample::select(HOSTS), 1..3),
+        prop::collection::vec(prop::sample::select(ADDRESSES), 0..3),
+        prop::option::of((prop::sample::select(HOSTS), prop::sample::select(ADDRESSES))),
+        any::<bool>(),
+        prop::sample::select(&[Export::Mesh, Export::Namespaces, Export::Nowhere][..]),
+        prop::option::of(prop::sample::select(
+            &["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"][..],
+        )),
+    )
+        .prop_map(
+            |((ns, name), hosts, addresses, status, resolution_none, export, created)| {
+                let addresses: Vec<IpAddr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
+                Entry {
+                    id: EntryId {
+                        namespace: format!("ns{ns}").into(),
+                        name: format!("e{name}").into(),
+                    },
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    spec_addresses_given: !addresses.is_empty(),
+                    addresses,
+                    created: created.map(str::to_owned),
+                    status_addresses: status
+                        .map(|(h, a)| (crate::serviceentry::normalize_host(h), a.parse().unwrap()))
+                        .into_iter()
+                        .collect(),
+                    resolution_none,
+                    export,
+                    warnings: Vec::new(),
+                }
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(usize, Entry),
+    Delete(usize, (usize, usize)),
+    Replace(usize, Vec<Entry>),
+    RemoveSource(usize),
+    Commit,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, entry()).prop_map(|(s, e)| Op::Upsert(s, e)),
+        2 => (0..3usize, (0..2usize, 0..5usize)).prop_map(|(s, id)| Op::Delete(s, id)),
+        1 => (0..3usize, prop::collection::vec(entry(), 0..5)).prop_map(|(s, e)| Op::Replace(s, e)),
+        1 => (0..3usize).prop_map(Op::RemoveSource),
+        2 => Just(Op::Commit),
+    ]
+}
+
+fn settings() -> impl Strategy<Value = TableSettings> {
+    (
+        any::<bool>(),
+        prop::option::of(prop::sample::select(ADDRESSES)),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(two_zones, default, allocate, all, skip_none)| {
+            let zones: &[&str] = if two_zones {
+                &["global", "sub.global"]
+            } else {
+                &["global"]
+            };
+            let mut s = TableSettings::new(zones).unwrap();
+            s.default_address = default.map(|a| a.parse().unwrap());
+            s.auto_allocate = if allocate {
+                AutoAllocate::IstioLegacy
+            } else {
+                AutoAllocate::None
+            };
+            s.export = if all { ExportMode::All } else { ExportMode::Mesh };
+            s.skip_resolution_none = skip_none;
+            s
+        })
+}
+
+type Model = BTreeMap<usize, BTreeMap<(EntryId, u32), Entry>>;
+
+fn key(source: usize) -> (usize, Arc<str>) {
+    (source, format!("source-{source}").into())
+}
+
+fn fresh(settings: &TableSettings, model: &Model) -> Table {
+    let names: Vec<Arc<str>> = model.keys().map(|s| key(*s).1).collect();
+    let entries: Vec<Vec<Entry>> = model.values().map(|m| m.values().cloned().collect()).collect();
+    let inputs: Vec<SourceInput<'_>> = names
+        .iter()
+        .zip(&entries)
+        .map(|(name, entries)| SourceInput { name, entries })
+        .collect();
+    build(settings, &inputs, 1, true)
+}
+
+/// Every name the test can ask about, with what the table says of it.
+fn served(t: &Table) -> Vec<(String, String)> {
+    let mut names: Vec<String> = HOSTS.iter().map(|h| h.replace('*', "any")).collect();
+    names.extend(
+        [
+            "x.global",
+            "b.c.global",
+            "c.global",
+            "w.global",
+            "z.y.x.global",
+            "sub.global",
+            "global",
+        ]
+        .map(String::from),
+    );
+    names
+        .into_iter()
+        .map(|n| {
+            let said = match t.lookup(&crate::name::to_wire(&n).unwrap()) {
+                Lookup::OutOfZone => "out".to_string(),
+                Lookup::NxDomain { zone } => format!("nx in {}", zone.name),
+                Lookup::Exists { zone, host, apex } => {
+                    format!("{} apex={apex} {:?}", zone.name, host.map(|h| (&h.name, &h.a, &h.aaaa)))
+                }
+            };
+            (n, said)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn incremental_equals_from_scratch(settings in settings(), ops in prop::collection::vec(op(), 1..25)) {
+        let mut live: Live<(usize, Arc<str>)> = Live::new(settings.clone());
+        let mut model = Model::new();
+        let mut before = fresh(&settings, &model);
+        for op in ops.into_iter().chain([Op::Commit]) {
+            match op {
+                Op::Upsert(s, e) => {
+                    live.upsert(&key(s), e.clone());
+                    model.entry(s).or_default().insert((e.id.clone(), 0), e);
+                }
+                Op::Delete(s, (ns, name)) => {
+                    let id = EntryId { namespace: format!("ns{ns}").into(), name: format!("e{name}").into() };
+                    live.delete(&key(s), &id);
+                    if let Some(m) = model.get_mut(&s) {
+                        m.remove(&(id, 0));
+                    }
+                }
+                Op::Replace(s, entries) => {
+                    live.replace(&key(s), entries.clone());
+                    let m = model.entry(s).or_default();
+                    m.clear();
+                    for e in entries {
+                        let n = m.keys().filter(|(id, _)| *id == e.id).count() as u32;
+                        m.insert((e.id.clone(), n), e);
+                    }
+                }
+                Op::RemoveSource(s) => {
+                    live.remove_source(&key(s));
+                    model.remove(&s);
+                }
+                Op::Commit => {
+                    let commit = live.commit();
+                    let got = live.table(1, true);
+                    let want = fresh(&settings, &model);
+                    prop_assert_eq!(served(&got), served(&want));
+                    prop_assert_eq!(got.hosts(), want.hosts());
+                    prop_assert_eq!(got.skipped(), want.skipped());
+                    prop_assert_eq!(got.host_count(), want.hosts().len());
+                    prop_assert_eq!(got.conflict_count(), want.conflicts().len());
+                    let records = |t: &Table| -> Vec<(String, Vec<IpAddr>)> {
+                        t.hosts().iter().map(|h| (h.name.clone(), h.addresses())).collect()
+                    };
+                    prop_assert_eq!(commit.records_changed, records(&before) != records(&want));
+                    let old: Vec<&Conflict> = before.conflicts();
+                    for c in &commit.new_conflicts {
+                        prop_assert!(!old.contains(&c) && want.conflicts().contains(&c));
+                    }
+                    before = want;
+                }
+            }
+        }
+    }
+}
