@@ -13,8 +13,12 @@
 #[path = "../tests/it/kubeapi.rs"]
 mod kubeapi;
 
-use std::net::SocketAddr;
+mod common;
+
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+
+use common::answer;
 
 use globaldns::app::{self, ServeConfig, Sources};
 use globaldns::dns::server::Limits;
@@ -23,28 +27,6 @@ use serde_json::json;
 use tokio::net::UdpSocket;
 
 const WRITES: usize = 300;
-
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = vec![(id >> 8) as u8, id as u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// The last A record's address of a response (our answers carry exactly one here).
-async fn answer(sock: &UdpSocket, server: SocketAddr, id: u16) -> Option<[u8; 4]> {
-    sock.send_to(&query(id, "bench.global"), server).await.ok()?;
-    let mut buf = [0u8; 512];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let ancount = u16::from_be_bytes([buf[6], buf[7]]);
-    (ancount == 1 && n >= 16).then(|| [buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]])
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -79,7 +61,7 @@ async fn main() {
     let server = running.dns_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let start = Instant::now();
-    while answer(&sock, server, 1).await != Some([240, 0, 0, 1]) {
+    while answer(&sock, server, 1, "bench.global").await != Some(Ipv4Addr::new(240, 0, 0, 1)) {
         assert!(start.elapsed() < Duration::from_secs(20), "initial sync");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -96,7 +78,7 @@ async fn main() {
         let mut id = 2u16;
         loop {
             id = id.wrapping_add(1);
-            if answer(&sock, server, id).await == Some(want) {
+            if answer(&sock, server, id, "bench.global").await == Some(Ipv4Addr::from(want)) {
                 break;
             }
             assert!(written.elapsed() < Duration::from_secs(10), "write {i} never showed");

@@ -192,7 +192,7 @@ async fn start_sources(
         });
     }
     let local = clusters.first().map(|c| c.id.clone());
-    let mut registry = Registry::new(settings, local.clone());
+    let mut registry = Registry::new(settings, local.clone()).reporting_to(states.clone());
     let (tx, rx) = mpsc::channel::<Update>(1024);
     if !sources.entries.is_empty() {
         let mut source = FileSource::new(sources.entries.clone());
@@ -200,7 +200,7 @@ async fn start_sources(
         files::log(&diagnostics);
         let entries = source.entries();
         states.register(&SourceId::files(), false);
-        states.synced(&SourceId::files(), entries.len());
+        states.listed(&SourceId::files());
         registry.apply(Update::Entries(SourceId::files(), entries));
         tasks.spawn(files::watch(
             source,
@@ -241,8 +241,6 @@ pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<T
     while !states.ready(sources.sync_timeout) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Let the registry publish what the sources sent last.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(table.load_full())
@@ -288,7 +286,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         export_to = ?config.table.export,
         default_address = ?config.table.default_address,
         skip_resolution_none = config.table.skip_resolution_none,
-        zones = ?config.table.zones().iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
+        zones = ?config.table.zones().iter().map(|z| &*z.name).collect::<Vec<_>>(),
         ttl = config.table.ttl,
         entries = ?config.sources.entries,
         contexts = ?config.sources.contexts,

@@ -98,6 +98,7 @@ pub struct Metrics {
     forward_overload: Counter,
     table_hosts: Gauge,
     table_serial: Gauge,
+    publish: Histogram,
     conflicts: Gauge,
     rejected: Family<ReasonLabels, Counter>,
     cluster_synced: Family<ClusterLabels, Gauge>,
@@ -164,6 +165,7 @@ impl Metrics {
         let forward_overload = Counter::default();
         let table_hosts = Gauge::default();
         let table_serial = Gauge::default();
+        let publish = Histogram::new(buckets());
         let conflicts = Gauge::default();
         let rejected = Family::default();
         let cluster_synced = Family::default();
@@ -181,6 +183,11 @@ impl Metrics {
             "table_serial",
             "SOA serial (generation) of the published table",
             table_serial.clone(),
+        );
+        registry.register(
+            "table_publish_seconds",
+            "Time to apply a batch of source changes and publish the table",
+            publish.clone(),
         );
         registry.register(
             "table_conflicts",
@@ -217,6 +224,7 @@ impl Metrics {
             forward_overload,
             table_hosts,
             table_serial,
+            publish,
             conflicts,
             rejected,
             cluster_synced,
@@ -264,7 +272,8 @@ impl Metrics {
     }
 
     /// A table was published.
-    pub fn table(&self, hosts: usize, serial: u32, conflicts: usize) {
+    pub fn table(&self, hosts: usize, serial: u32, conflicts: usize, took: Duration) {
+        self.publish.observe(took.as_secs_f64());
         self.table_hosts.set(hosts as i64);
         self.table_serial.set(i64::from(serial));
         self.conflicts.set(conflicts as i64);

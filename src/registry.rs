@@ -7,13 +7,14 @@
 //! the current Unix time).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::serviceentry::{Entry, EntryId};
+use crate::sources::state::SourceStates;
 use crate::table::{Live, Source, Table, TableSettings};
 
 /// Where a source stands in precedence (DESIGN.md: the local cluster, the other clusters in
@@ -75,6 +76,10 @@ pub struct Registry {
     published: Arc<ArcSwap<Table>>,
     /// The local cluster: in-zone answers are SERVFAIL until it has sent a complete set.
     local: Option<SourceId>,
+    /// When the first update not yet published was applied.
+    batch_started: Option<Instant>,
+    /// Told which sources each published table holds.
+    states: Option<SourceStates>,
 }
 
 fn unix_now() -> u32 {
@@ -93,7 +98,15 @@ impl Registry {
             live,
             published: Arc::new(ArcSwap::from_pointee(table)),
             local,
+            batch_started: None,
+            states: None,
         }
+    }
+
+    /// Marks sources synced in `states` once a published table holds their complete sets.
+    pub fn reporting_to(mut self, states: SourceStates) -> Self {
+        self.states = Some(states);
+        self
     }
 
     fn synced(&self) -> bool {
@@ -107,6 +120,7 @@ impl Registry {
 
     /// Applies an update (publish afterwards).
     pub fn apply(&mut self, update: Update) {
+        self.batch_started.get_or_insert_with(Instant::now);
         match update {
             Update::Entries(id, entries) => self.live.replace(&id, entries),
             Update::Changed(id, changes) => {
@@ -124,6 +138,7 @@ impl Registry {
     /// Publishes the table of the current sets (only the hosts changed since the last publish
     /// are recomputed); logs new conflicts. The serial changes when served records do.
     pub fn publish(&mut self) -> Arc<Table> {
+        let started = self.batch_started.take().unwrap_or_else(Instant::now);
         let previous = self.published.load_full();
         let commit = self.live.commit();
         let synced = self.synced();
@@ -146,8 +161,12 @@ impl Registry {
             );
         }
         let table = Arc::new(self.live.table(serial, synced));
-        crate::metrics::get().table(table.host_count(), table.serial(), table.conflict_count());
         self.published.store(table.clone());
+        if let Some(states) = &self.states {
+            states.published(self.live.sources());
+        }
+        let took = started.elapsed();
+        crate::metrics::get().table(table.host_count(), table.serial(), table.conflict_count(), took);
         tracing::debug!(hosts = table.host_count(), serial = table.serial(), "table published");
         table
     }

@@ -45,7 +45,7 @@ type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 #[derive(Debug, Clone, Serialize)]
 pub struct Zone {
     /// Presentation name, lower case, no trailing dot (`global`).
-    pub name: String,
+    pub name: Arc<str>,
     #[serde(skip)]
     pub(crate) wire: Box<[u8]>,
 }
@@ -63,7 +63,7 @@ pub struct Host {
     /// Presentation name, lower case, no trailing dot; wildcards start with `*.`.
     pub name: String,
     /// The zone it is served in.
-    pub zone: String,
+    pub zone: Arc<str>,
     /// A records.
     pub a: Vec<Ipv4Addr>,
     /// AAAA records.

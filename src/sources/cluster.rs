@@ -14,7 +14,7 @@
 //! changes, so that the registry recomputes only the hosts that entry names. The entries
 //! themselves are held by the registry; the watcher keeps only their keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::SourceStates;
 use crate::registry::{SourceId, Update};
 use crate::serviceentry::yaml::{GROUP, VERSIONS};
-use crate::serviceentry::{Entry, EntryId, Resource};
+use crate::serviceentry::{Entry, EntryId, Metadata, Resource, Spec, Status};
 
 /// A cluster to watch.
 #[derive(Clone)]
@@ -67,15 +67,22 @@ async fn discover(client: &Client) -> Result<ApiResource, String> {
 
 type Key = (String, String);
 
-/// The keys of the cluster's objects, with whether each is valid (an invalid one is logged
-/// once and not served).
+/// What the watcher remembers of the cluster's objects: only the invalid ones (each is logged
+/// once, not at every relist). The valid entries are held by the registry.
 struct Objects {
     cluster: Arc<str>,
-    live: HashMap<Key, bool>,
-    /// How many of them are valid.
-    valid: usize,
     /// Invalid objects already warned about, with the reason.
     warned: HashMap<Key, String>,
+    /// Namespace names, shared by the entries of each namespace.
+    namespaces: HashSet<Arc<str>>,
+}
+
+/// `spec` and `status` of an object as the watcher delivers it.
+#[derive(serde::Deserialize)]
+struct Body {
+    spec: Option<Spec>,
+    #[serde(default)]
+    status: Option<Status>,
 }
 
 impl Objects {
@@ -86,18 +93,36 @@ impl Objects {
         )
     }
 
+    fn resource(obj: DynamicObject) -> Result<Resource, String> {
+        let created = match obj.metadata.creation_timestamp {
+            Some(t) => serde_json::to_value(t)
+                .map_err(|e| e.to_string())?
+                .as_str()
+                .map(str::to_owned),
+            None => None,
+        };
+        let body: Body = serde_json::from_value(obj.data).map_err(|e| e.to_string())?;
+        Ok(Resource {
+            metadata: Metadata {
+                name: obj.metadata.name,
+                namespace: obj.metadata.namespace,
+                creation_timestamp: created,
+            },
+            spec: body.spec,
+            status: body.status,
+        })
+    }
+
     fn strip(&mut self, obj: DynamicObject) -> (Key, Option<Entry>) {
         let key = Self::key(&obj);
-        let entry = serde_json::to_value(&obj)
-            .and_then(serde_json::from_value::<Resource>)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.into_entry("default").map_err(|i| i.reason));
+        let entry = Self::resource(obj).and_then(|r| r.into_entry("default").map_err(|i| i.reason));
         match entry {
-            Ok(entry) => {
+            Ok(mut entry) => {
                 self.warned.remove(&key);
                 for w in &entry.warnings {
                     tracing::warn!(cluster = %self.cluster, "{}/{}: {w}", key.0, key.1);
                 }
+                entry.id.namespace = self.namespace(&entry.id.namespace);
                 (key, Some(entry))
             }
             Err(reason) => {
@@ -111,20 +136,19 @@ impl Objects {
         }
     }
 
-    /// Records that `key` is now valid (`Some(true)`), invalid, or gone (`None`).
-    fn set(&mut self, key: Key, valid: Option<bool>) {
-        let was = match valid {
-            Some(v) => self.live.insert(key, v),
-            None => self.live.remove(&key),
-        };
-        self.valid = self.valid + usize::from(valid == Some(true)) - usize::from(was == Some(true));
+    fn namespace(&mut self, name: &Arc<str>) -> Arc<str> {
+        if let Some(shared) = self.namespaces.get(name) {
+            return shared.clone();
+        }
+        self.namespaces.insert(name.clone());
+        name.clone()
     }
-}
 
-fn entry_id((namespace, name): &Key) -> EntryId {
-    EntryId {
-        namespace: namespace.as_str().into(),
-        name: name.as_str().into(),
+    fn entry_id(&mut self, (namespace, name): &Key) -> EntryId {
+        EntryId {
+            namespace: self.namespace(&Arc::from(namespace.as_str())),
+            name: name.as_str().into(),
+        }
     }
 }
 
@@ -134,8 +158,7 @@ pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: Sour
     let id = cluster.id.clone();
     let mut objects = Objects {
         cluster: id.name.clone(),
-        live: HashMap::new(),
-        valid: 0,
+        namespaces: HashSet::new(),
         warned: HashMap::new(),
     };
     let mut retry = Duration::from_millis(500);
@@ -163,7 +186,7 @@ pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: Sour
         let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
         let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         futures_util::pin_mut!(stream);
-        let mut listing: Option<HashMap<Key, Option<Entry>>> = None;
+        let mut listing: Option<Vec<Entry>> = None;
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -178,33 +201,27 @@ pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: Sour
                     None
                 }
                 Some(Ok(Event::Init)) => {
-                    listing = Some(HashMap::new());
+                    listing = Some(Vec::new());
                     None
                 }
                 Some(Ok(Event::InitApply(obj))) => {
-                    let (key, entry) = objects.strip(obj);
-                    listing.get_or_insert_with(HashMap::new).insert(key, entry);
+                    let (_, entry) = objects.strip(obj);
+                    listing.get_or_insert_with(Vec::new).extend(entry);
                     None
                 }
-                Some(Ok(Event::InitDone)) => {
-                    let listed = listing.take().unwrap_or_default();
-                    objects.live = listed.iter().map(|(k, e)| (k.clone(), e.is_some())).collect();
-                    objects.valid = listed.values().filter(|e| e.is_some()).count();
-                    Some(Update::Entries(id.clone(), listed.into_values().flatten().collect()))
-                }
+                Some(Ok(Event::InitDone)) => Some(Update::Entries(id.clone(), listing.take().unwrap_or_default())),
                 Some(Ok(Event::Apply(obj))) => {
                     let (key, entry) = objects.strip(obj);
-                    objects.set(key.clone(), Some(entry.is_some()));
-                    Some(Update::Changed(id.clone(), vec![(entry_id(&key), entry)]))
+                    Some(Update::Changed(id.clone(), vec![(objects.entry_id(&key), entry)]))
                 }
                 Some(Ok(Event::Delete(obj))) => {
                     let key = Objects::key(&obj);
-                    objects.set(key.clone(), None);
-                    Some(Update::Changed(id.clone(), vec![(entry_id(&key), None)]))
+                    objects.warned.remove(&key);
+                    Some(Update::Changed(id.clone(), vec![(objects.entry_id(&key), None)]))
                 }
             };
             if let Some(update) = update {
-                states.synced(&id, objects.valid);
+                states.listed(&id);
                 if updates.send(update).await.is_err() {
                     return;
                 }

@@ -16,7 +16,7 @@ pub struct SourceState {
     pub name: String,
     /// Whether it is the local cluster (in-zone answers wait for its first sync).
     pub local: bool,
-    /// Whether it has completed a full list once.
+    /// Whether the published table has held a complete set of its entries.
     pub synced: bool,
     /// Whether it has lost its connection since: its last known entries are still served.
     pub stale: bool,
@@ -68,15 +68,26 @@ impl SourceStates {
         }
     }
 
-    /// A complete, current set of `entries` was received.
-    pub fn synced(&self, id: &SourceId, entries: usize) {
+    /// The source sent a complete set, or a change to it: it is connected and current. It
+    /// counts as synced once the registry has published that set.
+    pub fn listed(&self, id: &SourceId) {
         self.with(id, |s| {
-            s.synced = true;
             s.stale = false;
             s.error = None;
-            s.entries = entries;
             s.last_event = Some(unix_now());
         });
+    }
+
+    /// The published table holds a complete set of each of these sources, with so many valid
+    /// entries: they are synced (readiness never runs ahead of the table).
+    pub fn published<'a>(&self, sources: impl Iterator<Item = (&'a SourceId, usize)>) {
+        let mut states = self.0.lock().expect("source states");
+        for (id, entries) in sources {
+            if let Some(s) = states.get_mut(id) {
+                s.synced = true;
+                s.entries = entries;
+            }
+        }
     }
 
     /// The connection failed; returns whether this is news (the source was well before).

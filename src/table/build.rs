@@ -79,7 +79,7 @@ impl TableSettings {
                 return Err(SettingsError::RootZone);
             }
             let zone = Zone {
-                name: name::to_text(&wire).trim_end_matches('.').to_owned(),
+                name: name::to_text(&wire).trim_end_matches('.').into(),
                 wire: wire.into(),
             };
             if !parsed.contains(&zone) {
@@ -181,20 +181,11 @@ pub(super) fn allocation<'e>(settings: &TableSettings, entries: impl Iterator<It
         .collect()
 }
 
-/// A served host an entry names.
-pub(super) struct Named {
-    /// Normalized presentation name.
-    pub(super) host: String,
-    /// Lower-case wire format.
-    pub(super) wire: Vec<u8>,
-    /// Index of its zone in the settings' zones.
-    pub(super) zone: usize,
-}
-
-/// The hosts of `entry` the table serves (each once), and those Istio accepts that DNS
-/// cannot serve. An entry hidden by `exportTo` or `--skip-resolution-none` names none.
-pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &Entry) -> (Vec<Named>, Vec<Skipped>) {
-    let (mut named, mut skipped) = (Vec::<Named>::new(), Vec::new());
+/// The hosts of `entry` the table serves (each once, lower-case wire format), and those Istio
+/// accepts that DNS cannot serve. An entry hidden by `exportTo` or `--skip-resolution-none`
+/// names none.
+pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &Entry) -> (Vec<Vec<u8>>, Vec<Skipped>) {
+    let (mut named, mut skipped) = (Vec::<Vec<u8>>::new(), Vec::new());
     if !visible(entry, settings) {
         return (named, skipped);
     }
@@ -210,19 +201,19 @@ pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &E
             skipped.push(skip(host, "not a domain name"));
             continue;
         };
-        let Some(zone) = settings
+        if !settings
             .zones
             .iter()
-            .position(|z| name::suffix_offset(&wire, &z.wire).is_some())
-        else {
+            .any(|z| name::suffix_offset(&wire, &z.wire).is_some())
+        {
             continue; // outside every served zone: not ours
-        };
+        }
         if host.starts_with('*') && !host.starts_with("*.") {
             skipped.push(skip(host, "partial wildcard (`*foo.`) has no DNS equivalent"));
             continue;
         }
-        if !named.iter().any(|n| n.wire == wire) {
-            named.push(Named { host, wire, zone });
+        if !named.contains(&wire) {
+            named.push(wire);
         }
     }
     (named, skipped)
@@ -251,7 +242,8 @@ pub(super) fn source_host<'e>(
         fallback: Vec::new(),
     };
     for entry in entries {
-        for written in entry.hosts.iter().filter(|w| normalize_host(w) == host) {
+        let names_host = |w: &&String| w.strip_suffix('.').unwrap_or(w).eq_ignore_ascii_case(host);
+        for written in entry.hosts.iter().filter(names_host) {
             let (addresses, rule): (Vec<IpAddr>, Rule) = if !entry.addresses.is_empty() {
                 (entry.addresses.clone(), Rule::SpecAddresses)
             } else {

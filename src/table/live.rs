@@ -55,21 +55,58 @@ pub trait Source: Ord + Clone {
 /// (files may repeat one; a cluster never does).
 type EntryKey = (EntryId, u32);
 
-/// The entries of one source that name one host.
+/// The entries of one source that name one host, sorted; almost always one, kept inline.
 #[derive(Debug)]
-struct Naming {
-    host: String,
-    zone: usize,
-    /// Sorted.
-    keys: Vec<EntryKey>,
+enum Naming {
+    One(EntryKey),
+    Many(Vec<EntryKey>),
+}
+
+impl Naming {
+    fn keys(&self) -> &[EntryKey] {
+        match self {
+            Naming::One(k) => std::slice::from_ref(k),
+            Naming::Many(keys) => keys,
+        }
+    }
+
+    fn add(&mut self, key: &EntryKey) {
+        let keys = match self {
+            Naming::One(k) if k == key => return,
+            Naming::One(k) => {
+                *self = Naming::Many(vec![k.clone()]);
+                let Naming::Many(keys) = self else { unreachable!() };
+                keys
+            }
+            Naming::Many(keys) => keys,
+        };
+        if let Err(at) = keys.binary_search(key) {
+            keys.insert(at, key.clone());
+        }
+    }
+
+    /// Removes `key`; whether any is left.
+    fn remove(&mut self, key: &EntryKey) -> bool {
+        match self {
+            Naming::One(k) => k != key,
+            Naming::Many(keys) => {
+                keys.retain(|k| k != key);
+                let left = !keys.is_empty();
+                if let [only] = &keys[..] {
+                    *self = Naming::One(only.clone());
+                }
+                left
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
 struct SourceSet {
     name: Arc<str>,
-    entries: BTreeMap<EntryKey, Entry>,
+    entries: HashMap<EntryKey, Entry>,
     naming: HashMap<Arc<[u8]>, Naming>,
-    skipped: BTreeMap<EntryKey, Vec<Skipped>>,
+    skipped: HashMap<EntryKey, Vec<Skipped>>,
     allocated: Allocation,
     reallocate: bool,
 }
@@ -120,6 +157,11 @@ impl<K: Source> Live<K> {
         }
     }
 
+    /// The sources that have sent a complete set, with how many entries each holds.
+    pub fn sources(&self) -> impl Iterator<Item = (&K, usize)> {
+        self.sources.iter().map(|(k, set)| (k, set.entries.len()))
+    }
+
     /// Whether `source` has sent a complete set (it may be empty).
     pub fn has_source(&self, source: &K) -> bool {
         self.sources.contains_key(source)
@@ -128,9 +170,9 @@ impl<K: Source> Live<K> {
     fn set(&mut self, source: &K) -> &mut SourceSet {
         self.sources.entry(source.clone()).or_insert_with(|| SourceSet {
             name: source.name().clone(),
-            entries: BTreeMap::new(),
+            entries: HashMap::new(),
             naming: HashMap::new(),
-            skipped: BTreeMap::new(),
+            skipped: HashMap::new(),
             allocated: Allocation::new(),
             reallocate: false,
         })
@@ -139,7 +181,7 @@ impl<K: Source> Live<K> {
     /// Replaces a source's whole set; only entries that differ count as changes.
     pub fn replace(&mut self, source: &K, entries: impl IntoIterator<Item = Entry>) {
         let mut seen: HashMap<EntryId, u32> = HashMap::new();
-        let mut new: BTreeMap<EntryKey, Entry> = BTreeMap::new();
+        let mut new: HashMap<EntryKey, Entry> = HashMap::new();
         for entry in entries {
             let n = seen.entry(entry.id.clone()).or_default();
             new.insert((entry.id.clone(), *n), entry);
@@ -187,15 +229,13 @@ impl<K: Source> Live<K> {
         let settings = &self.settings;
         let set = self.sources.get_mut(source).expect("created above");
         let (named, skipped) = named_hosts(settings, &set.name, &entry);
-        for n in named {
-            let wire: Arc<[u8]> = n.wire.into();
-            let naming = set.naming.entry(wire.clone()).or_insert_with(|| Naming {
-                host: n.host,
-                zone: n.zone,
-                keys: Vec::new(),
-            });
-            if let Err(at) = naming.keys.binary_search(&key) {
-                naming.keys.insert(at, key.clone());
+        for wire in named {
+            let wire: Arc<[u8]> = wire.into();
+            match set.naming.get_mut(&wire) {
+                Some(naming) => naming.add(&key),
+                None => {
+                    set.naming.insert(wire.clone(), Naming::One(key.clone()));
+                }
             }
             self.dirty.insert(wire);
         }
@@ -214,14 +254,12 @@ impl<K: Source> Live<K> {
         };
         let Some(old) = set.entries.remove(key) else { return };
         let (named, _) = named_hosts(settings, &set.name, &old);
-        for n in named {
-            let Some((wire, _)) = set.naming.get_key_value(&n.wire[..]) else {
+        for wire in named {
+            let Some((wire, _)) = set.naming.get_key_value(&wire[..]) else {
                 continue;
             };
             let wire = wire.clone();
-            let naming = set.naming.get_mut(&wire).expect("just found");
-            naming.keys.retain(|k| k != key);
-            if naming.keys.is_empty() {
+            if !set.naming.get_mut(&wire).expect("just found").remove(key) {
                 set.naming.remove(&wire);
             }
             self.dirty.insert(wire);
@@ -273,21 +311,16 @@ impl<K: Source> Live<K> {
 
     fn recompute(&mut self, wire: &Arc<[u8]>) {
         let settings = &self.settings;
-        let zones = &self.zones;
+        let zone = self.zones.iter().find(|z| name::suffix_offset(wire, &z.wire).is_some());
+        let host = name::to_text(wire);
+        let host = host.trim_end_matches('.');
         let accs: Vec<_> = self
             .sources
             .values()
             .filter_map(|set| {
-                let n = set.naming.get(wire)?;
-                let entries = n.keys.iter().map(|k| &set.entries[k]);
-                Some(source_host(
-                    settings,
-                    &set.name,
-                    &n.host,
-                    &zones[n.zone],
-                    entries,
-                    &set.allocated,
-                ))
+                let keys = set.naming.get(wire)?.keys();
+                let entries = keys.iter().map(|k| &set.entries[k]);
+                Some(source_host(settings, &set.name, host, zone?, entries, &set.allocated))
             })
             .collect();
         let new = merge(accs);
@@ -313,11 +346,7 @@ impl<K: Source> Live<K> {
         let exists_change: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
         if exists_change != 0 {
             self.hosts = (self.hosts as i64 + exists_change) as usize;
-            let zone_len = self
-                .zones
-                .iter()
-                .find(|z| name::suffix_offset(wire, &z.wire).is_some())
-                .map_or(1, |z| z.wire.len());
+            let zone_len = zone.map_or(1, |z| z.wire.len());
             for start in name::label_starts(wire).skip(1) {
                 if wire.len() - start <= zone_len {
                     break;

@@ -259,7 +259,7 @@ fn wildcards_empty_non_terminals_and_apex() {
 #[test]
 fn several_zones_most_specific_first() {
     let s = TableSettings::new(&["global", "Corp.Global.", "mesh.internal", "global"]).unwrap();
-    let names: Vec<&str> = s.zones().iter().map(|z| z.name.as_str()).collect();
+    let names: Vec<&str> = s.zones().iter().map(|z| &*z.name).collect();
     assert_eq!(names, ["mesh.internal", "corp.global", "global"]);
     let t = table_of(
         &s,
@@ -278,7 +278,7 @@ fn several_zones_most_specific_first() {
         )],
     );
     let zone_of = |n: &str| match t.lookup(&name::to_wire(n).unwrap()) {
-        Lookup::Exists { zone, .. } | Lookup::NxDomain { zone } => zone.name.clone(),
+        Lookup::Exists { zone, .. } | Lookup::NxDomain { zone } => zone.name.to_string(),
         Lookup::OutOfZone => "-".into(),
     };
     assert_eq!(zone_of("a.corp.global"), "corp.global");

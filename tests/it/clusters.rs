@@ -150,6 +150,32 @@ async fn three_clusters_precedence_conflicts_and_live_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_once_the_table_holds_every_cluster() {
+    // Enough entries that building the table takes a while: readiness must wait for it, not
+    // for the lists alone (the pod would otherwise take queries it answers NXDOMAIN).
+    let (local, remote) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1"]).await);
+    for (api, cluster) in [(&local, "l"), (&remote, "r")] {
+        for i in 0..3000 {
+            let host = format!("s{i}.{cluster}.global");
+            api.apply_se(cluster, &format!("s{i}"), spec(&host, &["240.0.0.1"]), None);
+        }
+    }
+    let mesh = Mesh::start(&[(&local, "local"), (&remote, "remote")], None, Duration::from_secs(30)).await;
+    let became_ready = eventually(Duration::from_secs(30), || async { mesh.running.ready() }).await;
+    assert!(became_ready, "ready");
+    let table = mesh.running.table();
+    assert_eq!(
+        table.host_count(),
+        6000,
+        "every entry of both clusters is served once ready"
+    );
+    let sources = mesh.running.states().snapshot();
+    assert!(sources.iter().all(|s| s.synced && s.entries == 3000), "{sources:?}");
+    assert_eq!(mesh.a("s2999.r.global.").await.1, ["240.0.0.1"]);
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_and_not_ready_before_the_local_cluster_syncs() {
     let local = KubeApi::start(&["v1"]).await;
     local.apply_se("bar", "httpbin", spec("httpbin.bar.global", &["240.0.0.2"]), None);
