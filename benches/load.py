@@ -169,10 +169,10 @@ def start_knot(d, port, domain, zone_file):
     return ["knotd", "-c", os.path.join(d, "knot.conf")]
 
 
-def spawn(cmd, d, port, probe):
+def spawn(cmd, d, port, probe, cpu=1):
     os.makedirs(d, exist_ok=True)
     log = open(os.path.join(d, "log"), "w")
-    proc = subprocess.Popen(["taskset", "-c", "1", "nice", "-n", "-5"] + cmd, stdout=log, stderr=log)
+    proc = subprocess.Popen(["taskset", "-c", str(cpu), "nice", "-n", "-5"] + cmd, stdout=log, stderr=log)
     for _ in range(600):
         if answers(port, probe):
             return proc
@@ -242,7 +242,8 @@ def forwarding(args):
         zone_file, queries = generate_upstream(args.names, workdir)
         probe = "svc1.ns1.svc.cluster.local"
         knot_port = free_port()
-        knot = spawn(start_knot(os.path.join(workdir, "upstream"), knot_port, "cluster.local", zone_file), os.path.join(workdir, "upstream"), knot_port, probe)
+        upstream_dir = os.path.join(workdir, "upstream")
+        knot = spawn(start_knot(upstream_dir, knot_port, "cluster.local", zone_file), upstream_dir, knot_port, probe, args.upstream_cpu)
         try:
             for rnd in range(args.rounds):
                 for c in candidates:
@@ -319,6 +320,7 @@ def main():
     ap.add_argument("--rate", type=int, default=20000, help="fixed rate for the latency runs")
     ap.add_argument("--servers", default="globaldns,knot,nsd,gdnsd")
     ap.add_argument("--forwarding", action="store_true", help="the forwarding benchmark instead")
+    ap.add_argument("--upstream-cpu", type=int, default=1, help="CPU of the forwarding upstream (1: beside the forwarder; 0: beside dnsperf)")
     args = ap.parse_args()
     args.rate_given = any(a.startswith("--rate") for a in sys.argv[1:])
     if not os.path.exists(BIN):

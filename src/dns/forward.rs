@@ -1,8 +1,8 @@
 //! Forwarding of every out-of-zone query to the cluster DNS: a transparent relay.
 //!
-//! The client's query leaves unchanged but for a fresh random ID, over UDP from a fresh
-//! connected socket (random source port, RFC 5452 §9.2; the kernel drops datagrams from
-//! anyone but the upstream). The upstream's answer comes back unchanged but for the ID:
+//! The client's query leaves unchanged but for a fresh random ID, over UDP from one of a few
+//! connected sockets with random source ports that are replaced every few seconds
+//! ([`channel`]; RFC 5452 §9.2). The upstream's answer comes back unchanged but for the ID:
 //! rcode, flags, every section and EDNS are the upstream's. An answer counts only if it is a
 //! response with our ID and the query's question; anything else (spoofed, late, garbled) is
 //! ignored. A truncated UDP answer is returned as it is to a UDP client, which retries over
@@ -13,18 +13,20 @@
 //! upstream does not stall every query. When the total budget runs out, or more forwards are
 //! in flight than allowed, the client gets SERVFAIL rather than silence.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+mod channel;
+
+use channel::Channels;
 
 use super::answer::{Transport, error_reply};
 use super::wire::{self, rcode};
@@ -73,6 +75,7 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
+    channels: Channels,
     /// Milliseconds since `epoch` until which it counts as down (0: up).
     down_until: AtomicU64,
 }
@@ -84,7 +87,6 @@ pub struct Forwarder {
     settings: Arc<ForwardSettings>,
     permits: Arc<Semaphore>,
     epoch: Instant,
-    ids: RandomState,
 }
 
 /// Why one attempt failed.
@@ -104,6 +106,7 @@ impl Forwarder {
             .iter()
             .map(|&addr| Upstream {
                 addr,
+                channels: Channels::new(addr),
                 down_until: AtomicU64::new(0),
             })
             .collect();
@@ -112,7 +115,6 @@ impl Forwarder {
             permits: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings: Arc::new(settings),
             epoch: Instant::now(),
-            ids: RandomState::new(),
         }
     }
 
@@ -137,12 +139,6 @@ impl Forwarder {
         order
     }
 
-    fn random_id(&self) -> u16 {
-        let mut h = self.ids.build_hasher();
-        h.write_u64(self.epoch.elapsed().as_nanos() as u64);
-        h.finish() as u16
-    }
-
     /// Forwards `query` (a well-formed query, as the answer path parsed it) and writes the
     /// client's response into `out`: the upstream's answer, or SERVFAIL.
     pub async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
@@ -155,10 +151,14 @@ impl Forwarder {
                 break;
             }
             let timeout = self.settings.attempt_timeout.min(deadline - now);
-            msg[..2].copy_from_slice(&self.random_id().to_be_bytes());
-            let mut reply = match udp_exchange(upstream.addr, &msg, timeout).await {
-                Ok(reply) => reply,
+            let mut reply = match upstream.channels.exchange(&mut msg, timeout).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => {
+                    self.mark_down(upstream, &AttemptError::Timeout);
+                    continue;
+                }
                 Err(e) => {
+                    let e = AttemptError::Io(e);
                     self.mark_down(upstream, &e);
                     continue;
                 }
@@ -198,33 +198,6 @@ impl Forwarder {
             tracing::warn!(upstream = %upstream.addr, %error, "upstream failed; trying the others first for {DOWN_FOR:?}");
         }
     }
-}
-
-fn unspecified(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    }
-}
-
-async fn udp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>, AttemptError> {
-    let socket = UdpSocket::bind(unspecified(upstream)).await?;
-    socket.connect(upstream).await?;
-    socket.send(msg).await?;
-    let mut buf = vec![0u8; 65535];
-    let wait = async {
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            if wire::answers(&buf[..n], msg) {
-                buf.truncate(n);
-                return io::Result::Ok(buf);
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| AttemptError::Timeout)?
-        .map_err(Into::into)
 }
 
 async fn tcp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>, AttemptError> {
