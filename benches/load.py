@@ -10,8 +10,9 @@ load. Queries: ~80 % existing A, 10 % AAAA, 10 % NXDOMAIN. Each server runs pinn
 dnsperf to CPU 0 (`taskset`, `nice -n -5`), interleaved A B C D over the rounds. Printed per
 server: QPS at full load (dnsperf -q 100), lost queries, server CPU per query and QPS per server
 core (from /proc/PID/stat), latency p50/p99 at a fixed rate (dnsperf -Q with -v), and ratios to
-Knot from the same run. Knot's UDP workers are set to one (it pins its own threads otherwise);
-NSD's response-rate-limiting is off. Needs: a release build (cargo build --release), dnsperf,
+Knot from the same run. Knot's UDP workers are set to one, and since knotd pins each worker to a
+CPU of its own choosing (CPU 0, dnsperf's, here) every thread is moved back to CPU 1 once it
+runs; NSD's response-rate-limiting is off. Needs: a release build (cargo build --release), dnsperf,
 knotd, nsd, gdnsd (Debian packages). Targets only 127.0.0.1.
 
 --forwarding: the names live in `cluster.local` on a Knot upstream (kube-dns' part); the same
@@ -244,6 +245,7 @@ def forwarding(args):
         knot_port = free_port()
         upstream_dir = os.path.join(workdir, "upstream")
         knot = spawn(start_knot(upstream_dir, knot_port, "cluster.local", zone_file), upstream_dir, knot_port, probe, args.upstream_cpu)
+        repin(knot.pid, args.upstream_cpu)
         try:
             for rnd in range(args.rounds):
                 for c in candidates:
@@ -269,6 +271,12 @@ def forwarding(args):
         cpu = med(r["cpu"]) * 1e6
         added = (med(r["p50"]) - direct_p50) * 1e6
         print(f"{c:10} {med(r['qps']):9.0f} {med(r['lost']):6.0f} {cpu:8.2f}us {med(r['p50']) * 1e6:6.0f}us {med(r['p99']) * 1e6:6.0f}us {added:8.0f}us   {med(r['qps']) / base:5.2f}x")
+
+
+def repin(pid, cpu):
+    """Moves every thread of `pid` to `cpu` (knotd pins its workers itself at start)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        subprocess.run(["taskset", "-p", "-c", str(cpu), tid], capture_output=True)
 
 
 def cpu_seconds(pid):
@@ -335,6 +343,8 @@ def main():
             for server in servers:
                 port = free_port()
                 proc = start(server, port, workdir, entries, zone_file)
+                for pid in descendants(proc.pid):
+                    repin(pid, 1)
                 try:
                     qps = measure(port, descendants(proc.pid), queries, args.seconds, args.rate, results[server])
                 finally:
