@@ -82,6 +82,13 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The UDP threads could not be started.
+    #[error("cannot start the UDP threads: {source}")]
+    Serve {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The running sources and the table they feed.
@@ -293,11 +300,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         in_cluster = ?config.sources.in_cluster,
         remote_secrets = ?config.sources.remote_secrets,
         upstreams = ?config.forward.as_ref().map(|f| &f.upstreams),
-        hosts = handle.load().hosts().len(),
+        hosts = handle.load().host_count(),
         "globaldns serving"
     );
     let forwarder = config.forward.map(Forwarder::new);
-    tasks.spawn(listeners.serve(handle.clone(), forwarder, config.limits, shutdown.clone()));
+    let serving = listeners
+        .serve(handle.clone(), forwarder, config.limits, shutdown.clone())
+        .map_err(|source| StartError::Serve { source })?;
+    tasks.spawn(serving);
     Ok(Running {
         dns_addr: Some(dns_addr),
         admin_addr,

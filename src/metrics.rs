@@ -18,6 +18,10 @@ use prometheus_client::registry::Registry;
 use crate::dns::answer::Transport;
 use crate::sources::state::SourceState;
 
+mod durations;
+
+use durations::Durations;
+
 /// Query types counted by name; every other type is `other`.
 const QTYPES: [(u16, &str); 11] = [
     (1, "A"),
@@ -88,12 +92,38 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Queries and responses counted by one loop, added to the shared counters in one go
+/// ([`Metrics::add`]): the query path touches no shared memory per query.
+#[derive(Debug, Default)]
+pub struct Tally {
+    requests: [u64; QTYPES.len() + 1],
+    responses: [u64; RCODES.len() + 1],
+}
+
+impl Tally {
+    /// A query of type `qtype` (none: unparsable) was received.
+    pub fn request(&mut self, qtype: Option<u16>) {
+        let i = qtype
+            .and_then(|t| QTYPES.iter().position(|(q, _)| *q == t))
+            .unwrap_or(QTYPES.len());
+        self.requests[i] += 1;
+    }
+
+    /// `response` (its bytes) was made.
+    pub fn response(&mut self, response: &[u8]) {
+        let rcode = response
+            .get(3)
+            .map_or(RCODES.len(), |b| ((b & 0x0f) as usize).min(RCODES.len()));
+        self.responses[rcode] += 1;
+    }
+}
+
 /// Every metric.
 pub struct Metrics {
     registry: Registry,
     requests: [[Counter; QTYPES.len() + 1]; 2],
     responses: [[Counter; RCODES.len() + 1]; 2],
-    durations: [Histogram; 2],
+    durations: [Durations; 2],
     forwards: Family<ForwardLabels, Counter>,
     forward_overload: Counter,
     table_hosts: Gauge,
@@ -113,17 +143,12 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn buckets() -> impl Iterator<Item = f64> {
-    // 10 µs … ~5 s: in-zone answers take microseconds, forwards milliseconds.
-    prometheus_client::metrics::histogram::exponential_buckets(0.00001, 4.0, 10)
-}
-
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("globaldns");
         let requests_family = Family::<RequestLabels, Counter>::default();
         let responses_family = Family::<ResponseLabels, Counter>::default();
-        let durations_family = Family::<PathLabels, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
+        let durations_family = Family::<PathLabels, Durations>::default();
         let protocols = ["udp", "tcp"];
         let types = QTYPES.iter().map(|(_, n)| *n).chain(["other"]).collect::<Vec<_>>();
         let rcodes = RCODES.iter().copied().chain(["other"]).collect::<Vec<_>>();
@@ -158,14 +183,14 @@ impl Metrics {
         );
         registry.register(
             "dns_answer_duration_seconds",
-            "Time to answer a query, by path",
+            "Time to answer a query, by path (UDP: the time its batch took)",
             durations_family,
         );
         let forwards = Family::default();
         let forward_overload = Counter::default();
         let table_hosts = Gauge::default();
         let table_serial = Gauge::default();
-        let publish = Histogram::new(buckets());
+        let publish = Histogram::new(durations::bounds());
         let conflicts = Gauge::default();
         let rejected = Family::default();
         let cluster_synced = Family::default();
@@ -234,21 +259,24 @@ impl Metrics {
         }
     }
 
-    /// A query was received.
-    pub fn request(&self, transport: Transport, qtype: Option<u16>) {
-        let i = qtype
-            .and_then(|t| QTYPES.iter().position(|(q, _)| *q == t))
-            .unwrap_or(QTYPES.len());
-        self.requests[transport as usize][i].inc();
-    }
-
-    /// A response was sent (`response` its bytes) after `took`.
-    pub fn response(&self, path: Path, response: &[u8], took: Duration) {
-        let rcode = response
-            .get(3)
-            .map_or(RCODES.len(), |b| ((b & 0x0f) as usize).min(RCODES.len()));
-        self.responses[path as usize][rcode].inc();
-        self.durations[path as usize].observe(took.as_secs_f64());
+    /// Adds what `tally` counted (queries received over `transport`, responses made on `path`)
+    /// and clears it; each response took `took`.
+    pub fn add(&self, transport: Transport, path: Path, tally: &mut Tally, took: Duration) {
+        for (counter, n) in self.requests[transport as usize].iter().zip(&mut tally.requests) {
+            if *n > 0 {
+                counter.inc_by(std::mem::take(n));
+            }
+        }
+        let mut responses = 0;
+        for (counter, n) in self.responses[path as usize].iter().zip(&mut tally.responses) {
+            if *n > 0 {
+                responses += *n;
+                counter.inc_by(std::mem::take(n));
+            }
+        }
+        if responses > 0 {
+            self.durations[path as usize].observe(took, responses);
+        }
     }
 
     /// One forward attempt ended.
@@ -356,9 +384,22 @@ mod tests {
     #[test]
     fn encodes_with_the_prefix_and_bounded_labels() {
         let m = get();
-        m.request(Transport::Udp, Some(28));
-        m.request(Transport::Tcp, Some(4242));
-        m.response(Path::Authoritative, &[0, 0, 0x84, 0x03], Duration::from_micros(5));
+        let mut tally = Tally::default();
+        tally.request(Some(28));
+        tally.response(&[0, 0, 0x84, 0x03]);
+        m.add(
+            Transport::Udp,
+            Path::Authoritative,
+            &mut tally,
+            Duration::from_micros(5),
+        );
+        assert_eq!(
+            (tally.requests, tally.responses),
+            Default::default(),
+            "added and cleared"
+        );
+        tally.request(Some(4242));
+        m.add(Transport::Tcp, Path::Authoritative, &mut tally, Duration::ZERO);
         let text = m.encode(&[]);
         assert!(
             text.contains("globaldns_dns_requests_total{protocol=\"udp\",type=\"AAAA\"}"),

@@ -1,6 +1,6 @@
-//! No heap allocation per in-zone answer: a counting global allocator around the answer path
-//! (its own test binary, since the allocator is process-wide). The UDP loop around it reuses
-//! its buffers; what it allocates is per batch of up to 32 datagrams (the recvmmsg headers).
+//! No heap allocation per in-zone answer: a counting global allocator around the answer path,
+//! and around the whole server answering UDP queries over a socket (its own test binary, since
+//! the allocator is process-wide).
 #![allow(missing_docs)]
 // A global allocator is the only way to count allocations; it forwards to the system one.
 #![allow(unsafe_code)]
@@ -9,9 +9,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
+use globaldns::dns::server::{Limits, Listeners};
 use globaldns::serviceentry::yaml;
-use globaldns::table::{SourceInput, TableSettings, build};
+use globaldns::table::{SourceInput, Table, TableSettings, build};
+use tokio_util::sync::CancellationToken;
 
 struct Counting;
 
@@ -47,14 +50,13 @@ fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     q
 }
 
-#[test]
-fn answering_in_zone_queries_does_not_allocate() {
+fn table() -> Table {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/wildcard.yaml")).unwrap()
         + "\n---\n"
         + &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/dual-stack.yaml")).unwrap();
     let entries = yaml::parse(&text, "default").unwrap().entries;
     let name: Arc<str> = "c".into();
-    let table = build(
+    build(
         &TableSettings::new(&["global"]).unwrap(),
         &[SourceInput {
             name: &name,
@@ -62,15 +64,30 @@ fn answering_in_zone_queries_does_not_allocate() {
         }],
         1,
         true,
-    );
-    let queries = [
+    )
+}
+
+fn queries() -> [Vec<u8>; 6] {
+    [
         query("ratings.default.global", 1, false), // two A records, shuffled
         query("reviews.default.global", 28, true), // AAAA with EDNS
         query("Api.Shop.Global", 1, true),         // wildcard, mixed case
         query("default.global", 1, false),         // empty non-terminal: NODATA + SOA
         query("nope.global", 1, true),             // NXDOMAIN + SOA
         query("global", 255, false),               // ANY at the apex
-    ];
+    ]
+}
+
+/// One test: the count is of every thread, the test harness's among them.
+#[test]
+fn in_zone_queries_do_not_allocate() {
+    the_answer_path_does_not_allocate();
+    the_udp_server_answers_without_allocating();
+}
+
+fn the_answer_path_does_not_allocate() {
+    let table = table();
+    let queries = queries();
     let mut out = Vec::with_capacity(4096);
     let mut rng = Shuffler::new(1);
     for q in &queries {
@@ -90,4 +107,48 @@ fn answering_in_zone_queries_does_not_allocate() {
         0,
         "allocations in 60 000 answers"
     );
+}
+
+fn the_udp_server_answers_without_allocating() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let (addr, serving) = runtime.block_on(async {
+        let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
+        let addr = listeners.local_addr().unwrap();
+        let table = Arc::new(ArcSwap::from_pointee(table()));
+        let serving = listeners
+            .serve(table, None, Limits::default(), shutdown.clone())
+            .unwrap();
+        (addr, tokio::spawn(serving))
+    });
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let queries = queries();
+    let mut buf = [0u8; 4096];
+    let mut round_trip = |q: &[u8]| {
+        client.send(q).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(buf[..2], q[..2], "the reply to this query");
+        assert!(n > 12 && buf[2] & 0x80 != 0, "a response");
+    };
+    for q in &queries {
+        round_trip(q); // the first batch makes what stays: metrics, the thread's buffers
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..2_000 {
+        for q in &queries {
+            round_trip(q);
+        }
+    }
+    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    shutdown.cancel();
+    runtime.block_on(serving).unwrap();
+    assert_eq!(allocated, 0, "allocations in 12 000 queries over UDP");
 }

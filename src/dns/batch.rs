@@ -1,7 +1,8 @@
 //! Batched UDP I/O: `recvmmsg` and `sendmmsg` (Linux), through nix's safe wrappers.
 //!
 //! Profiled at full load, one `recvfrom` and one `sendto` per query were 87 % of the CPU; a
-//! batch of up to [`BATCH`] datagrams costs one system call each way.
+//! batch of up to [`BATCH`] datagrams costs one system call each way. A [`Batch`] belongs to
+//! one thread (its message headers hold raw pointers) and allocates nothing after it is made.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -15,25 +16,33 @@ pub const BATCH: usize = 32;
 /// Receive buffer per datagram: a query larger than this is cut and answered FORMERR.
 pub const MAX_QUERY: usize = 4096;
 
-fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+/// The standard form of a socket address of the IP families.
+pub fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = addr.as_sockaddr_in() {
         return Some(SocketAddr::from((v4.ip(), v4.port())));
     }
     addr.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
-/// Reusable buffers of one socket's batches.
+/// One socket's received datagrams and replies, reused batch after batch.
 pub struct Batch {
-    /// Received datagrams.
-    pub bufs: Vec<Vec<u8>>,
-    /// Per received datagram: its length and sender.
-    pub received: Vec<(usize, SocketAddr)>,
+    /// Receive buffers.
+    queries: Vec<Vec<u8>>,
+    /// Per received datagram with a sender: its buffer, length and sender.
+    received: Vec<(usize, usize, SockaddrStorage)>,
+    /// Replies to send; the first `peers.len()` are filled.
+    replies: Vec<Vec<u8>>,
+    /// Per reply: its destination.
+    peers: Vec<Option<SockaddrStorage>>,
+    recv_headers: MultiHeaders<SockaddrStorage>,
+    send_headers: MultiHeaders<SockaddrStorage>,
 }
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("received", &self.received.len())
+            .field("replies", &self.peers.len())
             .finish_non_exhaustive()
     }
 }
@@ -41,51 +50,75 @@ impl std::fmt::Debug for Batch {
 impl Default for Batch {
     fn default() -> Self {
         Batch {
-            bufs: vec![vec![0u8; MAX_QUERY]; BATCH],
+            queries: vec![vec![0u8; MAX_QUERY]; BATCH],
             received: Vec::with_capacity(BATCH),
+            replies: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
+            peers: Vec::with_capacity(BATCH),
+            recv_headers: MultiHeaders::preallocate(BATCH, None),
+            send_headers: MultiHeaders::preallocate(BATCH, None),
         }
     }
 }
 
 impl Batch {
-    /// Receives up to [`BATCH`] datagrams without blocking; `WouldBlock` when there are none.
+    /// Receives up to [`BATCH`] datagrams: waits for the first as the socket does (blocking,
+    /// up to its read timeout), then takes what else is queued. Clears the replies.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         self.received.clear();
-        // The headers hold raw pointers (not Send), so they live for one call only.
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-        let mut slices: Vec<[IoSliceMut<'_>; 1]> = self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        self.peers.clear();
+        let mut bufs = self.queries.iter_mut();
+        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..]))]);
         let results = recvmmsg(
             socket.as_raw_fd(),
-            &mut headers,
+            &mut self.recv_headers,
             slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
+            MsgFlags::MSG_WAITFORONE,
             None,
         )
         .map_err(io::Error::from)?;
-        for msg in results {
-            if let Some(addr) = msg.address.as_ref().and_then(to_std) {
-                self.received.push((msg.bytes, addr));
+        for (i, msg) in results.enumerate() {
+            if let Some(addr) = msg.address {
+                self.received.push((i, msg.bytes, addr));
             }
         }
         Ok(self.received.len())
     }
 
-    /// Sends `replies` (bytes and destination) without blocking; returns how many were sent.
-    pub fn send(&self, socket: &impl AsRawFd, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
-        let slices: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
-        let addrs: Vec<Option<SockaddrStorage>> =
-            replies.iter().map(|(_, a)| Some(SockaddrStorage::from(*a))).collect();
-        if replies.is_empty() {
+    /// Calls `respond` on each received query (cut to [`MAX_QUERY`]) with its sender and the
+    /// next free reply buffer, cleared; a reply is kept for sending when `respond` says so.
+    pub fn respond(&mut self, mut respond: impl FnMut(&[u8], &SockaddrStorage, &mut Vec<u8>) -> bool) {
+        for &(buf, len, peer) in &self.received {
+            let out = &mut self.replies[self.peers.len()];
+            out.clear();
+            if respond(&self.queries[buf][..len.min(MAX_QUERY)], &peer, out) {
+                self.peers.push(Some(peer));
+            }
+        }
+    }
+
+    /// How many replies [`Batch::respond`] kept.
+    pub fn replies(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Sends the replies from the `from`th on, waiting for socket buffer space as the socket
+    /// does; returns how many the system took.
+    pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
+        let peers = &self.peers[from..];
+        if peers.is_empty() {
             return Ok(0);
         }
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
+        let mut replies = self.replies[from..].iter();
+        let slices: [[IoSlice<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSlice::new(replies.next().map_or(&[][..], |r| &r[..]))]);
         let sent = sendmmsg(
             socket.as_raw_fd(),
-            &mut headers,
-            slices.iter(),
-            &addrs,
+            &mut self.send_headers,
+            slices[..peers.len()].iter(),
+            peers,
             [],
-            MsgFlags::MSG_DONTWAIT,
+            MsgFlags::empty(),
         )
         .map_err(io::Error::from)?;
         Ok(sent.count())

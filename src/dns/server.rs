@@ -1,32 +1,37 @@
 //! The DNS listeners: UDP and TCP on one address, around the pure answer path.
 //!
-//! UDP: one loop per socket, a reused receive and send buffer, no task per packet; the answer
-//! path is synchronous and reads the current table with one `ArcSwap::load`.
+//! UDP: one thread per SO_REUSEPORT socket, blocking in `recvmmsg` (no poller, no task per
+//! packet), answering a batch from one `ArcSwap::load` of the table into reused buffers and
+//! sending it with one `sendmmsg`; metrics are counted per batch. Forwarded queries leave the
+//! thread for the runtime. Each thread looks for shutdown at least every [`POLL`].
 //! TCP (RFC 7766): several queries per connection answered in order, a bound on open
 //! connections (beyond it a new connection is closed at once) and an idle timeout.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, Interest};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer, error_reply};
-use super::batch::{BATCH, Batch, MAX_QUERY};
+use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
+
+use super::batch::{Batch, to_std};
 use super::forward::Forwarder;
 use super::wire::{self, rcode};
-use crate::metrics::{self, Path};
+use crate::metrics::{self, Path, Tally};
 use crate::table::Table;
 
 /// Limits of the listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// UDP sockets on the address (SO_REUSEPORT), each with its own loop: one per core.
+    /// UDP sockets on the address (SO_REUSEPORT), each with its own thread: one per core.
     pub udp_sockets: usize,
     /// Open TCP connections at most.
     pub max_tcp_connections: usize,
@@ -47,18 +52,22 @@ impl Default for Limits {
 /// Bound UDP and TCP sockets on the same address.
 #[derive(Debug)]
 pub struct Listeners {
-    udp: Vec<UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
-/// A non-blocking UDP socket with SO_REUSEPORT, so that several share one address.
-fn reuseport_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// How long a UDP thread waits for a query before it looks for shutdown.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A blocking UDP socket with SO_REUSEPORT, so that several share one address, and a read
+/// timeout of [`POLL`].
+fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(POLL))?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn seed() -> u64 {
@@ -93,15 +102,17 @@ impl Listeners {
         self.udp[0].local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled; in-flight queries (TCP, and forwarded UDP
-    /// ones) are answered first. Out-of-zone queries go to `forwarder`, or get REFUSED.
-    pub async fn serve(
+    /// Starts serving: the UDP threads now, TCP in the returned future, until `shutdown` is
+    /// cancelled; in-flight queries (TCP, and forwarded UDP ones) are answered before the future
+    /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED. Runs forwards on the runtime
+    /// it is called on.
+    pub fn serve(
         self,
         table: Arc<ArcSwap<Table>>,
         forwarder: Option<Forwarder>,
         limits: Limits,
         shutdown: CancellationToken,
-    ) {
+    ) -> io::Result<impl Future<Output = ()> + Send + 'static> {
         let shared = Shared {
             table,
             mode: Mode {
@@ -110,17 +121,33 @@ impl Listeners {
             forwarder,
             tracker: tokio_util::task::TaskTracker::new(),
         };
-        let udp: Vec<_> = self
-            .udp
-            .into_iter()
-            .map(|socket| tokio::spawn(udp_loop(Arc::new(socket), shared.clone(), shutdown.clone())))
-            .collect();
-        tcp_accept(self.tcp, shared.clone(), limits, shutdown).await;
-        for loop_ in udp {
-            let _ = loop_.await;
+        let runtime = tokio::runtime::Handle::current();
+        let mut udp = Vec::with_capacity(self.udp.len());
+        for (i, socket) in self.udp.into_iter().enumerate() {
+            let (shared, stop, runtime) = (shared.clone(), shutdown.clone(), runtime.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("globaldns-udp-{i}"))
+                .spawn(move || udp_loop(&Arc::new(socket), &shared, &stop, &runtime));
+            match thread {
+                Ok(thread) => udp.push(thread),
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(e);
+                }
+            }
         }
-        shared.tracker.close();
-        shared.tracker.wait().await;
+        let tcp = self.tcp;
+        Ok(async move {
+            tcp_accept(tcp, shared.clone(), limits, shutdown).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                for thread in udp {
+                    let _ = thread.join();
+                }
+            })
+            .await;
+            shared.tracker.close();
+            shared.tracker.wait().await;
+        })
     }
 }
 
@@ -147,81 +174,77 @@ impl Shared {
                 error_reply(query, rcode::SERVFAIL, true, out);
             }
         }
-        metrics::get().response(Path::Forwarded, out, started.elapsed());
+        let mut tally = Tally::default();
+        tally.response(out);
+        metrics::get().add(transport, Path::Forwarded, &mut tally, started.elapsed());
     }
 }
 
-/// Answers one query from the table: counts it, and its response unless it is forwarded.
-fn answer_counted(
+fn udp_loop(
+    socket: &Arc<std::net::UdpSocket>,
     shared: &Shared,
-    query: &[u8],
-    transport: Transport,
-    rng: &mut Shuffler,
-    out: &mut Vec<u8>,
-) -> Outcome {
-    let started = Instant::now();
-    let metrics = metrics::get();
-    metrics.request(transport, wire::qtype(query));
-    let outcome = answer(&shared.table.load(), query, transport, shared.mode, rng, out);
-    if outcome == Outcome::Reply {
-        metrics.response(Path::Authoritative, out, started.elapsed());
-    }
-    outcome
-}
-
-async fn udp_loop(socket: Arc<UdpSocket>, shared: Shared, shutdown: CancellationToken) {
+    shutdown: &CancellationToken,
+    runtime: &tokio::runtime::Handle,
+) {
     let mut batch = Batch::default();
-    let mut replies: Vec<(Vec<u8>, SocketAddr)> = (0..BATCH)
-        .map(|_| (Vec::with_capacity(512), SocketAddr::from(([0, 0, 0, 0], 0))))
-        .collect();
     let mut rng = Shuffler::new(seed());
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.async_io(Interest::READABLE, || batch.recv(socket.as_ref())) => match r {
-                Ok(n) => n,
-                Err(e) => {
-                    // ICMP errors of earlier sends surface here on some systems; keep serving.
-                    tracing::debug!(error = %e, "udp receive");
-                    continue;
-                }
-            },
-        };
-        let mut count = 0;
-        for i in 0..received {
-            let (len, peer) = batch.received[i];
-            let query = &batch.bufs[i][..len.min(MAX_QUERY)];
-            let (out, to) = &mut replies[count];
-            match answer_counted(&shared, query, Transport::Udp, &mut rng, out) {
+    let mut tally = Tally::default();
+    let metrics = metrics::get();
+    while !shutdown.is_cancelled() {
+        match batch.recv(socket.as_ref()) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here; keep serving.
+                tracing::debug!(error = %e, "udp receive");
+                continue;
+            }
+        }
+        let started = Instant::now();
+        let table = shared.table.load();
+        batch.respond(|query, peer, out| {
+            tally.request(wire::qtype(query));
+            match answer(&table, query, Transport::Udp, shared.mode, &mut rng, out) {
                 Outcome::Reply => {
-                    *to = peer;
-                    count += 1;
+                    tally.response(out);
+                    true
                 }
-                Outcome::Drop => {}
+                Outcome::Drop => false,
                 Outcome::Forward => {
-                    let (shared, socket, query) = (shared.clone(), socket.clone(), query.to_vec());
-                    shared.tracker.clone().spawn(async move {
-                        let mut out = Vec::new();
-                        shared.forward(&query, Transport::Udp, &mut out).await;
-                        send(&socket, &out, peer).await;
-                    });
+                    let (shared, socket, query, peer) = (shared.clone(), socket.clone(), query.to_vec(), *peer);
+                    shared.tracker.clone().spawn_on(
+                        async move {
+                            let mut out = Vec::new();
+                            shared.forward(&query, Transport::Udp, &mut out).await;
+                            send_now(socket.as_ref(), &out, &peer);
+                        },
+                        runtime,
+                    );
+                    false
+                }
+            }
+        });
+        drop(table);
+        metrics.add(Transport::Udp, Path::Authoritative, &mut tally, started.elapsed());
+        let mut sent = 0;
+        while sent < batch.replies() {
+            match batch.send(socket.as_ref(), sent) {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    // The first unsent reply failed (its peer, say); the rest still go.
+                    tracing::debug!(error = %e, "udp send");
+                    sent += 1;
                 }
             }
         }
-        let replies = &replies[..count];
-        let sent = socket
-            .try_io(Interest::WRITABLE, || batch.send(socket.as_ref(), replies))
-            .unwrap_or(0);
-        // What the batch did not take (a full socket buffer): one at a time, waiting.
-        for (out, peer) in &replies[sent..] {
-            send(&socket, out, *peer).await;
-        }
     }
 }
 
-async fn send(socket: &UdpSocket, out: &[u8], peer: SocketAddr) {
-    if let Err(e) = socket.send_to(out, peer).await {
-        tracing::debug!(error = %e, %peer, "udp send");
+/// Sends one reply without waiting: a forward's, from the runtime, on a blocking socket whose
+/// thread must not be held up. A full socket buffer drops it, as the network may.
+fn send_now(socket: &std::net::UdpSocket, out: &[u8], peer: &SockaddrStorage) {
+    if let Err(e) = sendto(socket.as_raw_fd(), out, peer, MsgFlags::MSG_DONTWAIT) {
+        tracing::debug!(error = %e, peer = ?to_std(peer), "udp send");
     }
 }
 
@@ -265,6 +288,7 @@ async fn tcp_connection(
     let mut out = Vec::with_capacity(4096);
     let mut frame = Vec::with_capacity(4098);
     let mut rng = Shuffler::new(seed());
+    let mut tally = Tally::default();
     loop {
         let read = async {
             let len = stream.read_u16().await? as usize;
@@ -281,14 +305,21 @@ async fn tcp_connection(
             },
         };
         let query = &buf[..len];
-        match answer(
+        let started = Instant::now();
+        tally.request(wire::qtype(query));
+        let outcome = answer(
             &shared.table.load(),
             query,
             Transport::Tcp,
             shared.mode,
             &mut rng,
             &mut out,
-        ) {
+        );
+        if outcome == Outcome::Reply {
+            tally.response(&out);
+        }
+        metrics::get().add(Transport::Tcp, Path::Authoritative, &mut tally, started.elapsed());
+        match outcome {
             Outcome::Reply => {}
             Outcome::Drop => continue,
             Outcome::Forward => shared.forward(query, Transport::Tcp, &mut out).await,

@@ -58,17 +58,28 @@ async fn endpoints_answer_and_metrics_move_with_queries() {
 
     let series = "globaldns_dns_requests_total{protocol=\"udp\",type=\"A\"}";
     let nx = "globaldns_dns_responses_total{rcode=\"NXDOMAIN\",path=\"authoritative\"}";
+    let tcp = "globaldns_dns_requests_total{protocol=\"tcp\",type=\"AAAA\"}";
+    let noerror = "globaldns_dns_responses_total{rcode=\"NOERROR\",path=\"authoritative\"}";
+    let answered = "globaldns_dns_answer_duration_seconds_count{path=\"authoritative\"}";
     let (_, before) = get(admin, "/metrics").await;
     let mut client = udp_client(server.addr).await;
     for _ in 0..5 {
         ask(&mut client, "httpbin.bar.global.", RecordType::A).await;
     }
     ask(&mut client, "nope.global.", RecordType::A).await;
+    let mut client = tcp_client(server.addr).await;
+    for _ in 0..2 {
+        ask(&mut client, "httpbin.bar.global.", RecordType::AAAA).await;
+    }
     let (status, after) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
     // Other tests share the process's metrics: at least our queries were counted.
-    assert!(metric(&after, series) >= metric(&before, series) + 6.0, "{series}");
-    assert!(metric(&after, nx) >= metric(&before, nx) + 1.0, "{nx}");
+    let grew = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(grew(series) >= 6.0, "{series}");
+    assert!(grew(nx) >= 1.0, "{nx}");
+    assert!(grew(tcp) >= 2.0, "{tcp}");
+    assert!(grew(noerror) >= 7.0, "{noerror}");
+    assert!(grew(answered) >= 8.0, "{answered}");
     assert!(
         after.contains("globaldns_dns_answer_duration_seconds_bucket{"),
         "histogram"
