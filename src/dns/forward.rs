@@ -8,6 +8,11 @@
 //! ignored. A truncated UDP answer is returned as it is to a UDP client, which retries over
 //! TCP; for a TCP client the query is retried to the same upstream over TCP.
 //!
+//! A UDP client's query is sent from the thread that received it, and its answer goes back
+//! from the task receiving on the upstream socket ([`Forwarder::forward_udp`]): no task per
+//! query, no hand-over between threads on the way. Only when that first attempt fails does a
+//! task take over the query's remaining attempts.
+//!
 //! Failover: each attempt has its own timeout; an upstream that times out or refuses the
 //! connection is marked down for a while and tried after the healthy ones, so a dead first
 //! upstream does not stall every query. When the total budget runs out, or more forwards are
@@ -87,6 +92,7 @@ pub struct Forwarder {
     settings: Arc<ForwardSettings>,
     permits: Arc<Semaphore>,
     epoch: Instant,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Why one attempt failed.
@@ -99,14 +105,18 @@ enum AttemptError {
 }
 
 impl Forwarder {
-    /// A forwarder for these settings.
+    /// A forwarder for these settings, its tasks on the runtime this is called on.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn new(settings: ForwardSettings) -> Self {
+        let runtime = tokio::runtime::Handle::current();
         let upstreams = settings
             .upstreams
             .iter()
             .map(|&addr| Upstream {
                 addr,
-                channels: Channels::new(addr),
+                channels: Channels::new(addr, runtime.clone()),
                 down_until: AtomicU64::new(0),
             })
             .collect();
@@ -115,12 +125,18 @@ impl Forwarder {
             permits: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings: Arc::new(settings),
             epoch: Instant::now(),
+            runtime,
         }
     }
 
-    /// A place for one more forward, or `None` when the bound is reached.
-    pub fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// A place for one more forward, or `None` (counted, logged) when the bound is reached.
+    fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::debug!("in-flight forward limit reached: SERVFAIL");
+            metrics::get().forward_overload();
+        }
+        permit
     }
 
     fn now_ms(&self) -> u64 {
@@ -140,9 +156,76 @@ impl Forwarder {
     }
 
     /// Forwards `query` (a well-formed query, as the answer path parsed it) and writes the
-    /// client's response into `out`: the upstream's answer, or SERVFAIL.
+    /// client's response into `out`: the upstream's answer, or SERVFAIL (also when too many
+    /// forwards are in flight).
     pub async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
+        let Some(_permit) = self.permit() else {
+            return error_reply(query, rcode::SERVFAIL, true, out);
+        };
+        self.attempts(query, transport, Instant::now() + self.settings.budget, out)
+            .await;
+    }
+
+    /// Forwards a UDP client's `query` as [`Forwarder::forward`] does and calls `reply` with
+    /// the response, from the task that receives the upstream's answer (or from the task that
+    /// goes on after a failed first attempt). Needs no runtime of the caller's.
+    pub fn forward_udp(&self, query: &[u8], reply: impl FnOnce(&[u8]) + Send + 'static) {
+        let Some(permit) = self.permit() else {
+            let mut out = Vec::new();
+            error_reply(query, rcode::SERVFAIL, true, &mut out);
+            return reply(&out);
+        };
         let deadline = Instant::now() + self.settings.budget;
+        let first = self.order()[0];
+        let index = self.upstreams.iter().position(|u| std::ptr::eq(u, first)).unwrap_or(0);
+        let (forwarder, query) = (self.clone(), query.to_vec());
+        let mut msg = query.clone();
+        let done: channel::Done = Box::new(move |result| {
+            let upstream = &forwarder.upstreams[index];
+            match result {
+                Ok(Some(answer)) => {
+                    metrics::get().forward(upstream.addr, ForwardResult::Answer);
+                    upstream.down_until.store(0, Ordering::Relaxed);
+                    answer[..2].copy_from_slice(&query[..2]);
+                    reply(answer);
+                    drop(permit);
+                }
+                Ok(None) => forwarder.go_on(&AttemptError::Timeout, index, query, deadline, reply, permit),
+                Err(e) => forwarder.go_on(&AttemptError::Io(e), index, query, deadline, reply, permit),
+            }
+        });
+        let timeout = self.settings.attempt_timeout.min(self.settings.budget);
+        if let Err((e, done)) = first.channels.start(&mut msg, timeout, done) {
+            done(Err(e));
+        }
+    }
+
+    /// After the first attempt of [`Forwarder::forward_udp`] at upstream `index` failed: the
+    /// other attempts, on a task.
+    fn go_on(
+        &self,
+        error: &AttemptError,
+        index: usize,
+        query: Vec<u8>,
+        deadline: Instant,
+        reply: impl FnOnce(&[u8]) + Send + 'static,
+        permit: OwnedSemaphorePermit,
+    ) {
+        // A full socket buffer of ours says nothing of the upstream.
+        if !matches!(error, AttemptError::Io(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.mark_down(&self.upstreams[index], error);
+        }
+        let forwarder = self.clone();
+        self.runtime.spawn(async move {
+            let mut out = Vec::new();
+            forwarder.attempts(&query, Transport::Udp, deadline, &mut out).await;
+            reply(&out);
+            drop(permit);
+        });
+    }
+
+    /// Tries the upstreams until one answers or `deadline`, writing the response into `out`.
+    async fn attempts(&self, query: &[u8], transport: Transport, deadline: Instant, out: &mut Vec<u8>) {
         let mut msg = query.to_vec();
         let order = self.order();
         'attempts: for upstream in order.iter().cycle().take(order.len() * 8) {

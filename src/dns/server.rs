@@ -2,8 +2,9 @@
 //!
 //! UDP: one thread per SO_REUSEPORT socket, blocking in `recvmmsg` (no poller, no task per
 //! packet), answering a batch from one `ArcSwap::load` of the table into reused buffers and
-//! sending it with one `sendmmsg`; metrics are counted per batch. Forwarded queries leave the
-//! thread for the runtime. Each thread looks for shutdown at least every [`POLL`].
+//! sending it with one `sendmmsg`; metrics are counted per batch. A forwarded query is sent
+//! upstream from the thread and answered from the runtime's task receiving the upstream's
+//! answer ([`Forwarder::forward_udp`]). Each thread looks for shutdown at least every [`POLL`].
 //! TCP (RFC 7766): several queries per connection answered in order, a bound on open
 //! connections (beyond it a new connection is closed at once) and an idle timeout.
 
@@ -19,12 +20,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{Mode, Outcome, Shuffler, Transport, answer, error_reply};
+use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 
 use super::batch::{Batch, to_std};
 use super::forward::Forwarder;
-use super::wire::{self, rcode};
+use super::wire;
 use crate::metrics::{self, Path, Tally};
 use crate::table::Table;
 
@@ -104,8 +105,7 @@ impl Listeners {
 
     /// Starts serving: the UDP threads now, TCP in the returned future, until `shutdown` is
     /// cancelled; in-flight queries (TCP, and forwarded UDP ones) are answered before the future
-    /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED. Runs forwards on the runtime
-    /// it is called on.
+    /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED.
     pub fn serve(
         self,
         table: Arc<ArcSwap<Table>>,
@@ -121,13 +121,12 @@ impl Listeners {
             forwarder,
             tracker: tokio_util::task::TaskTracker::new(),
         };
-        let runtime = tokio::runtime::Handle::current();
         let mut udp = Vec::with_capacity(self.udp.len());
         for (i, socket) in self.udp.into_iter().enumerate() {
-            let (shared, stop, runtime) = (shared.clone(), shutdown.clone(), runtime.clone());
+            let (shared, stop) = (shared.clone(), shutdown.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("globaldns-udp-{i}"))
-                .spawn(move || udp_loop(&Arc::new(socket), &shared, &stop, &runtime));
+                .spawn(move || udp_loop(&Arc::new(socket), &shared, &stop));
             match thread {
                 Ok(thread) => udp.push(thread),
                 Err(e) => {
@@ -162,30 +161,38 @@ struct Shared {
 }
 
 impl Shared {
-    /// Forwards `query` into `out`, or SERVFAIL when too many forwards are in flight.
-    async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
-        let forwarder = self.forwarder.as_ref().expect("forwarding mode has a forwarder");
+    fn forwarder(&self) -> &Forwarder {
+        self.forwarder.as_ref().expect("forwarding mode has a forwarder")
+    }
+
+    /// Forwards a TCP client's `query` into `out`.
+    async fn forward(&self, query: &[u8], out: &mut Vec<u8>) {
         let started = Instant::now();
-        match forwarder.permit() {
-            Some(_permit) => forwarder.forward(query, transport, out).await,
-            None => {
-                tracing::debug!("in-flight forward limit reached: SERVFAIL");
-                metrics::get().forward_overload();
-                error_reply(query, rcode::SERVFAIL, true, out);
-            }
-        }
-        let mut tally = Tally::default();
-        tally.response(out);
-        metrics::get().add(transport, Path::Forwarded, &mut tally, started.elapsed());
+        self.forwarder().forward(query, Transport::Tcp, out).await;
+        forwarded(Transport::Tcp, out, started);
+    }
+
+    /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket` from wherever the
+    /// upstream's answer arrives.
+    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: SockaddrStorage) {
+        // Counts as in flight until answered, so that shutdown waits for it.
+        let (started, socket, in_flight) = (Instant::now(), socket.clone(), self.tracker.token());
+        self.forwarder().forward_udp(query, move |out| {
+            forwarded(Transport::Udp, out, started);
+            send_now(socket.as_ref(), out, &peer);
+            drop(in_flight);
+        });
     }
 }
 
-fn udp_loop(
-    socket: &Arc<std::net::UdpSocket>,
-    shared: &Shared,
-    shutdown: &CancellationToken,
-    runtime: &tokio::runtime::Handle,
-) {
+/// Counts a forwarded query's response.
+fn forwarded(transport: Transport, response: &[u8], started: Instant) {
+    let mut tally = Tally::default();
+    tally.response(response);
+    metrics::get().add(transport, Path::Forwarded, &mut tally, started.elapsed());
+}
+
+fn udp_loop(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &CancellationToken) {
     let mut batch = Batch::default();
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
@@ -211,15 +218,7 @@ fn udp_loop(
                 }
                 Outcome::Drop => false,
                 Outcome::Forward => {
-                    let (shared, socket, query, peer) = (shared.clone(), socket.clone(), query.to_vec(), *peer);
-                    shared.tracker.clone().spawn_on(
-                        async move {
-                            let mut out = Vec::new();
-                            shared.forward(&query, Transport::Udp, &mut out).await;
-                            send_now(socket.as_ref(), &out, &peer);
-                        },
-                        runtime,
-                    );
+                    shared.forward_udp(query, socket, *peer);
                     false
                 }
             }
@@ -322,7 +321,7 @@ async fn tcp_connection(
         match outcome {
             Outcome::Reply => {}
             Outcome::Drop => continue,
-            Outcome::Forward => shared.forward(query, Transport::Tcp, &mut out).await,
+            Outcome::Forward => shared.forward(query, &mut out).await,
         }
         frame.clear();
         frame.extend_from_slice(&(out.len() as u16).to_be_bytes());

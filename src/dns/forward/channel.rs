@@ -9,6 +9,11 @@
 //! CoreDNS likewise keeps its upstream sockets for a few seconds). A replaced socket answers
 //! what is still in flight on it, then closes.
 //!
+//! A query waits either in a task ([`Channels::exchange`]) or as a callback
+//! ([`Channels::start`]) that the receiving task calls with the answer, so a UDP client's
+//! answer goes out from there with no other task woken; callbacks past their deadline are
+//! called with a timeout every [`SWEEP`] while any wait.
+//!
 //! An answer counts only if it is a response with a pending ID and that query's question;
 //! anything else (spoofed, late, garbled) is dropped and the query keeps waiting. An ICMP
 //! error (the upstream's port is closed) fails every query waiting on that socket at once.
@@ -17,10 +22,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::MsgFlags;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
@@ -33,12 +40,39 @@ pub(super) const MAX_AGE: Duration = Duration::from_secs(10);
 /// Most queries a socket takes.
 pub(super) const MAX_USES: u32 = 1000;
 
+/// How often callbacks are checked for their deadline, at most.
+pub(super) const SWEEP: Duration = Duration::from_millis(50);
+
+/// What a callback gets: the answer (its bytes, to change in place), `Ok(None)` when the
+/// deadline passed, or the socket's error.
+pub(super) type Done = Box<dyn FnOnce(io::Result<Option<&mut [u8]>>) + Send>;
+
+/// Who waits for an answer.
+enum Waiter {
+    /// A task.
+    Task(oneshot::Sender<io::Result<Vec<u8>>>),
+    /// A callback, called by the receiving task.
+    Call { deadline: Instant, done: Done },
+}
+
+impl Waiter {
+    fn fail(self, e: &io::Error) {
+        let e = io::Error::new(e.kind(), e.to_string());
+        match self {
+            Waiter::Task(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Waiter::Call { done, .. } => done(Err(e)),
+        }
+    }
+}
+
 /// A query waiting for its answer.
 struct Pending {
     /// The query as sent, to check the answer's question against.
     msg: Vec<u8>,
     token: u64,
-    tx: oneshot::Sender<io::Result<Vec<u8>>>,
+    waiter: Waiter,
 }
 
 /// One connected socket and the queries waiting on it.
@@ -48,6 +82,9 @@ struct Channel {
     born: Instant,
     uses: AtomicU32,
     retired: AtomicBool,
+    /// The receiving task wakes every [`SWEEP`] (else it is told of a new callback).
+    sweeping: AtomicBool,
+    new_call: tokio::sync::Notify,
 }
 
 impl Channel {
@@ -62,38 +99,118 @@ impl Channel {
     /// Receives until retired and idle, handing each answer to its query.
     async fn receive(self: Arc<Self>) {
         let mut buf = vec![0u8; 65535];
+        let mut swept = Instant::now();
         loop {
-            let n = match tokio::time::timeout(Duration::from_secs(1), self.socket.recv(&mut buf)).await {
+            let idle = self.pending().is_empty();
+            self.sweeping.store(!idle, Ordering::SeqCst);
+            let wait = if idle { Duration::from_secs(1) } else { SWEEP };
+            let received = tokio::select! {
+                r = tokio::time::timeout(wait, self.socket.recv(&mut buf)) => r,
+                () = self.new_call.notified() => continue,
+            };
+            match received {
                 Err(_) if self.retired.load(Ordering::Relaxed) && self.pending().is_empty() => return,
-                Err(_) => continue,
-                Ok(Ok(n)) => n,
+                Err(_) => {}
+                Ok(Ok(n)) => self.answer(&mut buf[..n]),
                 Ok(Err(e)) => {
                     // An ICMP error from the upstream: whoever waits here will not be answered.
-                    let kind = e.kind();
-                    for (_, p) in self.pending().drain() {
-                        let _ = p.tx.send(Err(io::Error::new(kind, e.to_string())));
+                    let failed: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
+                    for p in failed {
+                        p.waiter.fail(&e);
                     }
-                    continue;
                 }
-            };
-            let reply = &buf[..n];
-            if n < wire::HEADER_LEN {
-                continue;
             }
-            let id = u16::from_be_bytes([reply[0], reply[1]]);
-            let mut pending = self.pending();
-            if pending.get(&id).is_some_and(|p| wire::answers(reply, &p.msg)) {
-                let p = pending.remove(&id).expect("just found");
-                drop(pending);
-                let _ = p.tx.send(Ok(reply.to_vec()));
+            if swept.elapsed() >= SWEEP {
+                swept = Instant::now();
+                let expired: Vec<Pending> = self
+                    .pending()
+                    .extract_if(|_, p| matches!(p.waiter, Waiter::Call { deadline, .. } if deadline <= swept))
+                    .map(|(_, p)| p)
+                    .collect();
+                for p in expired {
+                    if let Waiter::Call { done, .. } = p.waiter {
+                        done(Ok(None));
+                    }
+                }
             }
         }
+    }
+
+    /// Hands `reply` to the query it answers, if any.
+    fn answer(&self, reply: &mut [u8]) {
+        if reply.len() < wire::HEADER_LEN {
+            return;
+        }
+        let id = u16::from_be_bytes([reply[0], reply[1]]);
+        let mut pending = self.pending();
+        if !pending.get(&id).is_some_and(|p| wire::answers(reply, &p.msg)) {
+            return;
+        }
+        let p = pending.remove(&id).expect("just found");
+        drop(pending);
+        match p.waiter {
+            Waiter::Task(tx) => {
+                let _ = tx.send(Ok(reply.to_vec()));
+            }
+            Waiter::Call { done, .. } => done(Ok(Some(reply))),
+        }
+    }
+
+    /// Registers `msg` under a fresh ID (written into it) near `random`; returns the ID.
+    fn register(&self, msg: &mut [u8], random: u64, waiter: Waiter) -> u16 {
+        let mut pending = self.pending();
+        let mut id = random as u16;
+        while pending.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        msg[..2].copy_from_slice(&id.to_be_bytes());
+        let pending_msg = msg.to_vec();
+        pending.insert(
+            id,
+            Pending {
+                msg: pending_msg,
+                token: random,
+                waiter,
+            },
+        );
+        id
+    }
+
+    /// [`Channels::start`] on this socket, the ID near `random`.
+    fn start(&self, msg: &mut [u8], random: u64, timeout: Duration, done: Done) -> Result<(), (io::Error, Done)> {
+        let deadline = Instant::now() + timeout;
+        let id = self.register(msg, random, Waiter::Call { deadline, done });
+        if !self.sweeping.load(Ordering::SeqCst) {
+            self.new_call.notify_one();
+        }
+        // Straight to the socket: tokio's `try_send` fails until its reactor has seen the new
+        // socket writable.
+        let sent = nix::sys::socket::send(self.socket.as_raw_fd(), msg, MsgFlags::MSG_DONTWAIT);
+        match sent.map_err(io::Error::from) {
+            Ok(_) => Ok(()),
+            // Unless the receiving task already failed it (an ICMP error), it is the caller's.
+            Err(e) => match self.forget(id, random) {
+                Some(Waiter::Call { done, .. }) => Err((e, done)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Forgets the query `id` if it is still the one of `token`; returns how it waited.
+    fn forget(&self, id: u16, token: u64) -> Option<Waiter> {
+        let mut pending = self.pending();
+        if pending.get(&id).is_some_and(|p| p.token == token) {
+            return pending.remove(&id).map(|p| p.waiter);
+        }
+        None
     }
 }
 
 /// The sockets to one upstream.
 pub(super) struct Channels {
     upstream: SocketAddr,
+    /// Where the receiving tasks run (callers may be threads of their own).
+    runtime: tokio::runtime::Handle,
     slots: Vec<Mutex<Option<Arc<Channel>>>>,
     ids: std::collections::hash_map::RandomState,
     counter: AtomicU64,
@@ -108,10 +225,11 @@ impl std::fmt::Debug for Channels {
 }
 
 impl Channels {
-    /// No socket yet: they open on first use.
-    pub(super) fn new(upstream: SocketAddr) -> Self {
+    /// No socket yet: they open on first use, their receiving tasks on `runtime`.
+    pub(super) fn new(upstream: SocketAddr, runtime: tokio::runtime::Handle) -> Self {
         Channels {
             upstream,
+            runtime,
             slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
             ids: Default::default(),
             counter: AtomicU64::new(0),
@@ -143,14 +261,17 @@ impl Channels {
         let socket = std::net::UdpSocket::bind(local)?;
         socket.connect(self.upstream)?;
         socket.set_nonblocking(true)?;
+        let _runtime = self.runtime.enter();
         let channel = Arc::new(Channel {
             socket: UdpSocket::from_std(socket)?,
             pending: Mutex::new(HashMap::new()),
             born: Instant::now(),
             uses: AtomicU32::new(1),
             retired: AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
+            new_call: tokio::sync::Notify::new(),
         });
-        tokio::spawn(channel.clone().receive());
+        self.runtime.spawn(channel.clone().receive());
         *slot = Some(channel.clone());
         Ok(channel)
     }
@@ -160,36 +281,31 @@ impl Channels {
     pub(super) async fn exchange(&self, msg: &mut [u8], timeout: Duration) -> io::Result<Option<Vec<u8>>> {
         let random = self.random();
         let channel = self.channel(random >> 32)?;
-        let token = random;
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut pending = channel.pending();
-            let mut id = random as u16;
-            while pending.contains_key(&id) {
-                id = id.wrapping_add(1);
-            }
-            msg[..2].copy_from_slice(&id.to_be_bytes());
-            pending.insert(
-                id,
-                Pending {
-                    msg: msg.to_vec(),
-                    token,
-                    tx,
-                },
-            );
-            id
-        };
+        let id = channel.register(msg, random, Waiter::Task(tx));
         // Forgets the query however this ends (answered, timed out, or the caller gone).
         let _waiting = Waiting {
             channel: &channel,
             id,
-            token,
+            token: random,
         };
         channel.socket.send(msg).await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer.map(Some),
             Ok(Err(_)) => Err(io::Error::other("the upstream socket closed")),
             Err(_) => Ok(None),
+        }
+    }
+
+    /// Sends `msg` with a fresh random ID (written into it) without waiting: `done` is called
+    /// with the answer, or with `Ok(None)` once `timeout` has passed (within [`SWEEP`]), or with
+    /// the socket's error. Callable from any thread. When it could not be sent, `done` comes
+    /// back with the error, not called.
+    pub(super) fn start(&self, msg: &mut [u8], timeout: Duration, done: Done) -> Result<(), (io::Error, Done)> {
+        let random = self.random();
+        match self.channel(random >> 32) {
+            Ok(channel) => channel.start(msg, random, timeout, done),
+            Err(e) => Err((e, done)),
         }
     }
 }
@@ -203,10 +319,7 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut pending = self.channel.pending();
-        if pending.get(&self.id).is_some_and(|p| p.token == self.token) {
-            pending.remove(&self.id);
-        }
+        self.channel.forget(self.id, self.token);
     }
 }
 
@@ -246,7 +359,7 @@ mod tests {
     #[tokio::test]
     async fn answers_by_id_on_rotating_random_ports() {
         let (addr, ports) = upstream(|_| {}).await;
-        let channels = Channels::new(addr);
+        let channels = Channels::new(addr, tokio::runtime::Handle::current());
         let total = SLOTS * MAX_USES as usize + 200;
         for i in 0..total {
             let mut msg = query(if i % 2 == 0 { b"\x01a\x00" } else { b"\x01b\x00" });
@@ -274,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_to_another_question_is_not_taken_and_nothing_leaks() {
         let (addr, _) = upstream(|reply| reply[13] = b'z').await;
-        let channels = Channels::new(addr);
+        let channels = Channels::new(addr, tokio::runtime::Handle::current());
         let mut msg = query(b"\x01a\x00");
         let answer = channels.exchange(&mut msg, Duration::from_millis(200)).await.unwrap();
         assert!(answer.is_none(), "times out rather than take a wrong answer");
@@ -288,11 +401,75 @@ mod tests {
     #[tokio::test]
     async fn a_closed_upstream_port_fails_fast() {
         let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let channels = Channels::new(closed);
+        let channels = Channels::new(closed, tokio::runtime::Handle::current());
         let started = Instant::now();
         let mut msg = query(b"\x01a\x00");
         let result = channels.exchange(&mut msg, Duration::from_secs(5)).await;
         assert!(result.is_err(), "{result:?}");
         assert!(started.elapsed() < Duration::from_secs(2), "not after the timeout");
+    }
+
+    /// Starts `msg` on `channels`; the callback's outcome: the answer, `None` (timed out) or
+    /// the error's kind, and when it came.
+    async fn started(
+        channels: &Channels,
+        slot: Option<&Channel>,
+        msg: &mut [u8],
+        timeout: Duration,
+    ) -> (Result<Option<Vec<u8>>, io::ErrorKind>, Duration) {
+        let (tx, rx) = oneshot::channel();
+        let begun = Instant::now();
+        let done: Done = Box::new(move |result| {
+            let _ = tx.send(result.map(|a| a.map(|a| a.to_vec())).map_err(|e| e.kind()));
+        });
+        let result = match slot {
+            Some(channel) => channel.start(msg, channels.random(), timeout, done),
+            None => channels.start(msg, timeout, done),
+        };
+        if let Err((e, done)) = result {
+            done(Err(e));
+        }
+        let outcome = rx.await.expect("the callback is called");
+        (outcome, begun.elapsed())
+    }
+
+    #[tokio::test]
+    async fn callbacks_get_the_answer_or_a_timeout_on_time() {
+        let (addr, _) = upstream(|_| {}).await;
+        let channels = Channels::new(addr, tokio::runtime::Handle::current());
+        for i in 0..50u8 {
+            let mut msg = query(&[1, b'a' + i % 26, 0]);
+            let (answer, _) = started(&channels, None, &mut msg, Duration::from_secs(2)).await;
+            let answer = answer.expect("no error").expect("answered");
+            assert_eq!(answer[..2], msg[..2], "the answer to this query");
+            assert_eq!(answer[12..], msg[12..]);
+        }
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let channels = Channels::new(silent.local_addr().unwrap(), tokio::runtime::Handle::current());
+        let channel = channels.channel(0).unwrap();
+        for _ in 0..2 {
+            // The second time the receiving task idles (no query waits): it is woken.
+            tokio::time::sleep(SWEEP * 2).await;
+            let mut msg = query(b"\x01a\x00");
+            let (answer, took) = started(&channels, Some(&channel), &mut msg, Duration::from_millis(100)).await;
+            assert_eq!(answer, Ok(None), "timed out");
+            assert!(took >= Duration::from_millis(100), "{took:?}");
+            assert!(took < Duration::from_millis(100) + SWEEP * 4, "on time: {took:?}");
+        }
+        for slot in &channels.slots {
+            if let Some(c) = slot.lock().unwrap().as_ref() {
+                assert!(c.pending().is_empty(), "nothing left waiting");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_callback_on_a_closed_upstream_port_gets_the_error() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let channels = Channels::new(closed, tokio::runtime::Handle::current());
+        let mut msg = query(b"\x01a\x00");
+        let (outcome, took) = started(&channels, None, &mut msg, Duration::from_secs(5)).await;
+        assert_eq!(outcome, Err(io::ErrorKind::ConnectionRefused));
+        assert!(took < Duration::from_secs(2), "not after the timeout: {took:?}");
     }
 }
