@@ -10,6 +10,9 @@
 
 #![allow(missing_docs)]
 
+#[path = "common/wire.rs"]
+mod wire;
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use globaldns::serviceentry::{Entry, EntryId, Export};
 use globaldns::table::{SourceInput, Table, TableSettings, build};
+use wire::query;
 
 /// `n` entries like the load benchmark's: `svc-i.ns-(i%50).global` with 1–4 A records, every
 /// tenth also AAAA, and one wildcard `*.wild-k.global` per 100.
@@ -59,21 +63,6 @@ fn table(entries: &[Entry]) -> Table {
     build(&settings, &[SourceInput { name: &name, entries }], 1, true)
 }
 
-fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
-    if edns {
-        q.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
-    }
-    q
-}
-
 fn answer_path(c: &mut Criterion) {
     let small = table(&entries(1_000));
     let large = table(&entries(100_000));
@@ -90,7 +79,7 @@ fn answer_path(c: &mut Criterion) {
     let mut out = Vec::with_capacity(4096);
     for (case, table, name, qtype) in cases {
         for edns in [false, true] {
-            let msg = query(name, qtype, edns);
+            let msg = query(0x1234, name, qtype, edns);
             let outcome = answer(table, &msg, Transport::Udp, Mode::default(), &mut rng, &mut out);
             assert_eq!(outcome, Outcome::Reply, "{case}");
             let label = if edns { format!("{case}/edns") } else { case.to_string() };

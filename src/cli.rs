@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// HTTP: /healthz /readyz /metrics /debug/*.
     #[arg(long, env = "GLOBALDNS_ADMIN", default_value = "0.0.0.0:8080")]
     pub admin: SocketAddr,
+    /// UDP sockets on --listen (SO_REUSEPORT), each served by a thread of its own [default: one
+    /// per CPU the process may use].
+    #[arg(long, env = "GLOBALDNS_UDP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp_threads: Option<u16>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub table: TableArgs,
@@ -291,10 +295,48 @@ impl ServeArgs {
             admin: Some(self.admin),
             table: self.table.settings()?,
             sources: self.sources.sources()?,
-            limits: Limits::default(),
+            limits: Limits {
+                udp_sockets: self.udp_threads.map_or(Limits::default().udp_sockets, usize::from),
+                ..Limits::default()
+            },
             forward: Some(self.forward.settings(self.listen, || {
                 std::fs::read_to_string("/etc/resolv.conf").map_err(|e| format!("cannot be read ({e})"))
             })?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, String> {
+        let cli = Cli::try_parse_from(
+            [
+                "globaldns",
+                "serve",
+                "--upstream",
+                "127.0.0.1",
+                "--entries",
+                "deploy/examples",
+            ]
+            .iter()
+            .chain(args),
+        )
+        .map_err(|e| e.to_string())?;
+        let Command::Serve(serve) = cli.command else {
+            unreachable!("serve parsed")
+        };
+        serve.config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn udp_threads_default_to_the_cpus_and_can_be_set() {
+        assert_eq!(serve(&[]).unwrap().limits.udp_sockets, Limits::default().udp_sockets);
+        assert_eq!(serve(&["--udp-threads", "3"]).unwrap().limits.udp_sockets, 3);
+        let zero = serve(&["--udp-threads", "0"]).unwrap_err();
+        assert!(zero.contains("--udp-threads"), "{zero}");
     }
 }

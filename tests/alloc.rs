@@ -16,6 +16,11 @@ use globaldns::serviceentry::yaml;
 use globaldns::table::{SourceInput, Table, TableSettings, build};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../benches/common/wire.rs"]
+mod wire;
+
+use wire::query;
+
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -34,21 +39,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
-    if edns {
-        q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
-    }
-    q
-}
 
 fn table() -> Table {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/wildcard.yaml")).unwrap()
@@ -69,12 +59,12 @@ fn table() -> Table {
 
 fn queries() -> [Vec<u8>; 6] {
     [
-        query("ratings.default.global", 1, false), // two A records, shuffled
-        query("reviews.default.global", 28, true), // AAAA with EDNS
-        query("Api.Shop.Global", 1, true),         // wildcard, mixed case
-        query("default.global", 1, false),         // empty non-terminal: NODATA + SOA
-        query("nope.global", 1, true),             // NXDOMAIN + SOA
-        query("global", 255, false),               // ANY at the apex
+        query(0x1234, "ratings.default.global", 1, false), // two A records, shuffled
+        query(0x1234, "reviews.default.global", 28, true), // AAAA with EDNS
+        query(0x1234, "Api.Shop.Global", 1, true),         // wildcard, mixed case
+        query(0x1234, "default.global", 1, false),         // empty non-terminal: NODATA + SOA
+        query(0x1234, "nope.global", 1, true),             // NXDOMAIN + SOA
+        query(0x1234, "global", 255, false),               // ANY at the apex
     ]
 }
 
