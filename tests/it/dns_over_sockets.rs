@@ -190,3 +190,95 @@ async fn garbage_over_udp_gets_formerr_or_nothing_and_the_server_keeps_answering
     check_answers(&mut udp_client(server.addr).await).await;
     server.stop().await;
 }
+
+/// The UDP threads answer whole batches as the answer path answers each query alone: every
+/// reply with its query's ID to its sender, queries dropped in the middle of a batch leaving
+/// no gap nor a stale reply. Random queries (names in every case, types, EDNS, corrupted
+/// bytes) in bursts of 64, so that `recvmmsg` hands over several at once.
+#[tokio::test]
+async fn udp_batches_answer_as_the_answer_path_does() {
+    use std::collections::HashMap;
+
+    use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
+
+    // One address per name and type: answers are the same bytes whatever the shuffle.
+    let entries = [
+        se(
+            "bar",
+            "httpbin",
+            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
+        ),
+        se(
+            "default",
+            "dual",
+            "{hosts: [dual.global], addresses: [240.0.0.3, \"2001:db8::3\"]}",
+        ),
+        se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
+    ]
+    .concat();
+    let server = Server::start(&[("se.yaml", &entries)]).await;
+    let table = server.table();
+    let names = [
+        "httpbin.bar.global",
+        "dual.global",
+        "a.b.shop.global",
+        "nope.global",
+        "bar.global",
+        "global",
+        "example.com",
+    ];
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut out, mut rng, mut buf) = (Vec::new(), Shuffler::new(1), vec![0u8; 4096]);
+    let mut replies_seen = 0;
+    for burst in 0..30u16 {
+        let mut expected = HashMap::new();
+        for i in 0..64u16 {
+            let id = burst * 64 + i;
+            let name: String = names[random() as usize % names.len()]
+                .chars()
+                .map(|c| if random() % 2 == 0 { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let qtype = [1, 28, 255, 6, 2, 16, 99][random() as usize % 7];
+            let mut q = query_bytes(id, &format!("{name}."), RecordType::from(qtype), random() % 3 == 0);
+            let at = 2 + random() as usize % (q.len() - 2);
+            match random() % 8 {
+                0 => q[at] ^= 1 << (random() % 8), // a flipped bit
+                1 => q.truncate(at),               // cut short
+                _ => {}
+            }
+            if answer(&table, &q, Transport::Udp, Mode::default(), &mut rng, &mut out) == Outcome::Reply {
+                expected.insert(u16::from_be_bytes([out[0], out[1]]), out.clone());
+            }
+            socket.send_to(&q, server.addr).await.unwrap();
+        }
+        let mut got = HashMap::new();
+        while got.len() < expected.len() {
+            let Ok(received) = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await else {
+                break;
+            };
+            let n = received.unwrap();
+            got.insert(u16::from_be_bytes([buf[0], buf[1]]), buf[..n].to_vec());
+        }
+        // Anything more would be a reply to a query that gets none.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), socket.recv(&mut buf))
+                .await
+                .is_err(),
+            "a reply beyond the expected ones in burst {burst}"
+        );
+        assert_eq!(got.len(), expected.len(), "burst {burst}: every reply, no more");
+        for (id, reply) in &expected {
+            assert_eq!(got.get(id), Some(reply), "burst {burst}, query {id}");
+        }
+        replies_seen += got.len();
+    }
+    assert!(replies_seen > 30 * 48, "most queries are answered: {replies_seen}");
+    server.stop().await;
+}

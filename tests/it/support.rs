@@ -83,7 +83,12 @@ impl Server {
     }
 
     pub(crate) fn serial(&self) -> u32 {
-        self.running.as_ref().unwrap().table().serial()
+        self.table().serial()
+    }
+
+    /// The table it serves now.
+    pub(crate) fn table(&self) -> std::sync::Arc<globaldns::table::Table> {
+        self.running.as_ref().unwrap().table()
     }
 
     /// Stops the server and waits for every task to end.
