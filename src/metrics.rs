@@ -52,11 +52,11 @@ pub enum Path {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardResult {
     /// The upstream answered.
-    Answer,
+    Answer = 0,
     /// The attempt timed out.
-    Timeout,
+    Timeout = 1,
     /// The attempt failed (refused, unreachable, …).
-    Error,
+    Error = 2,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +115,17 @@ impl Tally {
             .get(3)
             .map_or(RCODES.len(), |b| ((b & 0x0f) as usize).min(RCODES.len()));
         self.responses[rcode] += 1;
+    }
+}
+
+/// Forward attempts at one upstream, by result ([`Metrics::forwards_to`]).
+#[derive(Debug, Clone)]
+pub struct ForwardCounters([Counter; 3]);
+
+impl ForwardCounters {
+    /// One attempt ended with `result`.
+    pub fn count(&self, result: ForwardResult) {
+        self.0[result as usize].inc();
     }
 }
 
@@ -279,19 +290,18 @@ impl Metrics {
         }
     }
 
-    /// One forward attempt ended.
-    pub fn forward(&self, upstream: std::net::SocketAddr, result: ForwardResult) {
-        let result = match result {
-            ForwardResult::Answer => "answer",
-            ForwardResult::Timeout => "timeout",
-            ForwardResult::Error => "error",
-        };
-        self.forwards
-            .get_or_create(&ForwardLabels {
-                upstream: upstream.to_string(),
-                result,
-            })
-            .inc();
+    /// The counters of forward attempts at `upstream`, to keep: made once per upstream, so
+    /// that counting an attempt is one atomic add.
+    pub fn forwards_to(&self, upstream: std::net::SocketAddr) -> ForwardCounters {
+        let upstream = upstream.to_string();
+        ForwardCounters(["answer", "timeout", "error"].map(|result| {
+            self.forwards
+                .get_or_create(&ForwardLabels {
+                    upstream: upstream.clone(),
+                    result,
+                })
+                .clone()
+        }))
     }
 
     /// A forward was refused: too many in flight.

@@ -83,6 +83,7 @@ struct Upstream {
     channels: Channels,
     /// Milliseconds since `epoch` until which it counts as down (0: up).
     down_until: AtomicU64,
+    counted: metrics::ForwardCounters,
 }
 
 /// The forwarder, shared by every listener.
@@ -118,6 +119,7 @@ impl Forwarder {
                 addr,
                 channels: Channels::new(addr, runtime.clone()),
                 down_until: AtomicU64::new(0),
+                counted: metrics::get().forwards_to(addr),
             })
             .collect();
         Forwarder {
@@ -184,7 +186,7 @@ impl Forwarder {
             let upstream = &forwarder.upstreams[index];
             match result {
                 Ok(Some(answer)) => {
-                    metrics::get().forward(upstream.addr, ForwardResult::Answer);
+                    upstream.counted.count(ForwardResult::Answer);
                     upstream.down_until.store(0, Ordering::Relaxed);
                     answer[..2].copy_from_slice(&query[..2]);
                     reply(answer);
@@ -246,7 +248,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            metrics::get().forward(upstream.addr, ForwardResult::Answer);
+            upstream.counted.count(ForwardResult::Answer);
             if transport == Transport::Tcp && reply[2] & 0x02 != 0 {
                 let timeout = self
                     .settings
@@ -275,7 +277,7 @@ impl Forwarder {
             AttemptError::Timeout => ForwardResult::Timeout,
             AttemptError::Io(_) => ForwardResult::Error,
         };
-        metrics::get().forward(upstream.addr, result);
+        upstream.counted.count(result);
         let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
         if upstream.down_until.swap(until, Ordering::Relaxed) <= self.now_ms() {
             tracing::warn!(upstream = %upstream.addr, %error, "upstream failed; trying the others first for {DOWN_FOR:?}");

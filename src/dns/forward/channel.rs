@@ -40,6 +40,9 @@ pub(super) const MAX_AGE: Duration = Duration::from_secs(10);
 /// Most queries a socket takes.
 pub(super) const MAX_USES: u32 = 1000;
 
+/// Answers taken in one go after the first, before deadlines are looked at again.
+const DRAIN: usize = 64;
+
 /// How often callbacks are checked for their deadline, at most.
 pub(super) const SWEEP: Duration = Duration::from_millis(50);
 
@@ -111,14 +114,21 @@ impl Channel {
             match received {
                 Err(_) if self.retired.load(Ordering::Relaxed) && self.pending().is_empty() => return,
                 Err(_) => {}
-                Ok(Ok(n)) => self.answer(&mut buf[..n]),
-                Ok(Err(e)) => {
-                    // An ICMP error from the upstream: whoever waits here will not be answered.
-                    let failed: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
-                    for p in failed {
-                        p.waiter.fail(&e);
+                Ok(Ok(n)) => {
+                    self.answer(&mut buf[..n]);
+                    // What else is queued, without a timer each.
+                    for _ in 0..DRAIN {
+                        match self.socket.try_recv(&mut buf) {
+                            Ok(n) => self.answer(&mut buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                self.fail_all(&e);
+                                break;
+                            }
+                        }
                     }
                 }
+                Ok(Err(e)) => self.fail_all(&e),
             }
             if swept.elapsed() >= SWEEP {
                 swept = Instant::now();
@@ -133,6 +143,14 @@ impl Channel {
                     }
                 }
             }
+        }
+    }
+
+    /// An ICMP error from the upstream: whoever waits here will not be answered.
+    fn fail_all(&self, e: &io::Error) {
+        let failed: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
+        for p in failed {
+            p.waiter.fail(e);
         }
     }
 
