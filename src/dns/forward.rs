@@ -172,13 +172,12 @@ impl Forwarder {
     /// the response, from the task that receives the upstream's answer (or from the task that
     /// goes on after a failed first attempt). Needs no runtime of the caller's.
     pub fn forward_udp(&self, query: &[u8], reply: impl FnOnce(&[u8]) + Send + 'static) {
-        let Some(permit) = self.permit() else {
+        let (Some(permit), Some(&first)) = (self.permit(), self.order().first()) else {
             let mut out = Vec::new();
             error_reply(query, rcode::SERVFAIL, true, &mut out);
             return reply(&out);
         };
         let deadline = Instant::now() + self.settings.budget;
-        let first = self.order()[0];
         let index = self.upstreams.iter().position(|u| std::ptr::eq(u, first)).unwrap_or(0);
         let (forwarder, query) = (self.clone(), query.to_vec());
         let mut msg = query.clone();
