@@ -1,4 +1,4 @@
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 //! globaldns: authoritative DNS for the `.global` names of an Istio multi-cluster mesh,
 //! from the ServiceEntries of every cluster, forwarding every other name to the cluster DNS.
 //!
@@ -10,6 +10,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod dns;
+pub mod memory;
 pub mod metrics;
 pub mod name;
 pub mod records;

@@ -80,6 +80,8 @@ pub struct Registry {
     batch_started: Option<Instant>,
     /// Told which sources each published table holds.
     states: Option<SourceStates>,
+    /// Entries applied since the last publish.
+    applied: usize,
 }
 
 fn unix_now() -> u32 {
@@ -100,6 +102,7 @@ impl Registry {
             local,
             batch_started: None,
             states: None,
+            applied: 0,
         }
     }
 
@@ -122,8 +125,12 @@ impl Registry {
     pub fn apply(&mut self, update: Update) {
         self.batch_started.get_or_insert_with(Instant::now);
         match update {
-            Update::Entries(id, entries) => self.live.replace(&id, entries),
+            Update::Entries(id, entries) => {
+                self.applied += entries.len();
+                self.live.replace(&id, entries);
+            }
             Update::Changed(id, changes) => {
+                self.applied += changes.len();
                 for (entry_id, entry) in changes {
                     match entry {
                         Some(entry) => self.live.upsert(&id, entry),
@@ -168,6 +175,9 @@ impl Registry {
         let took = started.elapsed();
         crate::metrics::get().table(table.host_count(), table.serial(), table.conflict_count(), took);
         tracing::debug!(hosts = table.host_count(), serial = table.serial(), "table published");
+        if std::mem::take(&mut self.applied) >= crate::memory::LARGE_BATCH {
+            crate::memory::release_free_memory();
+        }
         table
     }
 

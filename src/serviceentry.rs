@@ -23,7 +23,7 @@ pub use validate::Invalid;
 
 /// A ServiceEntry reduced to what DNS needs. Hosts are validated and lower-case, without a
 /// trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// `namespace/name` of the object (the source is carried by the set it is in).
     pub id: EntryId,
@@ -64,7 +64,7 @@ impl fmt::Display for EntryId {
 }
 
 /// Visibility from `spec.exportTo`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Export {
     /// Empty `exportTo`, or one containing `*`: every namespace of the mesh.
     Mesh,

@@ -104,7 +104,7 @@ impl Naming {
 #[derive(Debug)]
 struct SourceSet {
     name: Arc<str>,
-    entries: HashMap<EntryKey, Entry>,
+    entries: HashMap<EntryKey, Arc<Entry>>,
     naming: HashMap<Arc<[u8]>, Naming>,
     skipped: HashMap<EntryKey, Vec<Skipped>>,
     allocated: Allocation,
@@ -131,6 +131,9 @@ pub struct Live<K> {
     /// Wildcard hosts by the name below `*.`.
     wildcards: Arc<Map<Arc<Host>>>,
     dirty: HashSet<Arc<[u8]>>,
+    /// Every entry held, once: replicated clusters hold the same entries, which the sources'
+    /// sets share.
+    interned: HashSet<Arc<Entry>>,
     hosts: usize,
     conflicts: usize,
     skipped: Arc<[Skipped]>,
@@ -149,6 +152,7 @@ impl<K: Source> Live<K> {
             shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
             wildcards: Arc::default(),
             dirty: HashSet::new(),
+            interned: HashSet::new(),
             hosts: 0,
             conflicts: 0,
             skipped: Arc::new([]),
@@ -217,20 +221,42 @@ impl<K: Source> Live<K> {
         if let Some(set) = self.sources.remove(source) {
             self.dirty.extend(set.naming.into_keys());
             self.skipped_changed |= !set.skipped.is_empty();
+            for entry in set.entries.into_values() {
+                self.release(entry);
+            }
+        }
+    }
+
+    /// `entry`, shared with every source that holds the same.
+    fn intern(&mut self, entry: Entry) -> Arc<Entry> {
+        if let Some(held) = self.interned.get(&entry) {
+            return held.clone();
+        }
+        let entry = Arc::new(entry);
+        self.interned.insert(entry.clone());
+        entry
+    }
+
+    /// A source no longer holds `entry`: forgotten when no other does.
+    fn release(&mut self, entry: Arc<Entry>) {
+        if Arc::strong_count(&entry) == 2 {
+            self.interned.remove(&*entry);
         }
     }
 
     fn put(&mut self, source: &K, key: EntryKey, entry: Entry) {
         match self.set(source).entries.get(&key) {
-            Some(old) if *old == entry => return,
+            Some(old) if **old == entry => return,
             Some(_) => self.remove_entry(source, &key),
             None => {}
         }
+        let entry = self.intern(entry);
+        let name = self.set(source).name.clone();
+        let (named, skipped) = named_hosts(&self.settings, &name, &entry);
+        let named: Vec<Arc<[u8]>> = named.into_iter().map(|wire| self.shared_wire(wire)).collect();
         let settings = &self.settings;
         let set = self.sources.get_mut(source).expect("created above");
-        let (named, skipped) = named_hosts(settings, &set.name, &entry);
         for wire in named {
-            let wire: Arc<[u8]> = wire.into();
             match set.naming.get_mut(&wire) {
                 Some(naming) => naming.add(&key),
                 None => {
@@ -245,6 +271,18 @@ impl<K: Source> Live<K> {
         }
         set.reallocate |= settings.auto_allocate != super::AutoAllocate::None;
         set.entries.insert(key, entry);
+    }
+
+    /// `wire` as the name already held (to change, or in the index), else as a new one: every
+    /// source naming a host shares one copy of its name with the index.
+    fn shared_wire(&self, wire: Vec<u8>) -> Arc<[u8]> {
+        if let Some(held) = self.dirty.get(&wire[..]) {
+            return held.clone();
+        }
+        match self.node(&wire) {
+            Some(node) => node.wire.clone(),
+            None => wire.into(),
+        }
     }
 
     fn remove_entry(&mut self, source: &K, key: &EntryKey) {
@@ -266,13 +304,14 @@ impl<K: Source> Live<K> {
         }
         self.skipped_changed |= set.skipped.remove(key).is_some();
         set.reallocate |= settings.auto_allocate != super::AutoAllocate::None;
+        self.release(old);
     }
 
     /// Recomputes every host changed since the last commit and reports what changed.
     pub fn commit(&mut self) -> Commit {
         for set in self.sources.values_mut().filter(|s| s.reallocate) {
             set.reallocate = false;
-            let allocated = allocation(&self.settings, set.entries.values());
+            let allocated = allocation(&self.settings, set.entries.values().map(|e| &**e));
             if allocated != set.allocated {
                 set.allocated = allocated;
                 self.dirty.extend(set.naming.keys().cloned());
@@ -319,7 +358,7 @@ impl<K: Source> Live<K> {
             .values()
             .filter_map(|set| {
                 let keys = set.naming.get(wire)?.keys();
-                let entries = keys.iter().map(|k| &set.entries[k]);
+                let entries = keys.iter().map(|k| &*set.entries[k]);
                 Some(source_host(settings, &set.name, host, zone?, entries, &set.allocated))
             })
             .collect();
@@ -351,7 +390,9 @@ impl<K: Source> Live<K> {
                 if wire.len() - start <= zone_len {
                     break;
                 }
-                self.update_node(&wire[start..], |n| n.below = (n.below as i64 + exists_change) as u32);
+                self.update_node(&wire[start..], None, |n| {
+                    n.below = (n.below as i64 + exists_change) as u32
+                });
             }
         }
         let new = new.map(Arc::new);
@@ -362,7 +403,7 @@ impl<K: Source> Live<K> {
                 None => wildcards.remove(&wire[2..]),
             };
         } else {
-            self.update_node(wire, |n| n.host = new);
+            self.update_node(wire, Some(wire), |n| n.host = new);
         }
     }
 
@@ -371,14 +412,14 @@ impl<K: Source> Live<K> {
         self.shards[shard_of(hash)].find(hash, |n| *n.wire == *wire)
     }
 
-    /// Applies `f` to the node of `wire` (created if missing; removed when it ends up neither a
-    /// host nor above one).
-    fn update_node(&mut self, wire: &[u8], f: impl FnOnce(&mut Node)) {
+    /// Applies `f` to the node of `wire` (created if missing, with `shared` as its name when
+    /// given; removed when it ends up neither a host nor above one).
+    fn update_node(&mut self, wire: &[u8], shared: Option<&Arc<[u8]>>, f: impl FnOnce(&mut Node)) {
         let hash = self.hasher.hash_one(wire);
         let shard = Arc::make_mut(&mut self.shards[shard_of(hash)]);
         let entry = shard.entry(hash, |n| *n.wire == *wire, |n| n.hash);
         let mut occupied = entry.or_insert_with(|| Node {
-            wire: wire.into(),
+            wire: shared.cloned().unwrap_or_else(|| wire.into()),
             hash,
             host: None,
             below: 0,

@@ -190,6 +190,14 @@ proptest! {
                     model.remove(&s);
                 }
                 Op::Commit => {
+                    // Each distinct entry is held once, shared by the sources holding it.
+                    let distinct: std::collections::HashSet<&Entry> = model.values().flat_map(|m| m.values()).collect();
+                    prop_assert_eq!(live.interned.len(), distinct.len());
+                    for set in live.sources.values() {
+                        for e in set.entries.values() {
+                            prop_assert!(live.interned.get(&**e).is_some_and(|held| Arc::ptr_eq(held, e)));
+                        }
+                    }
                     let commit = live.commit();
                     let got = live.table(1, true);
                     let want = fresh(&settings, &model);
