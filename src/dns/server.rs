@@ -192,7 +192,18 @@ fn forwarded(transport: Transport, response: &[u8], started: Instant) {
     metrics::get().add(transport, Path::Forwarded, &mut tally, started.elapsed());
 }
 
+/// Serves one UDP socket until shutdown. A panic (a bug) is logged and the socket served on:
+/// a socket nobody reads would silently lose its share of the queries for good.
 fn udp_loop(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, shared, shutdown));
+        if std::panic::catch_unwind(serving).is_err() {
+            tracing::error!("a UDP thread panicked answering a batch; serving on");
+        }
+    }
+}
+
+fn udp_batches(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &CancellationToken) {
     let mut batch = Batch::default();
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
@@ -228,7 +239,7 @@ fn udp_loop(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &Cance
         let mut sent = 0;
         while sent < batch.replies() {
             match batch.send(socket.as_ref(), sent) {
-                Ok(n) => sent += n,
+                Ok(n) => sent += n.max(1), // (0 never comes from a blocking sendmmsg)
                 Err(e) => {
                     // The first unsent reply failed (its peer, say); the rest still go.
                     tracing::debug!(error = %e, "udp send");
