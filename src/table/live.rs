@@ -55,44 +55,62 @@ pub trait Source: Ord + Clone {
 /// (files may repeat one; a cluster never does).
 type EntryKey = (EntryId, u32);
 
-/// The entries of one source that name one host, sorted; almost always one, kept inline.
+/// An entry as a host's index holds it: the entry itself (so recomputing the host needs no
+/// lookup) and its place among the source's entries of the same ID.
+#[derive(Debug, Clone)]
+struct Held {
+    n: u32,
+    entry: Arc<Entry>,
+}
+
+impl Held {
+    fn key(&self) -> (&EntryId, u32) {
+        (&self.entry.id, self.n)
+    }
+
+    fn is(&self, key: &EntryKey) -> bool {
+        self.n == key.1 && self.entry.id == key.0
+    }
+}
+
+/// The entries of one source that name one host, sorted by key; almost always one, kept inline.
 #[derive(Debug)]
 enum Naming {
-    One(EntryKey),
-    Many(Vec<EntryKey>),
+    One(Held),
+    Many(Vec<Held>),
 }
 
 impl Naming {
-    fn keys(&self) -> &[EntryKey] {
+    fn held(&self) -> &[Held] {
         match self {
-            Naming::One(k) => std::slice::from_ref(k),
-            Naming::Many(keys) => keys,
+            Naming::One(h) => std::slice::from_ref(h),
+            Naming::Many(held) => held,
         }
     }
 
-    fn add(&mut self, key: &EntryKey) {
-        let keys = match self {
-            Naming::One(k) if k == key => return,
-            Naming::One(k) => {
-                *self = Naming::Many(vec![k.clone()]);
-                let Naming::Many(keys) = self else { unreachable!() };
-                keys
+    fn add(&mut self, new: &Held) {
+        let held = match self {
+            Naming::One(h) if h.key() == new.key() => return,
+            Naming::One(h) => {
+                *self = Naming::Many(vec![h.clone()]);
+                let Naming::Many(held) = self else { unreachable!() };
+                held
             }
-            Naming::Many(keys) => keys,
+            Naming::Many(held) => held,
         };
-        if let Err(at) = keys.binary_search(key) {
-            keys.insert(at, key.clone());
+        if let Err(at) = held.binary_search_by(|h| h.key().cmp(&new.key())) {
+            held.insert(at, new.clone());
         }
     }
 
-    /// Removes `key`; whether any is left.
+    /// Removes the entry of `key`; whether any is left.
     fn remove(&mut self, key: &EntryKey) -> bool {
         match self {
-            Naming::One(k) => k != key,
-            Naming::Many(keys) => {
-                keys.retain(|k| k != key);
-                let left = !keys.is_empty();
-                if let [only] = &keys[..] {
+            Naming::One(h) => !h.is(key),
+            Naming::Many(held) => {
+                held.retain(|h| !h.is(key));
+                let left = !held.is_empty();
+                if let [only] = &held[..] {
                     *self = Naming::One(only.clone());
                 }
                 left
@@ -104,7 +122,8 @@ impl Naming {
 #[derive(Debug)]
 struct SourceSet {
     name: Arc<str>,
-    entries: HashMap<EntryKey, Arc<Entry>>,
+    /// By key, hashed with the `Live`'s hasher ([`Live::key_hash`]).
+    entries: hashbrown::HashTable<Held>,
     naming: HashMap<Arc<[u8]>, Naming>,
     skipped: HashMap<EntryKey, Vec<Skipped>>,
     allocated: Allocation,
@@ -174,7 +193,7 @@ impl<K: Source> Live<K> {
     fn set(&mut self, source: &K) -> &mut SourceSet {
         self.sources.entry(source.clone()).or_insert_with(|| SourceSet {
             name: source.name().clone(),
-            entries: HashMap::new(),
+            entries: hashbrown::HashTable::new(),
             naming: HashMap::new(),
             skipped: HashMap::new(),
             allocated: Allocation::new(),
@@ -194,9 +213,9 @@ impl<K: Source> Live<K> {
         let gone: Vec<EntryKey> = self
             .set(source)
             .entries
-            .keys()
+            .iter()
+            .map(|h| (h.entry.id.clone(), h.n))
             .filter(|k| !new.contains_key(k))
-            .cloned()
             .collect();
         for key in gone {
             self.remove_entry(source, &key);
@@ -221,8 +240,8 @@ impl<K: Source> Live<K> {
         if let Some(set) = self.sources.remove(source) {
             self.dirty.extend(set.naming.into_keys());
             self.skipped_changed |= !set.skipped.is_empty();
-            for entry in set.entries.into_values() {
-                self.release(entry);
+            for held in set.entries {
+                self.release(held.entry);
             }
         }
     }
@@ -244,9 +263,14 @@ impl<K: Source> Live<K> {
         }
     }
 
+    fn key_hash(&self, key: &EntryKey) -> u64 {
+        self.hasher.hash_one((&key.0, key.1))
+    }
+
     fn put(&mut self, source: &K, key: EntryKey, entry: Entry) {
-        match self.set(source).entries.get(&key) {
-            Some(old) if **old == entry => return,
+        let hash = self.key_hash(&key);
+        match self.set(source).entries.find(hash, |h| h.is(&key)) {
+            Some(old) if *old.entry == entry => return,
             Some(_) => self.remove_entry(source, &key),
             None => {}
         }
@@ -257,10 +281,14 @@ impl<K: Source> Live<K> {
         let settings = &self.settings;
         let set = self.sources.get_mut(source).expect("created above");
         for wire in named {
+            let held = Held {
+                n: key.1,
+                entry: entry.clone(),
+            };
             match set.naming.get_mut(&wire) {
-                Some(naming) => naming.add(&key),
+                Some(naming) => naming.add(&held),
                 None => {
-                    set.naming.insert(wire.clone(), Naming::One(key.clone()));
+                    set.naming.insert(wire.clone(), Naming::One(held));
                 }
             }
             self.dirty.insert(wire);
@@ -270,7 +298,9 @@ impl<K: Source> Live<K> {
             self.skipped_changed = true;
         }
         set.reallocate |= settings.auto_allocate != super::AutoAllocate::None;
-        set.entries.insert(key, entry);
+        let hasher = &self.hasher;
+        set.entries
+            .insert_unique(hash, Held { n: key.1, entry }, |h| hasher.hash_one(h.key()));
     }
 
     /// `wire` as the name already held (to change, or in the index), else as a new one: every
@@ -286,11 +316,15 @@ impl<K: Source> Live<K> {
     }
 
     fn remove_entry(&mut self, source: &K, key: &EntryKey) {
+        let hash = self.key_hash(key);
         let settings = &self.settings;
         let Some(set) = self.sources.get_mut(source) else {
             return;
         };
-        let Some(old) = set.entries.remove(key) else { return };
+        let Ok(found) = set.entries.find_entry(hash, |h| h.is(key)) else {
+            return;
+        };
+        let old = found.remove().0.entry;
         let (named, _) = named_hosts(settings, &set.name, &old);
         for wire in named {
             let Some((wire, _)) = set.naming.get_key_value(&wire[..]) else {
@@ -311,7 +345,7 @@ impl<K: Source> Live<K> {
     pub fn commit(&mut self) -> Commit {
         for set in self.sources.values_mut().filter(|s| s.reallocate) {
             set.reallocate = false;
-            let allocated = allocation(&self.settings, set.entries.values().map(|e| &**e));
+            let allocated = allocation(&self.settings, set.entries.iter().map(|h| &*h.entry));
             if allocated != set.allocated {
                 set.allocated = allocated;
                 self.dirty.extend(set.naming.keys().cloned());
@@ -357,8 +391,7 @@ impl<K: Source> Live<K> {
             .sources
             .values()
             .filter_map(|set| {
-                let keys = set.naming.get(wire)?.keys();
-                let entries = keys.iter().map(|k| &*set.entries[k]);
+                let entries = set.naming.get(wire)?.held().iter().map(|h| &*h.entry);
                 Some(source_host(settings, &set.name, host, zone?, entries, &set.allocated))
             })
             .collect();

@@ -194,8 +194,8 @@ proptest! {
                     let distinct: std::collections::HashSet<&Entry> = model.values().flat_map(|m| m.values()).collect();
                     prop_assert_eq!(live.interned.len(), distinct.len());
                     for set in live.sources.values() {
-                        for e in set.entries.values() {
-                            prop_assert!(live.interned.get(&**e).is_some_and(|held| Arc::ptr_eq(held, e)));
+                        for h in set.entries.iter() {
+                            prop_assert!(live.interned.get(&*h.entry).is_some_and(|held| Arc::ptr_eq(held, &h.entry)));
                         }
                     }
                     let commit = live.commit();
@@ -219,4 +219,35 @@ proptest! {
             }
         }
     }
+}
+
+/// A file may hold one ID twice: removing the second leaves the first serving the host.
+#[test]
+fn entries_of_one_id_are_told_apart() {
+    let entry = |address: &str| Entry {
+        id: EntryId {
+            namespace: "ns".into(),
+            name: "twice".into(),
+        },
+        hosts: vec!["h.global".into()],
+        addresses: vec![address.parse().unwrap()],
+        spec_addresses_given: true,
+        created: None,
+        status_addresses: Vec::new(),
+        resolution_none: false,
+        export: Export::Mesh,
+        warnings: Vec::new(),
+    };
+    let mut live: Live<(usize, Arc<str>)> = Live::new(TableSettings::new(&["global"]).unwrap());
+    live.replace(&key(0), [entry("1.1.1.1"), entry("2.2.2.2")]);
+    live.commit();
+    live.replace(&key(0), [entry("1.1.1.1")]);
+    live.commit();
+    let hosts = live
+        .table(1, true)
+        .hosts()
+        .into_iter()
+        .map(|h| h.addresses())
+        .collect::<Vec<_>>();
+    assert_eq!(hosts, [vec!["1.1.1.1".parse::<IpAddr>().unwrap()]]);
 }
