@@ -81,9 +81,17 @@ pub(crate) fn answer_for(query: &Message) -> Message {
 
 impl Upstream {
     pub(crate) async fn start(behaviour: Behaviour) -> Upstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // A port free for UDP may be taken for TCP (another test's connection): try another.
+        let mut tries = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(_) if tries < 16 => tries += 1,
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let behaviour = Arc::new(Mutex::new(behaviour));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (b, s) = (behaviour.clone(), seen.clone());
