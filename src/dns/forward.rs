@@ -150,11 +150,15 @@ impl Forwarder {
     fn order(&self) -> Vec<&Upstream> {
         let now = self.now_ms();
         let mut order: Vec<&Upstream> = self.upstreams.iter().collect();
-        order.sort_by_key(|u| {
-            let until = u.down_until.load(Ordering::Relaxed);
-            if until <= now { 0 } else { until }
-        });
+        order.sort_by_key(|u| rank(u, now));
         order
+    }
+
+    /// The index of the first upstream of [`Forwarder::order`], found without sorting.
+    fn first(&self) -> Option<usize> {
+        let now = self.now_ms();
+        // The first of equal minima, as the stable sort of `order` keeps it first.
+        (0..self.upstreams.len()).min_by_key(|&i| rank(&self.upstreams[i], now))
     }
 
     /// Forwards `query` (a well-formed query, as the answer path parsed it) and writes the
@@ -172,13 +176,12 @@ impl Forwarder {
     /// the response, from the task that receives the upstream's answer (or from the task that
     /// goes on after a failed first attempt). Needs no runtime of the caller's.
     pub fn forward_udp(&self, query: &[u8], reply: impl FnOnce(&[u8]) + Send + 'static) {
-        let (Some(permit), Some(&first)) = (self.permit(), self.order().first()) else {
+        let (Some(permit), Some(index)) = (self.permit(), self.first()) else {
             let mut out = Vec::new();
             error_reply(query, rcode::SERVFAIL, true, &mut out);
             return reply(&out);
         };
         let deadline = Instant::now() + self.settings.budget;
-        let index = self.upstreams.iter().position(|u| std::ptr::eq(u, first)).unwrap_or(0);
         let (forwarder, query) = (self.clone(), query.to_vec());
         let mut msg = query.clone();
         let done: channel::Done = Box::new(move |result| {
@@ -196,7 +199,7 @@ impl Forwarder {
             }
         });
         let timeout = self.settings.attempt_timeout.min(self.settings.budget);
-        if let Err((e, done)) = first.channels.start(&mut msg, timeout, done) {
+        if let Err((e, done)) = self.upstreams[index].channels.start(&mut msg, timeout, done) {
             done(Err(e));
         }
     }
@@ -282,6 +285,13 @@ impl Forwarder {
             tracing::warn!(upstream = %upstream.addr, %error, "upstream failed; trying the others first for {DOWN_FOR:?}");
         }
     }
+}
+
+/// Where `upstream` stands in the order of trial at `now`: 0 while healthy, else the time
+/// until which it counts as down.
+fn rank(upstream: &Upstream, now: u64) -> u64 {
+    let until = upstream.down_until.load(Ordering::Relaxed);
+    if until <= now { 0 } else { until }
 }
 
 async fn tcp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>, AttemptError> {
