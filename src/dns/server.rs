@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
-
 use super::batch::{Batch, to_std};
 use super::forward::Forwarder;
 use super::wire;
@@ -185,6 +184,25 @@ impl Shared {
     }
 }
 
+/// Answers `query` from `table` as [`answer`] does, counting it in `tally`, and its reply
+/// unless it is forwarded.
+fn answer_tallied(
+    table: &Table,
+    query: &[u8],
+    transport: Transport,
+    mode: Mode,
+    rng: &mut Shuffler,
+    out: &mut Vec<u8>,
+    tally: &mut Tally,
+) -> Outcome {
+    tally.request(wire::qtype(query));
+    let outcome = answer(table, query, transport, mode, rng, out);
+    if outcome == Outcome::Reply {
+        tally.response(out);
+    }
+    outcome
+}
+
 /// Counts a forwarded query's response.
 fn forwarded(transport: Transport, response: &[u8], started: Instant) {
     let mut tally = Tally::default();
@@ -221,12 +239,8 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &Ca
         let started = Instant::now();
         let table = shared.table.load();
         batch.respond(|query, peer, out| {
-            tally.request(wire::qtype(query));
-            match answer(&table, query, Transport::Udp, shared.mode, &mut rng, out) {
-                Outcome::Reply => {
-                    tally.response(out);
-                    true
-                }
+            match answer_tallied(&table, query, Transport::Udp, shared.mode, &mut rng, out, &mut tally) {
+                Outcome::Reply => true,
                 Outcome::Drop => false,
                 Outcome::Forward => {
                     shared.forward_udp(query, socket, *peer);
@@ -316,18 +330,15 @@ async fn tcp_connection(
         };
         let query = &buf[..len];
         let started = Instant::now();
-        tally.request(wire::qtype(query));
-        let outcome = answer(
+        let outcome = answer_tallied(
             &shared.table.load(),
             query,
             Transport::Tcp,
             shared.mode,
             &mut rng,
             &mut out,
+            &mut tally,
         );
-        if outcome == Outcome::Reply {
-            tally.response(&out);
-        }
         metrics::get().add(Transport::Tcp, Path::Authoritative, &mut tally, started.elapsed());
         match outcome {
             Outcome::Reply => {}
