@@ -374,6 +374,14 @@ mod tests {
         (addr, ports)
     }
 
+    fn assert_nothing_waits(channels: &Channels, why: &str) {
+        for slot in &channels.slots {
+            if let Some(c) = slot.lock().unwrap().as_ref() {
+                assert!(c.pending().is_empty(), "{why}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn answers_by_id_on_rotating_random_ports() {
         let (addr, ports) = upstream(|_| {}).await;
@@ -395,11 +403,7 @@ mod tests {
             "sockets are replaced after {MAX_USES} queries: {} ports",
             distinct.len()
         );
-        for slot in &channels.slots {
-            if let Some(c) = slot.lock().unwrap().as_ref() {
-                assert!(c.pending().is_empty(), "nothing left waiting");
-            }
-        }
+        assert_nothing_waits(&channels, "nothing left waiting");
     }
 
     #[tokio::test]
@@ -409,11 +413,7 @@ mod tests {
         let mut msg = query(b"\x01a\x00");
         let answer = channels.exchange(&mut msg, Duration::from_millis(200)).await.unwrap();
         assert!(answer.is_none(), "times out rather than take a wrong answer");
-        for slot in &channels.slots {
-            if let Some(c) = slot.lock().unwrap().as_ref() {
-                assert!(c.pending().is_empty(), "the timed-out query is forgotten");
-            }
-        }
+        assert_nothing_waits(&channels, "the timed-out query is forgotten");
     }
 
     #[tokio::test]
@@ -475,11 +475,7 @@ mod tests {
             // Without being woken, an idle receiving task would look again only after 1 s.
             assert!(took < Duration::from_millis(600), "on time: {took:?}");
         }
-        for slot in &channels.slots {
-            if let Some(c) = slot.lock().unwrap().as_ref() {
-                assert!(c.pending().is_empty(), "nothing left waiting");
-            }
-        }
+        assert_nothing_waits(&channels, "nothing left waiting");
     }
 
     #[tokio::test]
