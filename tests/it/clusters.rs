@@ -15,15 +15,20 @@ use tempfile::TempDir;
 use crate::kubeapi::{KubeApi, merged_kubeconfig};
 use crate::support::*;
 
-struct Mesh {
-    running: Running,
+pub(crate) struct Mesh {
+    pub(crate) running: Running,
     client: DnsClient,
     _dir: TempDir,
 }
 
 impl Mesh {
-    /// Serves the clusters `(api, context)`, the first the local one.
-    async fn start(clusters: &[(&KubeApi, &str)], remote_secrets: Option<&str>, sync_timeout: Duration) -> Mesh {
+    /// Serves the clusters `(api, context)`, the first the local one (a kubeconfig of their
+    /// contexts, as [`merged_kubeconfig`] writes it).
+    pub(crate) async fn start(
+        clusters: &[(&KubeApi, &str)],
+        remote_secrets: Option<&str>,
+        sync_timeout: Duration,
+    ) -> Mesh {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, merged_kubeconfig(clusters)).unwrap();
@@ -50,13 +55,13 @@ impl Mesh {
         }
     }
 
-    async fn a(&self, name: &str) -> (ResponseCode, Vec<String>) {
+    pub(crate) async fn a(&self, name: &str) -> (ResponseCode, Vec<String>) {
         let m = ask(&mut self.client.clone(), name, RecordType::A).await;
         (m.metadata.response_code, addresses(&m))
     }
 
     /// Waits until `name` answers exactly `want` (addresses; empty: NXDOMAIN).
-    async fn until(&self, name: &str, want: &[&str]) {
+    pub(crate) async fn until(&self, name: &str, want: &[&str]) {
         let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
         let ok = eventually(Duration::from_secs(15), || async {
             let (rcode, got) = self.a(name).await;
@@ -75,7 +80,7 @@ impl Mesh {
             .is_some_and(|s| s.stale)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.running.shutdown_token().cancel();
         tokio::time::timeout(Duration::from_secs(5), self.running.wait())
             .await

@@ -4,8 +4,10 @@
 //! - discovery (`/apis`, `/apis/networking.istio.io/{v}`);
 //! - lists with a resourceVersion, `limit` and `continue` pagination (pages of at most 10),
 //!   label selectors;
-//! - chunked watch streams from a resourceVersion, with bookmarks; `410 Gone` as an ERROR event
-//!   for a resourceVersion older than the last compaction;
+//! - chunked watch streams from a resourceVersion, with bookmarks when asked for; `410 Gone` as
+//!   an ERROR event for a resourceVersion older than the last compaction;
+//! - what `kubectl` also needs ([`objects`]): core discovery, one object's get, create and
+//!   delete, field selectors;
 //! - faults: dropped watches (the connection is cut), 500 errors, full outages (connections
 //!   refused and cut) and return.
 
@@ -19,11 +21,14 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
+
+#[path = "kubeapi/objects.rs"]
+mod objects;
 
 const GROUP: &str = "networking.istio.io";
 
@@ -74,14 +79,34 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
-fn query(req: &Request<hyper::body::Incoming>) -> BTreeMap<String, String> {
+fn query(req: &Request<Bytes>) -> BTreeMap<String, String> {
     req.uri()
         .query()
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace("%2F", "/").replace("%3D", "=")))
+        .map(|(k, v)| (k.to_string(), percent_decoded(v)))
         .collect()
+}
+
+/// `v` with its `%XX` escapes decoded (`+` is a space in a query).
+fn percent_decoded(v: &str) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let byte = std::str::from_utf8(&hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                out.push(byte.unwrap_or(b'%'));
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn labels_match(obj: &Value, selector: Option<&String>) -> bool {
@@ -140,9 +165,13 @@ impl KubeApi {
                 let (state, changes) = (state.clone(), changes.clone());
                 let mut cut_rx = cut.subscribe();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (state, changes) = (state.clone(), changes.clone());
-                        async move { Ok::<_, Infallible>(handle(&state, &changes, req)) }
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            Ok::<_, Infallible>(handle(&state, &changes, Request::from_parts(parts, body)))
+                        }
                     });
                     let conn =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
@@ -157,38 +186,15 @@ impl KubeApi {
     }
 
     fn record(&self, kind: &'static str, kind_event: &'static str, namespace: &str, name: &str, object: Option<Value>) {
-        let mut s = self.state.lock().unwrap();
-        s.rv += 1;
-        let rv = s.rv;
-        let key = (kind, namespace.to_string(), name.to_string());
-        let object = match object {
-            Some(mut obj) => {
-                obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                obj["metadata"]["namespace"] = json!(namespace);
-                obj["metadata"]["name"] = json!(name);
-                s.objects.insert(key, obj.clone());
-                obj
-            }
-            None => {
-                let Some(mut old) = s.objects.remove(&key) else { return };
-                old["metadata"]["resourceVersion"] = json!(rv.to_string());
-                old
-            }
-        };
-        let change = Change {
-            rv,
+        record(
+            &mut self.state.lock().unwrap(),
+            &self.changes,
             kind,
             kind_event,
+            namespace,
+            name,
             object,
-        };
-        s.log.push(change.clone());
-        // A server that is away or failing has cut its watches: nothing is streamed live, even on a
-        // connection whose cut has not been processed yet. Watches resumed later replay it from the log.
-        let silent = s.down || s.failing;
-        drop(s);
-        if !silent {
-            let _ = self.changes.send(change);
-        }
+        );
     }
 
     /// Creates or replaces a ServiceEntry; `spec` and `status` are JSON.
@@ -315,11 +321,50 @@ pub(crate) fn merged_kubeconfig(parts: &[(&KubeApi, &str)]) -> String {
     )
 }
 
-fn handle(
-    state: &Mutex<State>,
+/// Applies one write and streams it to the watches; the object as stored, `None` when a
+/// deletion found nothing.
+fn record(
+    s: &mut State,
     changes: &broadcast::Sender<Change>,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
+    kind: &'static str,
+    kind_event: &'static str,
+    namespace: &str,
+    name: &str,
+    object: Option<Value>,
+) -> Option<Value> {
+    s.rv += 1;
+    let rv = s.rv;
+    let key = (kind, namespace.to_string(), name.to_string());
+    let object = match object {
+        Some(mut obj) => {
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            obj["metadata"]["namespace"] = json!(namespace);
+            obj["metadata"]["name"] = json!(name);
+            s.objects.insert(key, obj.clone());
+            obj
+        }
+        None => {
+            let mut old = s.objects.remove(&key)?;
+            old["metadata"]["resourceVersion"] = json!(rv.to_string());
+            old
+        }
+    };
+    let change = Change {
+        rv,
+        kind,
+        kind_event,
+        object: object.clone(),
+    };
+    s.log.push(change.clone());
+    // A server that is away or failing has cut its watches: nothing is streamed live, even on a
+    // connection whose cut has not been processed yet. Watches resumed later replay it from the log.
+    if !(s.down || s.failing) {
+        let _ = changes.send(change);
+    }
+    Some(object)
+}
+
+fn handle(state: &Mutex<State>, changes: &broadcast::Sender<Change>, req: Request<Bytes>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let q = query(&req);
     let mut s = state.lock().unwrap();
@@ -331,6 +376,19 @@ fn handle(
         );
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(response) = objects::route(&mut s, changes, &req, &segments, &q) {
+        return response;
+    }
+    if req.method() != Method::GET {
+        return full(
+            StatusCode::METHOD_NOT_ALLOWED,
+            status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ),
+        );
+    }
     match segments.as_slice() {
         ["apis"] => {
             let versions: Vec<Value> = s
@@ -352,7 +410,9 @@ fn handle(
             StatusCode::OK,
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{v}"), "resources": [
                 {"name": "serviceentries", "singularName": "serviceentry", "namespaced": true, "kind": "ServiceEntry",
-                 "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"], "shortNames": ["se"]}
+                 "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"], "shortNames": ["se"]},
+                {"name": "serviceentries/status", "singularName": "", "namespaced": true, "kind": "ServiceEntry",
+                 "verbs": ["get", "patch", "update"]}
             ]}),
         ),
         ["apis", GROUP, v, "serviceentries"] if s.versions.iter().any(|x| x == v) => {
@@ -379,13 +439,16 @@ fn collection(
     q: &BTreeMap<String, String>,
 ) -> Response<Body> {
     let selector = q.get("labelSelector").cloned();
+    let fields = q.get("fieldSelector").cloned();
     let wanted = move |c_kind: &str, obj: &Value| {
         c_kind == kind
             && namespace
                 .as_deref()
                 .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
             && labels_match(obj, selector.as_ref())
+            && objects::fields_match(obj, fields.as_ref())
     };
+    let bookmarks_wanted = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         let from: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1024);
@@ -439,7 +502,7 @@ fn collection(
                             Ok(c) => last = last.max(c.rv),
                             Err(_) => return,
                         },
-                        _ = bookmarks.tick() => {
+                        _ = bookmarks.tick(), if bookmarks_wanted => {
                             let mark = json!({"type": "BOOKMARK", "object": {"kind": bookmark_kind, "apiVersion": api_version, "metadata": {"resourceVersion": last.to_string()}}});
                             if tx.send(line(mark)).await.is_err() {
                                 return;
