@@ -1,59 +1,58 @@
-//! deploy/ is checked: the kustomize base renders, every object validates against the
-//! Kubernetes schemas (kubernetes-validate, strict), the RBAC grants nothing beyond what the
-//! sources need, the Deployment is hardened and passes only flags the binary knows, and
-//! deploy/smoke.sh passes against a live server and fails when it should.
+//! deploy/ is checked: the kustomize base renders with the real kustomize (`kubectl
+//! kustomize`, what `kubectl apply -k` sends), every object validates against the Kubernetes
+//! schemas (kubernetes-validate, strict), the RBAC grants nothing beyond what the sources need,
+//! the Deployment is hardened and passes only flags the binary knows, the NetworkPolicy admits
+//! DNS from everywhere and the admin port from monitoring only, and deploy/smoke.sh passes
+//! against a live server and fails when it should.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::kubectl::kubectl;
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
-fn deploy_dir() -> PathBuf {
+pub(crate) fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+/// `kubectl kustomize dir`: what `kubectl apply -k dir` sends, as YAML text.
+pub(crate) fn kustomize(dir: &Path) -> String {
+    let out = kubectl().arg("kustomize").arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The objects of a rendered kustomization.
+pub(crate) fn objects(rendered: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(rendered).unwrap();
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
-const CLUSTER_SCOPED: [&str; 4] = [
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Namespace",
-    "CustomResourceDefinition",
-];
-
-/// What `kubectl apply -k deploy/` sends: the base has only `namespace`, `labels` and
-/// `resources` (no patches), so rendering it is applying those two fields.
+/// The objects `kubectl apply -k deploy/` sends.
 fn render() -> Vec<Value> {
-    let kustomization = &yaml_docs(&deploy_dir().join("kustomization.yaml"))[0];
-    let known: Vec<&str> = kustomization.as_object().unwrap().keys().map(String::as_str).collect();
-    for key in &known {
-        assert!(
-            ["apiVersion", "kind", "namespace", "labels", "resources"].contains(key),
-            "kustomization field {key} needs a real kustomize"
-        );
-    }
-    let namespace = kustomization["namespace"].as_str().unwrap();
-    let labels = kustomization["labels"][0]["pairs"].as_object().unwrap().clone();
-    let mut objects = Vec::new();
-    for resource in kustomization["resources"].as_array().unwrap() {
-        for mut obj in yaml_docs(&deploy_dir().join(resource.as_str().unwrap())) {
-            if !CLUSTER_SCOPED.contains(&obj["kind"].as_str().unwrap()) {
-                obj["metadata"]["namespace"] = json!(namespace);
-            }
-            for (k, v) in &labels {
-                obj["metadata"]["labels"][k] = v.clone();
-            }
-            objects.push(obj);
-        }
-    }
-    objects
+    objects(&kustomize(&deploy_dir()))
+}
+
+/// `kubernetes-validate --strict` of `files`, each holding one or more objects: passes every
+/// one of `count` objects.
+pub(crate) fn validate(files: &[PathBuf], count: usize) {
+    require("kubernetes-validate");
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(files)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), count, "{text}");
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -61,41 +60,46 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 #[test]
-fn the_base_renders_and_validates_against_the_kubernetes_schemas() {
-    require("kubernetes-validate");
-    let objects = render();
-    let kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+fn the_base_renders_with_kustomize_and_validates_against_the_kubernetes_schemas() {
+    let rendered = kustomize(&deploy_dir());
+    let objects = objects(&rendered);
+    let mut kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    kinds.sort();
     assert_eq!(
         kinds,
         [
-            "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
             "Role",
             "RoleBinding",
-            "Deployment",
             "Service",
-            "PodDisruptionBudget",
-            "HorizontalPodAutoscaler"
-        ]
+            "ServiceAccount",
+        ],
+        "nothing that needs prometheus-operator's CRDs: that is deploy/monitoring/"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let mut files = Vec::new();
-    for (i, obj) in objects.iter().enumerate() {
-        let path = dir.path().join(format!("{i}.json"));
-        std::fs::write(&path, obj.to_string()).unwrap();
-        files.push(path);
+    for obj in &objects {
+        let cluster_scoped = obj["kind"].as_str().unwrap().starts_with("Cluster");
+        assert_eq!(
+            obj["metadata"]["namespace"].as_str(),
+            (!cluster_scoped).then_some("istio-system"),
+            "{obj}"
+        );
+        assert_eq!(
+            obj["metadata"]["labels"]["app.kubernetes.io/name"], "globaldns",
+            "{obj}"
+        );
     }
-    let kube_dns = deploy_dir().join("kube-dns/stubdomains.yaml");
-    let out = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .args(&files)
-        .arg(kube_dns)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches(" passed for resource ").count(), files.len() + 1, "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rendered.yaml");
+    std::fs::write(&path, &rendered).unwrap();
+    validate(
+        &[path, deploy_dir().join("kube-dns/stubdomains.yaml")],
+        objects.len() + 1,
+    );
 }
 
 #[test]
@@ -206,6 +210,62 @@ fn the_deployment_is_hardened_and_uses_real_flags() {
         readme.contains("kubectl apply -k deploy/"),
         "the README deploys what deploy/ holds"
     );
+}
+
+#[test]
+fn the_network_policy_admits_dns_from_everywhere_and_the_admin_port_from_monitoring_only() {
+    let objects = render();
+    let policy = &find(&objects, "NetworkPolicy")[0]["spec"];
+    let pod = &find(&objects, "Deployment")[0]["spec"]["template"];
+    for (k, v) in policy["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "the policy selects the pods");
+    }
+    assert_eq!(
+        policy["policyTypes"],
+        json!(["Ingress"]),
+        "egress (API servers, upstreams) stays open"
+    );
+    let container = &pod["spec"]["containers"][0];
+    let container_port = |name: &str| -> Value {
+        let p = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap();
+        json!({"protocol": p["protocol"], "port": p["containerPort"]})
+    };
+    let ingress = policy["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2, "{policy}");
+    assert!(ingress[0]["from"].is_null(), "DNS from everywhere");
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([container_port("dns-udp"), container_port("dns-tcp")])
+    );
+    let service = find(&objects, "Service")[0];
+    for p in service["spec"]["ports"].as_array().unwrap() {
+        assert!(
+            ingress[0]["ports"]
+                .as_array()
+                .unwrap()
+                .contains(&container_port(p["targetPort"].as_str().unwrap())),
+            "the Service's port {p} is admitted"
+        );
+    }
+    assert_eq!(
+        ingress[1],
+        json!({
+            "from": [{"namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}
+            ]}}],
+            "ports": [container_port("http-admin")]
+        })
+    );
+    // The probes use the admin port: they come from the pod's node, which a NetworkPolicy
+    // always admits.
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "http-admin");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
