@@ -15,10 +15,13 @@ use crate::kubeapi::{KubeApi, merged_kubeconfig};
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
-/// `GET path` → (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+/// `GET path` over HTTP/1.0 (the body ends with the connection, never chunked) → (status,
+/// body); status 0 when nothing listens.
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut text = String::new();

@@ -16,4 +16,5 @@ mod entry_files;
 mod fixtures;
 mod forwarding;
 mod kubectl;
+mod monitoring;
 mod peers;
