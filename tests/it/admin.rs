@@ -1,43 +1,17 @@
 //! The admin endpoint over HTTP: health, readiness, metrics that move with queries, the
 //! JSON of /debug; and graceful shutdown draining in-flight queries.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use globaldns::app::{self, ServeConfig, Sources};
 use globaldns::dns::server::Limits;
 use globaldns::table::TableSettings;
 use hickory_proto::rr::RecordType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 use crate::kubeapi::{KubeApi, merged_kubeconfig};
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
-
-/// `GET path` → (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of a metric line `name{labels} value`.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn endpoints_answer_and_metrics_move_with_queries() {
