@@ -9,7 +9,11 @@
 //!
 //! While the cluster cannot be reached its last known entries keep being served and it is
 //! reported failing (stale, once it has synced); nothing is dropped until a complete list
-//! says so.
+//! says so. kube's watcher tells of an error but not of a watch that resumes after it (from
+//! its resource version, without a relist): so while failing, the API server is probed
+//! every [`PROBE`] with a list of one object, and the cluster is reported as resumed as soon
+//! as one answers — within [`PROBE`] of the API server answering again. The watch itself
+//! resumes within kube's backoff (at most 30 s) and replays what it missed.
 //!
 //! A list (and a relist) is sent as the complete set; each later event as the one entry it
 //! changes, so that the registry recomputes only the hosts that entry names. The entries
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use tokio::sync::mpsc;
@@ -31,6 +35,9 @@ use crate::metrics::Metrics;
 use crate::serviceentry::yaml::{GROUP, VERSIONS};
 use crate::serviceentry::{Entry, EntryId, Metadata, Resource, Spec, Status};
 use crate::source::{Event, SourceId, Update};
+
+/// How often the API server of a failing cluster is probed, and how long a probe may take.
+pub const PROBE: Duration = Duration::from_secs(2);
 
 /// A cluster to watch.
 #[derive(Clone)]
@@ -154,8 +161,14 @@ impl Objects {
     }
 }
 
+/// Whether the API server answers: a list of at most one object, within [`PROBE`].
+async fn answers(api: &Api<DynamicObject>) -> bool {
+    let one = ListParams::default().limit(1);
+    matches!(tokio::time::timeout(PROBE, api.list(&one)).await, Ok(Ok(_)))
+}
+
 /// Watches `cluster` until `shutdown`, sending its complete entry set after each list, each
-/// changed entry after that, and its failures.
+/// changed entry after that, and its failures and recoveries.
 pub async fn watch(
     cluster: Cluster,
     updates: mpsc::Sender<Update>,
@@ -193,17 +206,34 @@ pub async fn watch(
         retry = Duration::from_millis(500);
         tracing::info!(cluster = %id.name(), version = %resource.version, "watching ServiceEntries");
         let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
         futures_util::pin_mut!(stream);
         let mut listing: Option<Vec<Entry>> = None;
+        let mut failing = false;
+        let mut probe = tokio::time::interval(PROBE);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 e = stream.next() => e,
+                _ = probe.tick(), if failing => {
+                    if answers(&api).await {
+                        failing = false;
+                        if send(Event::Resumed).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
             };
             let event = match event {
                 None => break,
-                Some(Err(e)) => Event::Failed(e.to_string()),
+                Some(Err(e)) => {
+                    if !failing {
+                        failing = true;
+                        probe.reset();
+                    }
+                    Event::Failed(e.to_string())
+                }
                 Some(Ok(WatchEvent::Init)) => {
                     listing = Some(Vec::new());
                     continue;
@@ -224,6 +254,9 @@ pub async fn watch(
                     Event::Changed(vec![(objects.entry_id(&key), None)])
                 }
             };
+            if matches!(event, Event::Listed(_) | Event::Changed(_)) {
+                failing = false;
+            }
             if send(event).await.is_err() {
                 return;
             }

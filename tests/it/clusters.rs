@@ -499,6 +499,66 @@ async fn an_api_server_answering_500s_keeps_the_last_known_entries() {
     mesh.stop().await;
 }
 
+/// Whether `/debug/sources` and `globaldns_source_stale` say `cluster` is stale.
+async fn shown_stale(admin: std::net::SocketAddr, cluster: &str) -> (bool, bool) {
+    let (_, body) = get(admin, "/debug/sources").await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let debug = json["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == cluster)
+        .is_some_and(|s| s["stale"] == true);
+    let (_, metrics) = get(admin, "/metrics").await;
+    let metric = metric(&metrics, &format!("globaldns_source_stale{{cluster=\"{cluster}\"}}")) == 1.0;
+    (debug, metric)
+}
+
+/// A watch that fails (its connection cut, the API answering errors for a while) and then
+/// resumes from its resource version without a relist: kube's watcher tells nothing then, and
+/// no object changes, yet the cluster is no longer stale within 10 s of the API answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_clears_when_a_failed_watch_resumes_without_any_change() {
+    let local = KubeApi::start(&["v1"]).await;
+    local.apply_se("a", "one", spec("one.global", &["240.0.1.1"]), None);
+    let mesh = Mesh::start(&[(&local, "local")], None, Duration::from_secs(10)).await;
+    let admin = mesh.running.admin_addr().unwrap();
+    mesh.until("one.global.", &["240.0.1.1"]).await;
+    assert_eq!(shown_stale(admin, "local").await, (false, false));
+
+    local.set_failing(true);
+    let failed = eventually(Duration::from_secs(10), || async {
+        shown_stale(admin, "local").await == (true, true)
+    })
+    .await;
+    assert!(failed, "stale in /debug/sources and the metric while the API fails");
+    // Long enough for the watcher to have retried (and failed) more than once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests_before = local.requests().len();
+    local.set_failing(false);
+    let answering = std::time::Instant::now();
+    let cleared = eventually(Duration::from_secs(10), || async {
+        shown_stale(admin, "local").await == (false, false)
+    })
+    .await;
+    let took = answering.elapsed();
+    assert!(
+        cleared,
+        "stale cleared within 10 s of the API answering again: {:?}",
+        shown_stale(admin, "local").await
+    );
+    assert!(took <= Duration::from_secs(10), "cleared after {took:?}");
+    eprintln!("stale cleared {took:?} after the API answered again");
+    assert_eq!(mesh.a("one.global.").await.1, ["240.0.1.1"], "nothing changed");
+    // Resumed, not relisted: after the failure only watches and probes (lists of one).
+    let since = local.requests()[requests_before..].to_vec();
+    assert!(
+        since.iter().all(|r| r.contains("watch=true") || r.ends_with("limit=1")),
+        "no relist: {since:#?}"
+    );
+    mesh.stop().await;
+}
+
 /// A removed remote cluster's watcher delivers after the registry has processed the removal
 /// (made certain here: a relay between the sources and the registry holds the watcher's
 /// list back until the removal has passed). The removed cluster is not brought back; the
