@@ -90,6 +90,13 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The registry's thread could not be started.
+    #[error("cannot start the registry: {source}")]
+    Registry {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The running sources and the table they feed.
@@ -166,7 +173,7 @@ async fn context_client(kubeconfig: Option<&std::path::Path>, context: &str) -> 
     Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
-/// Starts every source and the registry; returns what it publishes.
+/// Starts every source and the registry (on its own thread); returns what it publishes.
 async fn start_sources(
     sources: &Sources,
     settings: TableSettings,
@@ -242,7 +249,10 @@ async fn start_sources(
         table: registry.table(),
         status: registry.status(),
     };
-    tasks.spawn(registry.run(rx, shutdown.clone()));
+    let stopped = registry
+        .spawn(rx, shutdown.clone())
+        .map_err(|source| StartError::Registry { source })?;
+    tasks.spawn(stopped);
     Ok(published)
 }
 

@@ -1,6 +1,6 @@
 //! The registry applies updates in order, alone: late updates of removed or replaced
 //! instances are dropped, status events move the published status, the sync timeout is its
-//! own decision.
+//! own decision, and commits run on its own thread.
 
 use std::net::IpAddr;
 
@@ -200,4 +200,34 @@ fn the_registry_stops_waiting_for_a_remote_cluster_past_the_sync_timeout_not_for
     assert!(r.next_give_up().is_none(), "nothing more to decide");
     apply_all(&mut r, [l.says(Event::Listed(Vec::new()))]);
     assert!(r.status().load().ready());
+}
+
+#[test]
+fn a_spawned_registry_applies_updates_from_another_runtime_and_stops() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let r = registry(None, Duration::from_secs(10));
+        let (table, status) = (r.table(), r.status());
+        let (tx, rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let stopped = r.spawn(rx, shutdown.clone()).unwrap();
+        let id = SourceId::new(SourceKey::files());
+        tx.send(id.says(Event::Started)).await.unwrap();
+        tx.send(id.says(Event::Listed(vec![entry("a", "a.global", "240.0.0.1")])))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while table.load().host_count() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(table.load().host_count(), 1);
+        assert!(status.load().sources()[0].synced);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("stops");
+    });
 }

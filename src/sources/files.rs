@@ -201,7 +201,8 @@ pub fn report(diagnostics: &[Diagnostic], metrics: &Metrics) {
     }
 }
 
-/// Polls the files every `interval` and sends their entries when they change.
+/// Polls the files every `interval` and sends their entries when they change. Reading,
+/// parsing and collecting them is blocking work, done off the runtime.
 pub async fn watch(
     mut source: FileSource,
     id: SourceId,
@@ -217,9 +218,10 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok((back, changed, diagnostics)) = tokio::task::spawn_blocking(move || {
+        let Ok((back, entries, diagnostics)) = tokio::task::spawn_blocking(move || {
             let (changed, diagnostics) = source.refresh();
-            (source, changed, diagnostics)
+            let entries = changed.then(|| source.entries());
+            (source, entries, diagnostics)
         })
         .await
         else {
@@ -227,8 +229,7 @@ pub async fn watch(
         };
         source = back;
         report(&diagnostics, &metrics);
-        if changed {
-            let entries = source.entries();
+        if let Some(entries) = entries {
             tracing::info!(entries = entries.len(), "entry files changed");
             if updates.send(id.says(Event::Listed(entries))).await.is_err() {
                 return;
