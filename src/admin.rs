@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint (`--admin`): health, readiness, metrics and debug views.
+//! The admin HTTP endpoint (`--admin`): health, readiness, metrics and debug views. It only
+//! reads: the table and the sources' status the registry publishes, and the metrics.
 //!
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 once every source has synced once (a remote cluster past
@@ -6,7 +7,7 @@
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
 //! - `GET /debug/records`: the table as JSON, each host with its addresses, source and the
 //!   entries (namespace/name) and rules they came from.
-//! - `GET /debug/sources`: each source's state as JSON.
+//! - `GET /debug/sources`: each source's status as JSON.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,19 +21,20 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::sources::state::SourceStates;
+use crate::metrics::Metrics;
+use crate::records;
+use crate::source::Status;
 use crate::table::Table;
-use crate::{metrics, records};
 
 /// What the endpoint reads.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// The published table.
     pub table: Arc<ArcSwap<Table>>,
-    /// The sources.
-    pub states: SourceStates,
-    /// `--sync-timeout`.
-    pub sync_timeout: Duration,
+    /// The published status of the sources.
+    pub status: Arc<ArcSwap<Status>>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -55,16 +57,11 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
     match path {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            if state.states.ready(state.sync_timeout) {
+            let status = state.status.load();
+            if status.ready() {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
-                let waiting: Vec<String> = state
-                    .states
-                    .snapshot()
-                    .into_iter()
-                    .filter(|s| !s.synced && !s.gave_up_waiting)
-                    .map(|s| s.name)
-                    .collect();
+                let waiting: Vec<&str> = status.waiting().collect();
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
@@ -75,12 +72,12 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics::get().encode(&state.states.snapshot()),
+            state.metrics.encode(state.status.load().sources()),
         ),
         "/debug/records" => json(StatusCode::OK, records::json(&state.table.load())),
         "/debug/sources" => json(
             StatusCode::OK,
-            serde_json::json!({ "sources": state.states.snapshot() }),
+            serde_json::json!({ "sources": state.status.load().sources() }),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,

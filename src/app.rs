@@ -1,5 +1,5 @@
 //! `globaldns serve` wired together: sources → registry → table → listeners, under one
-//! cancellation token.
+//! cancellation token. One [`Metrics`] is made here and handed to every part that counts.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::dns::forward::{ForwardSettings, Forwarder};
 use crate::dns::server::{Limits, Listeners};
-use crate::registry::{Rank, Registry, SourceId, Update};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::source::{Event, Rank, SourceId, SourceKey, Status, Update};
 use crate::sources::cluster::{self, Cluster};
 use crate::sources::files::{self, FileSource};
 use crate::sources::remote_secrets;
-use crate::sources::state::SourceStates;
 use crate::table::{Table, TableSettings};
 
 /// Where entries come from, validated.
@@ -89,6 +90,13 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The registry's thread could not be started.
+    #[error("cannot start the registry: {source}")]
+    Registry {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The running sources and the table they feed.
@@ -96,11 +104,16 @@ pub enum StartError {
 pub struct Running {
     dns_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
-    table: Arc<ArcSwap<Table>>,
-    states: SourceStates,
-    sync_timeout: Duration,
+    published: Published,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+}
+
+/// What the registry publishes.
+#[derive(Debug, Clone)]
+struct Published {
+    table: Arc<ArcSwap<Table>>,
+    status: Arc<ArcSwap<Status>>,
 }
 
 impl Running {
@@ -116,17 +129,17 @@ impl Running {
 
     /// The published table.
     pub fn table(&self) -> Arc<Table> {
-        self.table.load_full()
+        self.published.table.load_full()
     }
 
-    /// Every source's state.
-    pub fn states(&self) -> &SourceStates {
-        &self.states
+    /// Every source's status, as published.
+    pub fn status(&self) -> Arc<Status> {
+        self.published.status.load_full()
     }
 
     /// Ready: every source synced once (a remote cluster past the sync timeout excepted).
     pub fn ready(&self) -> bool {
-        self.states.ready(self.sync_timeout)
+        self.published.status.load().ready()
     }
 
     /// A token that stops the server when cancelled.
@@ -160,14 +173,14 @@ async fn context_client(kubeconfig: Option<&std::path::Path>, context: &str) -> 
     Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
-/// Starts every source and the registry; returns the table handle.
+/// Starts every source and the registry (on its own thread); returns what it publishes.
 async fn start_sources(
     sources: &Sources,
     settings: TableSettings,
-    states: &SourceStates,
+    metrics: &Arc<Metrics>,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
-) -> Result<Arc<ArcSwap<Table>>, StartError> {
+) -> Result<Published, StartError> {
     let mut clusters = Vec::new();
     if let Some(name) = &sources.in_cluster {
         let fail = |reason: String| StartError::Cluster {
@@ -176,10 +189,10 @@ async fn start_sources(
         };
         let config = KubeConfig::incluster().map_err(|e| fail(format!("not running in a cluster: {e}")))?;
         clusters.push(Cluster {
-            id: SourceId {
+            id: SourceId::new(SourceKey {
                 rank: Rank::Local,
                 name: name.as_str().into(),
-            },
+            }),
             client: Client::try_from(config).map_err(|e| fail(e.to_string()))?,
         });
     }
@@ -191,74 +204,81 @@ async fn start_sources(
         };
         let client = context_client(sources.kubeconfig.as_deref(), context).await?;
         clusters.push(Cluster {
-            id: SourceId {
+            id: SourceId::new(SourceKey {
                 rank,
                 name: context.as_str().into(),
-            },
+            }),
             client,
         });
     }
-    let local = clusters.first().map(|c| c.id.clone());
-    let mut registry = Registry::new(settings, local.clone()).reporting_to(states.clone());
+    let local = clusters.first().map(|c| c.id.key.clone());
+    let mut registry = Registry::new(settings, local, sources.sync_timeout, metrics.clone());
     let (tx, rx) = mpsc::channel::<Update>(1024);
     if !sources.entries.is_empty() {
         let mut source = FileSource::new(sources.entries.clone());
         let (_, diagnostics) = source.refresh(); // once, at start-up: blocking is fine here
-        files::log(&diagnostics);
-        let entries = source.entries();
-        states.register(&SourceId::files(), false);
-        states.listed(&SourceId::files());
-        registry.apply(Update::Entries(SourceId::files(), entries));
+        files::report(&diagnostics, metrics);
+        let id = SourceId::new(SourceKey::files());
+        registry.apply(id.says(Event::Started));
+        registry.apply(id.says(Event::Listed(source.entries())));
         tasks.spawn(files::watch(
             source,
-            SourceId::files(),
+            id,
             FILE_POLL,
             tx.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
     if let (Some(namespace), Some(local)) = (&sources.remote_secrets, clusters.first()) {
         tasks.spawn(remote_secrets::watch(
             local.client.clone(),
-            local.id.name.clone(),
+            local.id.name().clone(),
             namespace.clone(),
             tx.clone(),
-            states.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
     for cluster in clusters {
-        states.register(&cluster.id, Some(&cluster.id) == local.as_ref());
-        tasks.spawn(cluster::watch(cluster, tx.clone(), states.clone(), shutdown.clone()));
+        registry.apply(cluster.id.says(Event::Started));
+        tasks.spawn(cluster::watch(cluster, tx.clone(), metrics.clone(), shutdown.clone()));
     }
-    registry.publish();
-    let handle = registry.table();
-    tasks.spawn(registry.run(rx, shutdown.clone()));
-    Ok(handle)
+    registry.publish(); // the files' table, before anything is served
+    let published = Published {
+        table: registry.table(),
+        status: registry.status(),
+    };
+    let stopped = registry
+        .spawn(rx, shutdown.clone())
+        .map_err(|source| StartError::Registry { source })?;
+    tasks.spawn(stopped);
+    Ok(published)
 }
 
 /// Starts the sources only, waits until they are ready (or the sync timeout twice over),
 /// and returns the table: `globaldns records`.
 pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<Table>, StartError> {
-    let states = SourceStates::default();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let table = start_sources(sources, settings, &states, &mut tasks, &shutdown).await?;
+    let metrics = Arc::new(Metrics::new());
+    let published = start_sources(sources, settings, &metrics, &mut tasks, &shutdown).await?;
     let deadline = tokio::time::Instant::now() + sources.sync_timeout * 2;
-    while !states.ready(sources.sync_timeout) && tokio::time::Instant::now() < deadline {
+    while !published.status.load().ready() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    Ok(table.load_full())
+    Ok(published.table.load_full())
 }
 
 /// Starts the sources, binds the listeners and starts serving.
 pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
-    let states = SourceStates::default();
+    let metrics = Arc::new(Metrics::new());
     let mut tasks = JoinSet::new();
-    let handle = start_sources(&config.sources, config.table.clone(), &states, &mut tasks, &shutdown).await?;
+    let published = start_sources(&config.sources, config.table.clone(), &metrics, &mut tasks, &shutdown).await?;
+    let handle = published.table.clone();
     let listeners = Listeners::bind(config.listen, config.limits.udp_sockets)
         .await
         .map_err(|source| StartError::Bind {
@@ -281,8 +301,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         );
         let state = AdminState {
             table: handle.clone(),
-            states: states.clone(),
-            sync_timeout: config.sources.sync_timeout,
+            status: published.status.clone(),
+            metrics: metrics.clone(),
         };
         tasks.spawn(admin::serve(listener, state, shutdown.clone()));
     }
@@ -303,17 +323,15 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         hosts = handle.load().host_count(),
         "globaldns serving"
     );
-    let forwarder = config.forward.map(Forwarder::new);
+    let forwarder = config.forward.map(|f| Forwarder::new(f, metrics.clone()));
     let serving = listeners
-        .serve(handle.clone(), forwarder, config.limits, shutdown.clone())
+        .serve(handle, forwarder, config.limits, metrics, shutdown.clone())
         .map_err(|source| StartError::Serve { source })?;
     tasks.spawn(serving);
     Ok(Running {
         dns_addr: Some(dns_addr),
         admin_addr,
-        table: handle,
-        states,
-        sync_timeout: config.sources.sync_timeout,
+        published,
         shutdown,
         tasks,
     })

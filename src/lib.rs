@@ -2,8 +2,9 @@
 //! globaldns: authoritative DNS for the `.global` names of an Istio multi-cluster mesh,
 //! from the ServiceEntries of every cluster, forwarding every other name to the cluster DNS.
 //!
-//! Data flow (DESIGN.md): sources ([`sources`]) → per-source entry sets ([`registry`]) →
-//! an immutable [`table::Table`] published through `ArcSwap` → the answer path
+//! Data flow (DESIGN.md): sources ([`sources`], speaking [`source::Update`]s) → the
+//! registry ([`registry`], the only writer of source status and of the table) → an immutable
+//! [`table::Table`] and a [`source::Status`] published through `ArcSwap` → the answer path
 //! ([`dns::answer`]) behind UDP and TCP listeners ([`dns::server`]).
 
 pub mod admin;
@@ -16,5 +17,6 @@ pub mod name;
 pub mod records;
 pub mod registry;
 pub mod serviceentry;
+pub mod source;
 pub mod sources;
 pub mod table;

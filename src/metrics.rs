@@ -1,11 +1,12 @@
 //! Prometheus metrics, prefix `globaldns_`, served on `/metrics` of the admin endpoint.
 //!
-//! One set per process ([`get`]). Label values come from small fixed sets (protocol, query
+//! One set per server, made by `app::start` and handed to every part that counts (sources,
+//! registry, listeners, forwarder, admin), as controller-rs hands its `Context`: no global.
+//! Label values come from small fixed sets (protocol, query
 //! type class, rcode, answer path, forward result) or from configuration (upstreams, cluster
 //! IDs), never from query names, so cardinality is bounded. Per-query counters are created
 //! once up front and kept as handles: the query path does atomic increments only.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::dns::answer::Transport;
-use crate::sources::state::SourceState;
+use crate::source::SourceStatus;
 
 mod durations;
 
@@ -154,8 +155,15 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// Every metric at zero, in a registry of its own.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("globaldns");
         let requests_family = Family::<RequestLabels, Counter>::default();
         let responses_family = Family::<ResponseLabels, Counter>::default();
@@ -326,8 +334,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Prometheus text of every metric, sources' state refreshed first.
-    pub fn encode(&self, sources: &[SourceState]) -> String {
+    /// Prometheus text of every metric, the sources' gauges set from `sources` first.
+    pub fn encode(&self, sources: &[SourceStatus]) -> String {
         for family in [
             &self.cluster_synced,
             &self.cluster_stale,
@@ -338,7 +346,7 @@ impl Metrics {
         }
         for s in sources {
             let l = ClusterLabels {
-                cluster: s.name.clone(),
+                cluster: s.name.to_string(),
             };
             self.cluster_synced.get_or_create(&l).set(i64::from(s.synced));
             self.cluster_stale.get_or_create(&l).set(i64::from(s.stale));
@@ -371,12 +379,6 @@ fn reason_class(reason: &str) -> &'static str {
         .map_or("other", |(_, class)| class)
 }
 
-/// The process's metrics.
-pub fn get() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +395,7 @@ mod tests {
 
     #[test]
     fn encodes_with_the_prefix_and_bounded_labels() {
-        let m = get();
+        let m = Metrics::new();
         let mut tally = Tally::default();
         tally.request(Some(28));
         tally.response(&[0, 0, 0x84, 0x03]);

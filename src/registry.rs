@@ -1,87 +1,71 @@
-//! Per-source entry sets, merged into a table and published.
+//! The only writer of source state and of the table.
 //!
-//! Sources (files, and later one watcher per cluster) send [`Update`]s over a channel; one
-//! task owns the [`Registry`], applies every update waiting, then builds and publishes one
-//! new table with `ArcSwap::store`. Readers never wait for it. The SOA serial changes only
-//! when the served records change, and never goes backwards across restarts (it is at least
-//! the current Unix time).
+//! Sources send [`Update`]s over a channel. One [`Registry`] applies every update waiting,
+//! commits the table (only the hosts those updates touched are recomputed: [`Live`]) and
+//! publishes it with `ArcSwap::store`; beside it, it publishes every source's [`Status`]
+//! (synced, stale, entries, errors, readiness). Readers of either never wait, and nobody else
+//! writes them: `/readyz`, `/debug/sources` and the metrics only read the published status.
+//!
+//! - It runs on a thread of its own ([`Registry::spawn`]): a commit of a large batch (100 000
+//!   entries, ~0.5 s) never holds up the runtime that serves TCP and forwards.
+//! - An update of a source instance it has removed, or replaced by a newer [`Generation`], is
+//!   dropped: a watcher being stopped may still deliver one, and must not bring back what was
+//!   removed.
+//! - A source is synced once a published table holds its complete set: readiness never runs
+//!   ahead of the table.
+//! - A cluster other than the local one that has not synced within the sync timeout stops
+//!   holding readiness back; the registry's own timer decides it, and logs it once.
+//! - The SOA serial changes only when the served records do (or the local cluster's first
+//!   sync), and never goes backwards across restarts (it is at least the current Unix time).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::serviceentry::{Entry, EntryId};
-use crate::sources::state::SourceStates;
+use crate::metrics::Metrics;
+use crate::source::{Event, Generation, SourceId, SourceKey, SourceStatus, Status, Update};
 use crate::table::{Live, Source, Table, TableSettings};
 
-/// Where a source stands in precedence (DESIGN.md: the local cluster, the other clusters in
-/// the order given, then files). Derived `Ord` is that order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Rank {
-    /// The cluster globaldns runs in (or the first `--context`).
-    Local,
-    /// The n-th other `--context`.
-    Context(u32),
-    /// A cluster found through remote secrets, ordered by ID.
-    Remote,
-    /// `--entries` files.
-    Files,
-}
+#[cfg(test)]
+mod tests;
 
-/// A source of entries: its precedence and its name (a cluster ID, or `files`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceId {
-    /// Precedence.
-    pub rank: Rank,
-    /// Name shown in logs, `/debug` and conflicts.
-    pub name: Arc<str>,
-}
-
-impl SourceId {
-    /// The `--entries` files, all together.
-    pub fn files() -> Self {
-        SourceId {
-            rank: Rank::Files,
-            name: "files".into(),
-        }
-    }
-}
-
-impl Source for SourceId {
+impl Source for SourceKey {
     fn name(&self) -> &Arc<str> {
         &self.name
     }
 }
 
-/// A change from a source.
+/// A source the registry knows: its current instance's status, and when it first started.
 #[derive(Debug)]
-pub enum Update {
-    /// The complete current entries of a source (a list, a relist, files reloaded): only
-    /// entries that differ from the set held count as changes.
-    Entries(SourceId, Vec<Entry>),
-    /// Entries of a source changed, were added (`Some`) or went (`None`: deleted, or no
-    /// longer valid).
-    Changed(SourceId, Vec<(EntryId, Option<Entry>)>),
-    /// A source is gone (a removed cluster): its entries go too.
-    Remove(SourceId),
+struct Tracked {
+    status: SourceStatus,
+    started: Instant,
 }
 
-/// The entry sets of every source and the published table.
+/// The entry sets of every source, the published table and the published status.
 #[derive(Debug)]
 pub struct Registry {
-    live: Live<SourceId>,
+    live: Live<SourceKey>,
     published: Arc<ArcSwap<Table>>,
+    status: Arc<ArcSwap<Status>>,
     /// The local cluster: in-zone answers are SERVFAIL until it has sent a complete set.
-    local: Option<SourceId>,
-    /// When the first update not yet published was applied.
+    local: Option<SourceKey>,
+    sources: BTreeMap<SourceKey, Tracked>,
+    /// The last removed instance of each source that went: its updates, and older ones', are
+    /// dropped.
+    removed: HashMap<SourceKey, Generation>,
+    sync_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// When the first entries not yet published were applied.
     batch_started: Option<Instant>,
-    /// Told which sources each published table holds.
-    states: Option<SourceStates>,
     /// Entries applied since the last publish.
     applied: usize,
+    /// Whether the status changed since it was last published.
+    status_changed: bool,
 }
 
 fn unix_now() -> u32 {
@@ -92,24 +76,29 @@ fn unix_now() -> u32 {
 
 impl Registry {
     /// An empty registry. With a `local` cluster, in-zone queries get SERVFAIL until that
-    /// cluster has synced once (resolvers retry rather than cache a negative answer).
-    pub fn new(settings: TableSettings, local: Option<SourceId>) -> Self {
+    /// cluster has synced once (resolvers retry rather than cache a negative answer). Other
+    /// sources that have not synced within `sync_timeout` stop holding readiness back.
+    pub fn new(
+        settings: TableSettings,
+        local: Option<SourceKey>,
+        sync_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let live = Live::new(settings);
         let table = live.table(unix_now(), local.is_none());
         Registry {
             live,
             published: Arc::new(ArcSwap::from_pointee(table)),
+            status: Arc::default(),
             local,
+            sources: BTreeMap::new(),
+            removed: HashMap::new(),
+            sync_timeout,
+            metrics,
             batch_started: None,
-            states: None,
             applied: 0,
+            status_changed: false,
         }
-    }
-
-    /// Marks sources synced in `states` once a published table holds their complete sets.
-    pub fn reporting_to(mut self, states: SourceStates) -> Self {
-        self.states = Some(states);
-        self
     }
 
     fn synced(&self) -> bool {
@@ -121,31 +110,143 @@ impl Registry {
         self.published.clone()
     }
 
-    /// Applies an update (publish afterwards).
-    pub fn apply(&mut self, update: Update) {
-        self.batch_started.get_or_insert_with(Instant::now);
-        match update {
-            Update::Entries(id, entries) => {
-                self.applied += entries.len();
-                self.live.replace(&id, entries);
-            }
-            Update::Changed(id, changes) => {
-                self.applied += changes.len();
-                for (entry_id, entry) in changes {
-                    match entry {
-                        Some(entry) => self.live.upsert(&id, entry),
-                        None => self.live.delete(&id, &entry_id),
-                    }
-                }
-            }
-            Update::Remove(id) => self.live.remove_source(&id),
+    /// The handle readiness, `/debug/sources` and the metrics read.
+    pub fn status(&self) -> Arc<ArcSwap<Status>> {
+        self.status.clone()
+    }
+
+    /// Whether an update of `id` is to be applied: a new instance must be newer than the
+    /// source's current one; any other event must come from the current one.
+    fn accepts(&self, id: &SourceId, event: &Event) -> bool {
+        if self.removed.get(&id.key).is_some_and(|gone| id.generation <= *gone) {
+            return false;
+        }
+        let current = self.sources.get(&id.key).map(|t| t.status.generation);
+        match (current, event) {
+            (None, Event::Started) => true,
+            (Some(current), Event::Started) => id.generation > current,
+            (Some(current), _) => id.generation == current,
+            (None, _) => false,
         }
     }
 
-    /// Publishes the table of the current sets (only the hosts changed since the last publish
-    /// are recomputed); logs new conflicts. The serial changes when served records do.
-    pub fn publish(&mut self) -> Arc<Table> {
-        let started = self.batch_started.take().unwrap_or_else(Instant::now);
+    fn entries_applied(&mut self, n: usize) {
+        self.batch_started.get_or_insert_with(Instant::now);
+        self.applied += n;
+    }
+
+    /// Applies an update (publish afterwards); drops it when it comes from an instance that
+    /// was removed or replaced.
+    pub fn apply(&mut self, update: Update) {
+        let Update { source: id, event } = update;
+        if !self.accepts(&id, &event) {
+            tracing::debug!(source = %id.key.name, generation = ?id.generation, event = event.what(), "update of a removed or replaced instance dropped");
+            return;
+        }
+        self.status_changed = true;
+        let key = &id.key;
+        match event {
+            Event::Started => {
+                let local = self.local.as_ref() == Some(key);
+                match self.sources.get_mut(key) {
+                    // A newer instance: the older one's entries are served until it lists.
+                    Some(t) => t.status.generation = id.generation,
+                    None => {
+                        let tracked = Tracked {
+                            status: SourceStatus::new(&id, local),
+                            started: Instant::now(),
+                        };
+                        self.sources.insert(key.clone(), tracked);
+                    }
+                }
+            }
+            Event::Listed(entries) => {
+                self.entries_applied(entries.len());
+                self.live.replace(key, entries);
+                self.heard(key);
+            }
+            Event::Changed(changes) => {
+                self.entries_applied(changes.len());
+                for (entry_id, entry) in changes {
+                    match entry {
+                        Some(entry) => self.live.upsert(key, entry),
+                        None => self.live.delete(key, &entry_id),
+                    }
+                }
+                self.heard(key);
+            }
+            Event::Failed(error) => {
+                let s = self.status_of(key);
+                if s.error.is_none() {
+                    tracing::warn!(cluster = %s.name, %error, "source failing: serving its last known entries while retrying");
+                }
+                s.stale = s.synced;
+                s.error = Some(error);
+            }
+            Event::Resumed => {
+                let s = self.status_of(key);
+                if s.error.take().is_some() {
+                    tracing::info!(cluster = %s.name, "source answering again");
+                }
+                s.stale = false;
+            }
+            Event::Removed => {
+                self.sources.remove(key);
+                self.removed.insert(key.clone(), id.generation);
+                self.batch_started.get_or_insert_with(Instant::now);
+                self.live.remove_source(key);
+            }
+        }
+    }
+
+    fn status_of(&mut self, key: &SourceKey) -> &mut SourceStatus {
+        &mut self.sources.get_mut(key).expect("an accepted update's source").status
+    }
+
+    /// The source sent entries: it is connected and current.
+    fn heard(&mut self, key: &SourceKey) {
+        let s = self.status_of(key);
+        s.stale = false;
+        s.error = None;
+        s.last_event = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+    }
+
+    /// When the next source will have waited the sync timeout out, if one is waited for.
+    fn next_give_up(&self) -> Option<Instant> {
+        self.sources
+            .values()
+            .filter(|t| !t.status.local && t.status.waited_for())
+            .map(|t| t.started + self.sync_timeout)
+            .min()
+    }
+
+    /// Stops waiting for the sources (not the local cluster) that have not synced within the
+    /// sync timeout by `now`; each is logged once.
+    pub fn give_up_waiting(&mut self, now: Instant) {
+        let timeout = self.sync_timeout;
+        for t in self.sources.values_mut() {
+            if !t.status.local && t.status.waited_for() && t.started + timeout <= now {
+                tracing::warn!(cluster = %t.status.name, ?timeout, "cluster not synced in time: ready without it, still trying");
+                t.status.gave_up_waiting = true;
+                self.status_changed = true;
+            }
+        }
+    }
+
+    /// Publishes the table of the current sets if entries changed (only the hosts changed
+    /// since the last publish are recomputed; new conflicts are logged; the serial changes
+    /// when served records do), then the status if it changed.
+    pub fn publish(&mut self) {
+        if let Some(started) = self.batch_started.take() {
+            self.publish_table(started);
+        }
+        if std::mem::take(&mut self.status_changed) {
+            let status = Status::new(self.sources.values().map(|t| t.status.clone()).collect());
+            self.status.store(Arc::new(status));
+        }
+    }
+
+    fn publish_table(&mut self, started: Instant) {
         let previous = self.published.load_full();
         let commit = self.live.commit();
         let synced = self.synced();
@@ -169,30 +270,69 @@ impl Registry {
         }
         let table = Arc::new(self.live.table(serial, synced));
         self.published.store(table.clone());
-        if let Some(states) = &self.states {
-            states.published(self.live.sources());
+        for (key, entries) in self.live.sources() {
+            if let Some(t) = self.sources.get_mut(key) {
+                t.status.synced = true;
+                t.status.entries = entries;
+            }
         }
+        self.status_changed = true;
         let took = started.elapsed();
-        crate::metrics::get().table(table.host_count(), table.serial(), table.conflict_count(), took);
-        tracing::debug!(hosts = table.host_count(), serial = table.serial(), "table published");
+        self.metrics
+            .table(table.host_count(), table.serial(), table.conflict_count(), took);
+        tracing::debug!(
+            hosts = table.host_count(),
+            serial = table.serial(),
+            ?took,
+            "table published"
+        );
         if std::mem::take(&mut self.applied) >= crate::memory::LARGE_BATCH {
             crate::memory::release_free_memory();
         }
-        table
     }
 
-    /// Applies updates as they come, publishing once per batch, until `shutdown`.
+    /// Applies updates as they come, publishing once per batch, and stops waiting for sources
+    /// past the sync timeout, until `shutdown` or until every sender is gone.
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>, shutdown: CancellationToken) {
         loop {
-            let first = tokio::select! {
+            let give_up = self.next_give_up();
+            let at = tokio::time::Instant::from_std(give_up.unwrap_or_else(Instant::now));
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
-                u = updates.recv() => match u { Some(u) => u, None => return },
-            };
-            self.apply(first);
+                u = updates.recv() => match u {
+                    Some(u) => self.apply(u),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(at), if give_up.is_some() => self.give_up_waiting(Instant::now()),
+            }
             while let Ok(more) = updates.try_recv() {
                 self.apply(more);
             }
             self.publish();
         }
+    }
+
+    /// Runs [`Registry::run`] on a thread of its own (with a single-threaded runtime for its
+    /// channel and timer), so that no commit ever runs on the caller's runtime. The returned
+    /// future ends when the registry has stopped.
+    ///
+    /// # Errors
+    /// The thread or its runtime could not be made.
+    pub fn spawn(
+        self,
+        updates: mpsc::Receiver<Update>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let (running, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("globaldns-registry".into())
+            .spawn(move || {
+                runtime.block_on(self.run(updates, shutdown));
+                drop(running);
+            })?;
+        Ok(async move {
+            let _ = stopped.await;
+        })
     }
 }

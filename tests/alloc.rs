@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use globaldns::dns::server::{Limits, Listeners};
+use globaldns::metrics::Metrics;
 use globaldns::serviceentry::yaml;
 use globaldns::table::{SourceInput, Table, TableSettings, build};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +112,13 @@ fn the_udp_server_answers_without_allocating() {
         let addr = listeners.local_addr().unwrap();
         let table = Arc::new(ArcSwap::from_pointee(table()));
         let serving = listeners
-            .serve(table, None, Limits::default(), shutdown.clone())
+            .serve(
+                table,
+                None,
+                Limits::default(),
+                Arc::new(Metrics::new()),
+                shutdown.clone(),
+            )
             .unwrap();
         (addr, tokio::spawn(serving))
     });

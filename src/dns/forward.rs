@@ -35,7 +35,7 @@ use channel::Channels;
 
 use super::answer::{Transport, error_reply};
 use super::wire::{self, rcode};
-use crate::metrics::{self, ForwardResult};
+use crate::metrics::{self, ForwardResult, Metrics};
 
 /// How long an upstream that failed is tried only after the healthy ones.
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
@@ -92,6 +92,7 @@ pub struct Forwarder {
     upstreams: Arc<[Upstream]>,
     settings: Arc<ForwardSettings>,
     permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     epoch: Instant,
     runtime: tokio::runtime::Handle,
 }
@@ -106,11 +107,12 @@ enum AttemptError {
 }
 
 impl Forwarder {
-    /// A forwarder for these settings, its tasks on the runtime this is called on.
+    /// A forwarder for these settings, its tasks on the runtime this is called on, counting
+    /// in `metrics`.
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn new(settings: ForwardSettings) -> Self {
+    pub fn new(settings: ForwardSettings, metrics: Arc<Metrics>) -> Self {
         let runtime = tokio::runtime::Handle::current();
         let upstreams = settings
             .upstreams
@@ -119,12 +121,13 @@ impl Forwarder {
                 addr,
                 channels: Channels::new(addr, runtime.clone()),
                 down_until: AtomicU64::new(0),
-                counted: metrics::get().forwards_to(addr),
+                counted: metrics.forwards_to(addr),
             })
             .collect();
         Forwarder {
             upstreams,
             permits: Arc::new(Semaphore::new(settings.max_in_flight)),
+            metrics,
             settings: Arc::new(settings),
             epoch: Instant::now(),
             runtime,
@@ -136,7 +139,7 @@ impl Forwarder {
         let permit = self.permits.clone().try_acquire_owned().ok();
         if permit.is_none() {
             tracing::debug!("in-flight forward limit reached: SERVFAIL");
-            metrics::get().forward_overload();
+            self.metrics.forward_overload();
         }
         permit
     }

@@ -25,7 +25,7 @@ use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use super::batch::{Batch, to_std};
 use super::forward::Forwarder;
 use super::wire;
-use crate::metrics::{self, Path, Tally};
+use crate::metrics::{Metrics, Path, Tally};
 use crate::table::Table;
 
 /// Limits of the listeners.
@@ -104,12 +104,14 @@ impl Listeners {
 
     /// Starts serving: the UDP threads now, TCP in the returned future, until `shutdown` is
     /// cancelled; in-flight queries (TCP, and forwarded UDP ones) are answered before the future
-    /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED.
+    /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED. Queries are counted in
+    /// `metrics`.
     pub fn serve(
         self,
         table: Arc<ArcSwap<Table>>,
         forwarder: Option<Forwarder>,
         limits: Limits,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> io::Result<impl Future<Output = ()> + Send + 'static> {
         let shared = Shared {
@@ -118,6 +120,7 @@ impl Listeners {
                 forwarding: forwarder.is_some(),
             },
             forwarder,
+            metrics,
             tracker: tokio_util::task::TaskTracker::new(),
         };
         let mut udp = Vec::with_capacity(self.udp.len());
@@ -155,6 +158,7 @@ struct Shared {
     table: Arc<ArcSwap<Table>>,
     mode: Mode,
     forwarder: Option<Forwarder>,
+    metrics: Arc<Metrics>,
     /// Forwards and TCP connections in flight, drained at shutdown.
     tracker: tokio_util::task::TaskTracker,
 }
@@ -168,7 +172,7 @@ impl Shared {
     async fn forward(&self, query: &[u8], out: &mut Vec<u8>) {
         let started = Instant::now();
         self.forwarder().forward(query, Transport::Tcp, out).await;
-        forwarded(Transport::Tcp, out, started);
+        forwarded(&self.metrics, Transport::Tcp, out, started);
     }
 
     /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket` from wherever the
@@ -176,8 +180,9 @@ impl Shared {
     fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: SockaddrStorage) {
         // Counts as in flight until answered, so that shutdown waits for it.
         let (started, socket, in_flight) = (Instant::now(), socket.clone(), self.tracker.token());
+        let metrics = self.metrics.clone();
         self.forwarder().forward_udp(query, move |out| {
-            forwarded(Transport::Udp, out, started);
+            forwarded(&metrics, Transport::Udp, out, started);
             send_now(socket.as_ref(), out, &peer);
             drop(in_flight);
         });
@@ -204,10 +209,10 @@ fn answer_tallied(
 }
 
 /// Counts a forwarded query's response.
-fn forwarded(transport: Transport, response: &[u8], started: Instant) {
+fn forwarded(metrics: &Metrics, transport: Transport, response: &[u8], started: Instant) {
     let mut tally = Tally::default();
     tally.response(response);
-    metrics::get().add(transport, Path::Forwarded, &mut tally, started.elapsed());
+    metrics.add(transport, Path::Forwarded, &mut tally, started.elapsed());
 }
 
 /// Serves one UDP socket until shutdown. A panic (a bug) is logged and the socket served on:
@@ -225,7 +230,7 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &Ca
     let mut batch = Batch::default();
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
-    let metrics = metrics::get();
+    let metrics = &shared.metrics;
     while !shutdown.is_cancelled() {
         match batch.recv(socket.as_ref()) {
             Ok(_) => {}
@@ -339,7 +344,9 @@ async fn tcp_connection(
             &mut out,
             &mut tally,
         );
-        metrics::get().add(Transport::Tcp, Path::Authoritative, &mut tally, started.elapsed());
+        shared
+            .metrics
+            .add(Transport::Tcp, Path::Authoritative, &mut tally, started.elapsed());
         match outcome {
             Outcome::Reply => {}
             Outcome::Drop => continue,

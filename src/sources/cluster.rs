@@ -8,7 +8,12 @@
 //! complete, so objects deleted during an outage go then.
 //!
 //! While the cluster cannot be reached its last known entries keep being served and it is
-//! marked stale; nothing is dropped until a complete list says so.
+//! reported failing (stale, once it has synced); nothing is dropped until a complete list
+//! says so. kube's watcher tells of an error but not of a watch that resumes after it (from
+//! its resource version, without a relist): so while failing, the API server is probed
+//! every [`PROBE`] with a list of one object, and the cluster is reported as resumed as soon
+//! as one answers — within [`PROBE`] of the API server answering again. The watch itself
+//! resumes within kube's backoff (at most 30 s) and replays what it missed.
 //!
 //! A list (and a relist) is sent as the complete set; each later event as the one entry it
 //! changes, so that the registry recomputes only the hosts that entry names. The entries
@@ -20,21 +25,24 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event as WatchEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::state::SourceStates;
-use crate::registry::{SourceId, Update};
+use crate::metrics::Metrics;
 use crate::serviceentry::yaml::{GROUP, VERSIONS};
 use crate::serviceentry::{Entry, EntryId, Metadata, Resource, Spec, Status};
+use crate::source::{Event, SourceId, Update};
+
+/// How often the API server of a failing cluster is probed, and how long a probe may take.
+pub const PROBE: Duration = Duration::from_secs(2);
 
 /// A cluster to watch.
 #[derive(Clone)]
 pub struct Cluster {
-    /// Its source: precedence and name (the cluster ID).
+    /// Its source instance: precedence, name (the cluster ID) and generation.
     pub id: SourceId,
     /// A client for its API server.
     pub client: Client,
@@ -71,6 +79,7 @@ type Key = (String, String);
 /// once, not at every relist). The valid entries are held by the registry.
 struct Objects {
     cluster: Arc<str>,
+    metrics: Arc<Metrics>,
     /// Invalid objects already warned about, with the reason.
     warned: HashMap<Key, String>,
     /// Namespace names, shared by the entries of each namespace.
@@ -127,7 +136,7 @@ impl Objects {
             }
             Err(reason) => {
                 if self.warned.get(&key) != Some(&reason) {
-                    crate::metrics::get().rejected(&reason);
+                    self.metrics.rejected(&reason);
                     tracing::warn!(cluster = %self.cluster, "invalid ServiceEntry {}/{}/{}: {reason}; skipped", self.cluster, key.0, key.1);
                     self.warned.insert(key.clone(), reason);
                 }
@@ -152,15 +161,28 @@ impl Objects {
     }
 }
 
-/// Watches `cluster` until `shutdown`, sending its complete entry set after each list and each
-/// changed entry after that.
-pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: SourceStates, shutdown: CancellationToken) {
+/// Whether the API server answers: a list of at most one object, within [`PROBE`].
+async fn answers(api: &Api<DynamicObject>) -> bool {
+    let one = ListParams::default().limit(1);
+    matches!(tokio::time::timeout(PROBE, api.list(&one)).await, Ok(Ok(_)))
+}
+
+/// Watches `cluster` until `shutdown`, sending its complete entry set after each list, each
+/// changed entry after that, and its failures and recoveries.
+pub async fn watch(
+    cluster: Cluster,
+    updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let id = cluster.id.clone();
     let mut objects = Objects {
-        cluster: id.name.clone(),
+        cluster: id.name().clone(),
+        metrics,
         namespaces: HashSet::new(),
         warned: HashMap::new(),
     };
+    let send = |event: Event| updates.send(id.says(event));
     let mut retry = Duration::from_millis(500);
     loop {
         let resource = tokio::select! {
@@ -170,8 +192,8 @@ pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: Sour
         let resource = match resource {
             Ok(r) => r,
             Err(e) => {
-                if states.failed(&id, e.clone()) {
-                    tracing::warn!(cluster = %id.name, error = %e, "cluster unreachable; serving its last known entries");
+                if send(Event::Failed(e)).await.is_err() {
+                    return;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -182,49 +204,61 @@ pub async fn watch(cluster: Cluster, updates: mpsc::Sender<Update>, states: Sour
             }
         };
         retry = Duration::from_millis(500);
-        tracing::info!(cluster = %id.name, version = %resource.version, "watching ServiceEntries");
+        tracing::info!(cluster = %id.name(), version = %resource.version, "watching ServiceEntries");
         let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
         futures_util::pin_mut!(stream);
         let mut listing: Option<Vec<Entry>> = None;
+        let mut failing = false;
+        let mut probe = tokio::time::interval(PROBE);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 e = stream.next() => e,
+                _ = probe.tick(), if failing => {
+                    if answers(&api).await {
+                        failing = false;
+                        if send(Event::Resumed).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
             };
-            let update = match event {
+            let event = match event {
                 None => break,
                 Some(Err(e)) => {
-                    if states.failed(&id, e.to_string()) {
-                        tracing::warn!(cluster = %id.name, error = %e, "watch failed; serving the last known entries while retrying");
+                    if !failing {
+                        failing = true;
+                        probe.reset();
                     }
-                    None
+                    Event::Failed(e.to_string())
                 }
-                Some(Ok(Event::Init)) => {
+                Some(Ok(WatchEvent::Init)) => {
                     listing = Some(Vec::new());
-                    None
+                    continue;
                 }
-                Some(Ok(Event::InitApply(obj))) => {
+                Some(Ok(WatchEvent::InitApply(obj))) => {
                     let (_, entry) = objects.strip(obj);
                     listing.get_or_insert_with(Vec::new).extend(entry);
-                    None
+                    continue;
                 }
-                Some(Ok(Event::InitDone)) => Some(Update::Entries(id.clone(), listing.take().unwrap_or_default())),
-                Some(Ok(Event::Apply(obj))) => {
+                Some(Ok(WatchEvent::InitDone)) => Event::Listed(listing.take().unwrap_or_default()),
+                Some(Ok(WatchEvent::Apply(obj))) => {
                     let (key, entry) = objects.strip(obj);
-                    Some(Update::Changed(id.clone(), vec![(objects.entry_id(&key), entry)]))
+                    Event::Changed(vec![(objects.entry_id(&key), entry)])
                 }
-                Some(Ok(Event::Delete(obj))) => {
+                Some(Ok(WatchEvent::Delete(obj))) => {
                     let key = Objects::key(&obj);
                     objects.warned.remove(&key);
-                    Some(Update::Changed(id.clone(), vec![(objects.entry_id(&key), None)]))
+                    Event::Changed(vec![(objects.entry_id(&key), None)])
                 }
             };
-            if let Some(update) = update {
-                states.listed(&id);
-                if updates.send(update).await.is_err() {
-                    return;
-                }
+            if matches!(event, Event::Listed(_) | Event::Changed(_)) {
+                failing = false;
+            }
+            if send(event).await.is_err() {
+                return;
             }
         }
     }

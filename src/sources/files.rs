@@ -10,13 +10,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::{SourceId, Update};
+use crate::metrics::Metrics;
 use crate::serviceentry::{Entry, Invalid, yaml};
+use crate::source::{Event, SourceId, Update};
 
 /// Namespace of file entries that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -156,7 +158,6 @@ impl FileSource {
             match parsed {
                 Ok(parsed) => {
                     for invalid in parsed.invalid {
-                        crate::metrics::get().rejected(&invalid.reason);
                         diagnostics.push(Diagnostic::Invalid(path.clone(), invalid));
                     }
                     for entry in &parsed.entries {
@@ -190,19 +191,24 @@ impl FileSource {
     }
 }
 
-/// Logs diagnostics as warnings.
-pub fn log(diagnostics: &[Diagnostic]) {
+/// Logs diagnostics as warnings, and counts the rejected entries in `metrics`.
+pub fn report(diagnostics: &[Diagnostic], metrics: &Metrics) {
     for d in diagnostics {
+        if let Diagnostic::Invalid(_, invalid) = d {
+            metrics.rejected(&invalid.reason);
+        }
         tracing::warn!("{d}");
     }
 }
 
-/// Polls the files every `interval` and sends their entries when they change.
+/// Polls the files every `interval` and sends their entries when they change. Reading,
+/// parsing and collecting them is blocking work, done off the runtime.
 pub async fn watch(
     mut source: FileSource,
     id: SourceId,
     interval: Duration,
     updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -212,20 +218,20 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok((back, changed, diagnostics)) = tokio::task::spawn_blocking(move || {
+        let Ok((back, entries, diagnostics)) = tokio::task::spawn_blocking(move || {
             let (changed, diagnostics) = source.refresh();
-            (source, changed, diagnostics)
+            let entries = changed.then(|| source.entries());
+            (source, entries, diagnostics)
         })
         .await
         else {
             return;
         };
         source = back;
-        log(&diagnostics);
-        if changed {
-            let entries = source.entries();
+        report(&diagnostics, &metrics);
+        if let Some(entries) = entries {
             tracing::info!(entries = entries.len(), "entry files changed");
-            if updates.send(Update::Entries(id.clone(), entries)).await.is_err() {
+            if updates.send(id.says(Event::Listed(entries))).await.is_err() {
                 return;
             }
         }

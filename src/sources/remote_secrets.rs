@@ -4,7 +4,8 @@
 //! `istioctl create-remote-secret` writes them: each data key is a cluster ID, its value a
 //! kubeconfig. Clusters are added, replaced (their kubeconfig changed: the new watcher's first
 //! complete list replaces the old entries, which are served until then) and removed (their
-//! entries go) live. A key naming the local cluster is ignored. Kubeconfig contents are never
+//! entries go) live. Each watcher started is a new instance of its cluster's source (a new
+//! generation), so that whatever a stopped watcher still delivers is dropped by the registry. A key naming the local cluster is ignored. Kubeconfig contents are never
 //! logged, not even in parse errors, since they hold credentials.
 
 use std::collections::hash_map::DefaultHasher;
@@ -16,14 +17,14 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{self, Cluster};
-use super::state::SourceStates;
-use crate::registry::{Rank, SourceId, Update};
+use crate::metrics::Metrics;
+use crate::source::{Event, SourceId, SourceKey, Update};
 
 /// The label that marks remote secrets.
 pub const LABEL: &str = "istio/multiCluster=true";
@@ -39,6 +40,7 @@ pub async fn client_from_kubeconfig(text: &[u8]) -> Result<Client, &'static str>
 }
 
 struct Running {
+    id: SourceId,
     digest: u64,
     stop: CancellationToken,
 }
@@ -50,7 +52,7 @@ pub async fn watch(
     local_name: Arc<str>,
     namespace: String,
     updates: mpsc::Sender<Update>,
-    states: SourceStates,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let api: Api<Secret> = Api::namespaced(local, &namespace);
@@ -64,7 +66,7 @@ pub async fn watch(
         let data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         (name, data)
     };
-    loop {
+    'watching: loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
             e = stream.next() => e,
@@ -75,17 +77,17 @@ pub async fn watch(
                 tracing::warn!(namespace, error = %e, "watching remote secrets failed; the clusters found so far stay");
                 continue;
             }
-            Some(Ok(Event::Init)) => listing = Some(BTreeMap::new()),
-            Some(Ok(Event::InitApply(s))) => {
+            Some(Ok(WatchEvent::Init)) => listing = Some(BTreeMap::new()),
+            Some(Ok(WatchEvent::InitApply(s))) => {
                 let (name, data) = data(s);
                 listing.get_or_insert_with(BTreeMap::new).insert(name, data);
             }
-            Some(Ok(Event::InitDone)) => secrets = listing.take().unwrap_or_default(),
-            Some(Ok(Event::Apply(s))) => {
+            Some(Ok(WatchEvent::InitDone)) => secrets = listing.take().unwrap_or_default(),
+            Some(Ok(WatchEvent::Apply(s))) => {
                 let (name, data) = data(s);
                 secrets.insert(name, data);
             }
-            Some(Ok(Event::Delete(s))) => {
+            Some(Ok(WatchEvent::Delete(s))) => {
                 secrets.remove(&s.metadata.name.unwrap_or_default());
             }
         }
@@ -109,13 +111,12 @@ pub async fn watch(
             .cloned()
             .collect();
         for cluster in gone {
-            if let Some(r) = running.remove(&cluster) {
-                r.stop.cancel();
-            }
-            let id = remote_id(&cluster);
-            states.remove(&id);
+            let Some(r) = running.remove(&cluster) else { continue };
+            r.stop.cancel();
             tracing::info!(cluster, "remote cluster removed");
-            let _ = updates.send(Update::Remove(id)).await;
+            if updates.send(r.id.says(Event::Removed)).await.is_err() {
+                break 'watching; // the registry has stopped
+            }
         }
         for (cluster, (secret, kubeconfig)) in wanted {
             let mut hasher = DefaultHasher::new();
@@ -137,30 +138,23 @@ pub async fn watch(
                 }
             };
             let replaced = running.remove(cluster).map(|r| r.stop.cancel()).is_some();
-            let id = remote_id(cluster);
-            if !replaced {
-                states.register(&id, false);
-            }
+            let id = SourceId::new(SourceKey::remote(cluster));
             tracing::info!(cluster, secret, replaced, "remote cluster from secret");
+            // Before the watcher sends anything: the registry hears of the instance first.
+            if updates.send(id.says(Event::Started)).await.is_err() {
+                break 'watching;
+            }
             let stop = shutdown.child_token();
             tokio::spawn(cluster::watch(
-                Cluster { id, client },
+                Cluster { id: id.clone(), client },
                 updates.clone(),
-                states.clone(),
+                metrics.clone(),
                 stop.clone(),
             ));
-            running.insert(cluster.to_owned(), Running { digest, stop });
+            running.insert(cluster.to_owned(), Running { id, digest, stop });
         }
     }
     for r in running.into_values() {
         r.stop.cancel();
-    }
-}
-
-/// The source of a remote-secret cluster.
-pub fn remote_id(cluster: &str) -> SourceId {
-    SourceId {
-        rank: Rank::Remote,
-        name: cluster.into(),
     }
 }

@@ -72,12 +72,7 @@ impl Mesh {
     }
 
     fn stale(&self, name: &str) -> bool {
-        self.running
-            .states()
-            .snapshot()
-            .iter()
-            .find(|s| s.name == name)
-            .is_some_and(|s| s.stale)
+        self.running.status().is_stale(name)
     }
 
     pub(crate) async fn stop(self) {
@@ -174,7 +169,8 @@ async fn ready_only_once_the_table_holds_every_cluster() {
         6000,
         "every entry of both clusters is served once ready"
     );
-    let sources = mesh.running.states().snapshot();
+    let status = mesh.running.status();
+    let sources = status.sources();
     assert!(sources.iter().all(|s| s.synced && s.entries == 3000), "{sources:?}");
     assert_eq!(mesh.a("s2999.r.global.").await.1, ["240.0.0.1"]);
     mesh.stop().await;
@@ -216,8 +212,8 @@ async fn a_remote_cluster_that_never_syncs_stops_holding_readiness() {
         eventually(Duration::from_secs(10), || async { mesh.running.ready() }).await,
         "ready once the remote's sync timeout passed"
     );
-    let states = mesh.running.states().snapshot();
-    let remote_state = states.iter().find(|s| s.name == "remote").unwrap();
+    let status = mesh.running.status();
+    let remote_state = status.sources().iter().find(|s| &*s.name == "remote").unwrap();
     assert!(!remote_state.synced && remote_state.gave_up_waiting && remote_state.error.is_some());
     remote.apply_se("r", "late", spec("late.global", &["240.0.0.9"]), None);
     remote.set_down(false);
@@ -327,10 +323,10 @@ async fn remote_secrets_add_replace_and_remove_clusters() {
     assert_eq!(mesh.a("local.global.").await.1, ["240.0.0.1"]);
     let names: Vec<String> = mesh
         .running
-        .states()
-        .snapshot()
+        .status()
+        .sources()
         .iter()
-        .map(|s| s.name.clone())
+        .map(|s| s.name.to_string())
         .collect();
     assert_eq!(names, ["local", "east"], "sources: {names:?}");
 
@@ -345,7 +341,22 @@ async fn remote_secrets_add_replace_and_remove_clusters() {
     // Removed: its entries go.
     local.delete_secret("istio-system", "istio-remote-secret-east");
     mesh.until("svc.global.", &[]).await;
-    assert_eq!(mesh.running.states().snapshot().len(), 1);
+    assert_eq!(mesh.running.status().sources().len(), 1);
+    // The same cluster ID added back later: served again.
+    local.apply_secret(
+        "istio-system",
+        "istio-remote-secret-east-again",
+        label.clone(),
+        &[("east", &r1.kubeconfig("east", "token-east-3"))],
+    );
+    mesh.until("svc.global.", &["240.0.1.1"]).await;
+    assert!(
+        mesh.running
+            .status()
+            .sources()
+            .iter()
+            .any(|s| &*s.name == "east" && s.synced)
+    );
     mesh.stop().await;
 }
 
@@ -491,4 +502,205 @@ async fn an_api_server_answering_500s_keeps_the_last_known_entries() {
     local.set_failing(false);
     mesh.until("one.global.", &["240.0.2.1"]).await;
     mesh.stop().await;
+}
+
+/// Whether `/debug/sources` and `globaldns_source_stale` say `cluster` is stale.
+async fn shown_stale(admin: std::net::SocketAddr, cluster: &str) -> (bool, bool) {
+    let (_, body) = get(admin, "/debug/sources").await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let debug = json["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == cluster)
+        .is_some_and(|s| s["stale"] == true);
+    let (_, metrics) = get(admin, "/metrics").await;
+    let metric = metric(&metrics, &format!("globaldns_source_stale{{cluster=\"{cluster}\"}}")) == 1.0;
+    (debug, metric)
+}
+
+/// A watch that fails (its connection cut, the API answering errors for a while) and then
+/// resumes from its resource version without a relist: kube's watcher tells nothing then, and
+/// no object changes, yet the cluster is no longer stale within 10 s of the API answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_clears_when_a_failed_watch_resumes_without_any_change() {
+    let local = KubeApi::start(&["v1"]).await;
+    local.apply_se("a", "one", spec("one.global", &["240.0.1.1"]), None);
+    let mesh = Mesh::start(&[(&local, "local")], None, Duration::from_secs(10)).await;
+    let admin = mesh.running.admin_addr().unwrap();
+    mesh.until("one.global.", &["240.0.1.1"]).await;
+    assert_eq!(shown_stale(admin, "local").await, (false, false));
+
+    local.set_failing(true);
+    let failed = eventually(Duration::from_secs(10), || async {
+        shown_stale(admin, "local").await == (true, true)
+    })
+    .await;
+    assert!(failed, "stale in /debug/sources and the metric while the API fails");
+    // Long enough for the watcher to have retried (and failed) more than once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests_before = local.requests().len();
+    local.set_failing(false);
+    let answering = std::time::Instant::now();
+    let cleared = eventually(Duration::from_secs(10), || async {
+        shown_stale(admin, "local").await == (false, false)
+    })
+    .await;
+    let took = answering.elapsed();
+    assert!(
+        cleared,
+        "stale cleared within 10 s of the API answering again: {:?}",
+        shown_stale(admin, "local").await
+    );
+    assert!(took <= Duration::from_secs(10), "cleared after {took:?}");
+    eprintln!("stale cleared {took:?} after the API answered again");
+    assert_eq!(mesh.a("one.global.").await.1, ["240.0.1.1"], "nothing changed");
+    // Resumed, not relisted: after the failure only watches and probes (lists of one).
+    let since = local.requests()[requests_before..].to_vec();
+    assert!(
+        since.iter().all(|r| r.contains("watch=true") || r.ends_with("limit=1")),
+        "no relist: {since:#?}"
+    );
+    mesh.stop().await;
+}
+
+/// A removed remote cluster's watcher delivers after the registry has processed the removal
+/// (made certain here: a relay between the sources and the registry holds the watcher's
+/// list back until the removal has passed). The removed cluster is not brought back; the
+/// same cluster ID added back later is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_update_of_a_removed_remote_cluster_is_dropped() {
+    use globaldns::metrics::Metrics;
+    use globaldns::registry::Registry;
+    use globaldns::source::{Event, SourceId, SourceKey, Update};
+    use globaldns::sources::remote_secrets;
+    use std::sync::Arc;
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    let (local, remote) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1"]).await);
+    remote.apply_se("b", "svc", spec("svc.global", &["240.0.1.1"]), None);
+    let label = json!({"istio/multiCluster": "true"});
+    let secret = [("east", remote.kubeconfig("east", "t"))];
+    let secret: Vec<(&str, &str)> = secret.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    local.apply_secret("istio-system", "east", label.clone(), &secret);
+
+    let metrics = Arc::new(Metrics::new());
+    let settings = TableSettings::new(&["global"]).unwrap();
+    let registry = Registry::new(settings, None, Duration::from_secs(10), metrics.clone());
+    let (table, status) = (registry.table(), registry.status());
+    let shutdown = CancellationToken::new();
+    let (to_registry, from_relay) = mpsc::channel::<Update>(64);
+    let stopped = tokio::spawn(registry.run(from_relay, shutdown.clone()));
+    let (to_relay, mut from_sources) = mpsc::channel::<Update>(64);
+    let client = remote_secrets::client_from_kubeconfig(local.kubeconfig("local", "t").as_bytes())
+        .await
+        .unwrap();
+    let watching = tokio::spawn(remote_secrets::watch(
+        client,
+        "local".into(),
+        "istio-system".into(),
+        to_relay,
+        metrics,
+        shutdown.clone(),
+    ));
+    // The relay: the first instance's updates after its start are held until its removal has
+    // been passed on, then delivered. It tells how many it holds, and when it let them go.
+    let (held_tx, mut held) = watch::channel((0usize, false));
+    let relay = {
+        let to_registry = to_registry.clone();
+        tokio::spawn(async move {
+            let mut first = None;
+            let mut holding = Vec::new();
+            while let Some(u) = from_sources.recv().await {
+                let of_first = first.as_ref() == Some(&u.source.generation);
+                match u.event {
+                    Event::Started if first.is_none() => first = Some(u.source.generation),
+                    Event::Removed if of_first => {
+                        to_registry.send(u).await.unwrap();
+                        for late in holding.drain(..) {
+                            to_registry.send(late).await.unwrap();
+                        }
+                        held_tx.send_modify(|h| h.1 = true);
+                        continue;
+                    }
+                    _ if of_first && !held_tx.borrow().1 => {
+                        holding.push(u);
+                        held_tx.send_modify(|h| h.0 += 1);
+                        continue;
+                    }
+                    _ => {}
+                }
+                to_registry.send(u).await.unwrap();
+            }
+        })
+    };
+    let served = |host: &'static str| {
+        let table = table.clone();
+        move || {
+            let wire = globaldns::name::to_wire(host).unwrap();
+            matches!(
+                table.load().lookup(&wire),
+                globaldns::table::Lookup::Exists { host: Some(_), .. }
+            )
+        }
+    };
+    let east = || status.load().sources().iter().find(|s| &*s.name == "east").cloned();
+
+    // The watcher of the first instance has listed the cluster; the relay holds that list.
+    tokio::time::timeout(Duration::from_secs(15), held.wait_for(|h| h.0 >= 1))
+        .await
+        .expect("the first instance lists")
+        .unwrap();
+    let started = eventually(Duration::from_secs(5), || std::future::ready(east().is_some())).await;
+    assert!(started && !east().unwrap().synced, "started, not synced: {:?}", east());
+    assert!(!served("svc.global")(), "held back");
+
+    // The secret goes: the removal passes, then the held list arrives, late.
+    local.delete_secret("istio-system", "east");
+    tokio::time::timeout(Duration::from_secs(15), held.wait_for(|h| h.1))
+        .await
+        .expect("removed")
+        .unwrap();
+    // A marker after the late update: once it is served, the late update was applied.
+    let marker = SourceId::new(SourceKey::files());
+    let marker_entry = globaldns::serviceentry::yaml::parse(
+        &se("m", "marker", "{hosts: [marker.global], addresses: [240.0.0.9]}"),
+        "default",
+    )
+    .unwrap()
+    .entries;
+    to_registry.send(marker.says(Event::Started)).await.unwrap();
+    to_registry
+        .send(marker.says(Event::Listed(marker_entry)))
+        .await
+        .unwrap();
+    assert!(
+        eventually(
+            Duration::from_secs(10),
+            || std::future::ready(served("marker.global")())
+        )
+        .await
+    );
+    assert!(
+        !served("svc.global")(),
+        "a late update does not bring a removed cluster back"
+    );
+    assert!(east().is_none(), "nor its status: {:?}", east());
+
+    // The same cluster ID added back later: a new instance, served again.
+    local.apply_secret("istio-system", "east", label, &secret);
+    assert!(
+        eventually(Duration::from_secs(15), || std::future::ready(served("svc.global")())).await,
+        "served again"
+    );
+    assert!(east().is_some_and(|s| s.synced));
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the registry stops")
+        .unwrap();
+    watching.await.unwrap();
+    relay.abort();
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
-use crate::admin::get;
+use crate::support::get;
 use crate::clusters::Mesh;
 use crate::deploy::{deploy_dir, kustomize, objects, validate};
 use crate::kubeapi::KubeApi;

@@ -17,6 +17,7 @@ use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A ServiceEntry document.
 pub(crate) fn se(namespace: &str, name: &str, spec: &str) -> String {
@@ -190,4 +191,31 @@ pub(crate) fn query_bytes(id: u16, name: &str, qtype: RecordType, edns: bool) ->
         m.set_edns(e);
     }
     m.to_vec().unwrap()
+}
+
+/// `GET path` → (status, body).
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    // HTTP/1.0: the body ends with the connection, never chunked (Prometheus's replies too).
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a metric line `name{labels} value`.
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }

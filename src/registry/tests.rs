@@ -1,0 +1,233 @@
+//! The registry applies updates in order, alone: late updates of removed or replaced
+//! instances are dropped, status events move the published status, the sync timeout is its
+//! own decision, and commits run on its own thread.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::serviceentry::{Entry, EntryId, yaml};
+use crate::source::Rank;
+use crate::table::Lookup;
+
+fn entry(name: &str, host: &str, address: &str) -> Entry {
+    let text = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{hosts: [{host}], addresses: [{address}]}}\n"
+    );
+    yaml::parse(&text, "default").unwrap().entries.remove(0)
+}
+
+fn registry(local: Option<SourceKey>, sync_timeout: Duration) -> Registry {
+    let settings = TableSettings::new(&["global"]).unwrap();
+    Registry::new(settings, local, sync_timeout, Arc::new(Metrics::new()))
+}
+
+/// The addresses `host` is served with, and from which source.
+fn served(registry: &Registry, host: &str) -> Option<(Vec<IpAddr>, String)> {
+    let table = registry.table().load_full();
+    let wire = crate::name::to_wire(host).unwrap();
+    match table.lookup(&wire) {
+        Lookup::Exists { host: Some(h), .. } => Some((h.addresses(), h.source.to_string())),
+        _ => None,
+    }
+}
+
+fn status(registry: &Registry, name: &str) -> Option<SourceStatus> {
+    let status = registry.status().load_full();
+    status.sources().iter().find(|s| &*s.name == name).cloned()
+}
+
+fn apply_all(registry: &mut Registry, updates: impl IntoIterator<Item = Update>) {
+    for u in updates {
+        registry.apply(u);
+    }
+    registry.publish();
+}
+
+#[test]
+fn a_late_update_of_a_removed_cluster_is_dropped_and_the_cluster_can_come_back() {
+    let mut r = registry(None, Duration::from_secs(10));
+    let first = SourceId::new(SourceKey::remote("east"));
+    apply_all(
+        &mut r,
+        [
+            first.says(Event::Started),
+            first.says(Event::Listed(vec![entry("svc", "svc.global", "240.0.1.1")])),
+        ],
+    );
+    assert_eq!(served(&r, "svc.global").unwrap().1, "east");
+
+    // The secret goes; its watcher, being stopped, still delivers what it had in hand.
+    apply_all(
+        &mut r,
+        [
+            first.says(Event::Removed),
+            first.says(Event::Changed(vec![(
+                EntryId {
+                    namespace: "ns".into(),
+                    name: "svc".into(),
+                },
+                Some(entry("svc", "svc.global", "240.0.1.2")),
+            )])),
+            first.says(Event::Listed(vec![entry("late", "late.global", "240.0.1.3")])),
+            first.says(Event::Failed("connection reset".into())),
+            first.says(Event::Started),
+        ],
+    );
+    assert_eq!(served(&r, "svc.global"), None, "removed, and not brought back");
+    assert_eq!(served(&r, "late.global"), None);
+    assert!(status(&r, "east").is_none(), "no status either");
+    assert!(r.status().load().ready());
+
+    // The same cluster ID added back later: a new instance, served again.
+    let again = SourceId::new(SourceKey::remote("east"));
+    apply_all(&mut r, [again.says(Event::Started)]);
+    assert!(!r.status().load().ready(), "waits for the new instance to sync");
+    apply_all(
+        &mut r,
+        [again.says(Event::Listed(vec![entry("svc", "svc.global", "240.0.1.9")]))],
+    );
+    assert_eq!(
+        served(&r, "svc.global").unwrap().0,
+        ["240.0.1.9".parse::<IpAddr>().unwrap()]
+    );
+    let s = status(&r, "east").unwrap();
+    assert!(s.synced && s.generation == again.generation, "{s:?}");
+    // The first instance is still gone for good.
+    apply_all(&mut r, [first.says(Event::Removed)]);
+    assert!(
+        served(&r, "svc.global").is_some(),
+        "an old instance cannot remove the new one"
+    );
+}
+
+#[test]
+fn a_replaced_instance_is_served_until_its_successor_lists_and_is_heard_no_more() {
+    let mut r = registry(None, Duration::from_secs(10));
+    let old = SourceId::new(SourceKey::remote("east"));
+    apply_all(
+        &mut r,
+        [
+            old.says(Event::Started),
+            old.says(Event::Listed(vec![entry("svc", "svc.global", "240.0.1.1")])),
+        ],
+    );
+    let new = SourceId::new(SourceKey::remote("east"));
+    apply_all(
+        &mut r,
+        [
+            new.says(Event::Started),
+            old.says(Event::Listed(vec![entry("other", "old.global", "240.0.1.5")])),
+            old.says(Event::Started),
+        ],
+    );
+    assert!(served(&r, "svc.global").is_some(), "kept until the new instance lists");
+    assert!(served(&r, "old.global").is_none(), "the replaced instance is not heard");
+    assert!(
+        status(&r, "east").unwrap().synced,
+        "still synced: its entries are served"
+    );
+    apply_all(
+        &mut r,
+        [new.says(Event::Listed(vec![entry("svc", "svc.global", "240.0.2.1")]))],
+    );
+    assert_eq!(
+        served(&r, "svc.global").unwrap().0,
+        ["240.0.2.1".parse::<IpAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn failed_makes_a_synced_source_stale_and_resumed_clears_it() {
+    let key = SourceKey {
+        rank: Rank::Local,
+        name: "local".into(),
+    };
+    let mut r = registry(Some(key.clone()), Duration::from_secs(10));
+    let id = SourceId::new(key);
+    apply_all(
+        &mut r,
+        [id.says(Event::Started), id.says(Event::Failed("refused".into()))],
+    );
+    let s = status(&r, "local").unwrap();
+    assert!(!s.stale && s.error.is_some(), "never synced: failing, not stale");
+    assert!(!r.status().load().ready() && !r.table().load().synced());
+
+    apply_all(
+        &mut r,
+        [id.says(Event::Listed(vec![entry("a", "a.global", "240.0.0.1")]))],
+    );
+    let serial = r.table().load().serial();
+    assert!(r.status().load().ready() && r.table().load().synced());
+    apply_all(&mut r, [id.says(Event::Failed("watch failed".into()))]);
+    let published = r.status().load_full();
+    assert!(published.is_stale("local") && published.any_stale());
+    assert_eq!(published.sources()[0].error.as_deref(), Some("watch failed"));
+    assert!(published.ready(), "stale is still ready");
+
+    apply_all(&mut r, [id.says(Event::Resumed)]);
+    let published = r.status().load_full();
+    assert!(!published.is_stale("local") && !published.any_stale());
+    assert_eq!(published.sources()[0].error, None);
+    assert_eq!(
+        r.table().load().serial(),
+        serial,
+        "status events leave the serial alone"
+    );
+}
+
+#[test]
+fn the_registry_stops_waiting_for_a_remote_cluster_past_the_sync_timeout_not_for_the_local_one() {
+    let local = SourceKey {
+        rank: Rank::Local,
+        name: "local".into(),
+    };
+    let mut r = registry(Some(local.clone()), Duration::from_secs(5));
+    let (l, remote) = (SourceId::new(local), SourceId::new(SourceKey::remote("east")));
+    apply_all(&mut r, [l.says(Event::Started), remote.says(Event::Started)]);
+    let started = Instant::now();
+    assert!(r.next_give_up().is_some_and(|at| at > started + Duration::from_secs(4)));
+    r.give_up_waiting(started + Duration::from_secs(4));
+    r.publish();
+    assert_eq!(r.status().load().waiting().collect::<Vec<_>>(), ["local", "east"]);
+    r.give_up_waiting(started + Duration::from_secs(6));
+    r.publish();
+    assert_eq!(
+        r.status().load().waiting().collect::<Vec<_>>(),
+        ["local"],
+        "the local cluster is always waited for"
+    );
+    assert!(status(&r, "east").unwrap().gave_up_waiting);
+    assert!(r.next_give_up().is_none(), "nothing more to decide");
+    apply_all(&mut r, [l.says(Event::Listed(Vec::new()))]);
+    assert!(r.status().load().ready());
+}
+
+#[test]
+fn a_spawned_registry_applies_updates_from_another_runtime_and_stops() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let r = registry(None, Duration::from_secs(10));
+        let (table, status) = (r.table(), r.status());
+        let (tx, rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let stopped = r.spawn(rx, shutdown.clone()).unwrap();
+        let id = SourceId::new(SourceKey::files());
+        tx.send(id.says(Event::Started)).await.unwrap();
+        tx.send(id.says(Event::Listed(vec![entry("a", "a.global", "240.0.0.1")])))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while table.load().host_count() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(table.load().host_count(), 1);
+        assert!(status.load().sources()[0].synced);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("stops");
+    });
+}
