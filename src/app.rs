@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::dns::forward::{ForwardSettings, Forwarder};
-use crate::dns::server::{Limits, Listeners};
+use crate::dns::server::{BindError, Limits, Listeners};
 use crate::registry::{Rank, Registry, SourceId, Update};
 use crate::sources::cluster::{self, Cluster};
 use crate::sources::files::{self, FileSource};
@@ -48,8 +48,9 @@ pub const FILE_POLL: Duration = Duration::from_millis(500);
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// DNS address (UDP and TCP).
-    pub listen: SocketAddr,
+    /// DNS addresses, at least one (UDP and TCP on each); `[::]` is dual-stack unless an IPv4 address has its
+    /// port too ([`Listeners::bind`]).
+    pub listen: Vec<SocketAddr>,
     /// Admin HTTP address; `None`: no admin endpoint.
     pub admin: Option<SocketAddr>,
     /// Table settings.
@@ -65,7 +66,13 @@ pub struct ServeConfig {
 /// Why the server did not start.
 #[derive(Debug, Error)]
 pub enum StartError {
-    /// The DNS address could not be bound.
+    /// No DNS address to listen on.
+    #[error("no DNS address to listen on")]
+    NoListen,
+    /// A DNS address could not be bound.
+    #[error(transparent)]
+    Listen(#[from] BindError),
+    /// The admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -94,7 +101,7 @@ pub enum StartError {
 /// The running sources and the table they feed.
 #[derive(Debug)]
 pub struct Running {
-    dns_addr: Option<SocketAddr>,
+    dns_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     table: Arc<ArcSwap<Table>>,
     states: SourceStates,
@@ -104,9 +111,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// The DNS address actually bound.
+    /// The first DNS address actually bound.
     pub fn dns_addr(&self) -> SocketAddr {
-        self.dns_addr.expect("serving DNS")
+        self.dns_addrs[0]
+    }
+
+    /// Every DNS address actually bound, in the order of [`ServeConfig::listen`] (a dual-stack
+    /// `[::]` that fell back as `0.0.0.0`).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
     }
 
     /// The admin address actually bound, if any.
@@ -255,20 +268,15 @@ pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<T
 
 /// Starts the sources, binds the listeners and starts serving.
 pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
+    if config.listen.is_empty() {
+        return Err(StartError::NoListen);
+    }
     let shutdown = CancellationToken::new();
     let states = SourceStates::default();
     let mut tasks = JoinSet::new();
     let handle = start_sources(&config.sources, config.table.clone(), &states, &mut tasks, &shutdown).await?;
-    let listeners = Listeners::bind(config.listen, config.limits.udp_sockets)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let dns_addr = listeners.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listeners = Listeners::bind(&config.listen, config.limits.udp_sockets).await?;
+    let dns_addrs = listeners.local_addrs();
     let mut admin_addr = None;
     if let Some(addr) = config.admin {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -287,7 +295,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         tasks.spawn(admin::serve(listener, state, shutdown.clone()));
     }
     tracing::info!(
-        %dns_addr,
+        dns_addr = %dns_addrs[0],
+        dns_addrs = ?dns_addrs,
         admin_addr = ?admin_addr,
         auto_allocate = ?config.table.auto_allocate,
         export_to = ?config.table.export,
@@ -309,7 +318,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         .map_err(|source| StartError::Serve { source })?;
     tasks.spawn(serving);
     Ok(Running {
-        dns_addr: Some(dns_addr),
+        dns_addrs,
         admin_addr,
         table: handle,
         states,
