@@ -15,4 +15,5 @@ mod dns_over_sockets;
 mod entry_files;
 mod fixtures;
 mod forwarding;
+mod listen;
 mod peers;
