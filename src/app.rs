@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::dns::forward::{ForwardSettings, Forwarder};
-use crate::dns::server::{BindError, Limits, Listeners};
+use crate::dns::server::{BindError, Limits, Listeners, tcp_listener};
 use crate::registry::{Rank, Registry, SourceId, Update};
 use crate::sources::cluster::{self, Cluster};
 use crate::sources::files::{self, FileSource};
@@ -51,7 +51,7 @@ pub struct ServeConfig {
     /// DNS addresses, at least one (UDP and TCP on each); `[::]` is dual-stack unless an IPv4 address has its
     /// port too ([`Listeners::bind`]).
     pub listen: Vec<SocketAddr>,
-    /// Admin HTTP address; `None`: no admin endpoint.
+    /// Admin HTTP address (`[::]` dual-stack, as the DNS listeners); `None`: no admin endpoint.
     pub admin: Option<SocketAddr>,
     /// Table settings.
     pub table: TableSettings,
@@ -279,9 +279,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let dns_addrs = listeners.local_addrs();
     let mut admin_addr = None;
     if let Some(addr) = config.admin {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = tcp_listener(addr)?;
         admin_addr = Some(
             listener
                 .local_addr()

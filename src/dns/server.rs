@@ -101,19 +101,14 @@ impl Listeners {
     /// dual-stack `[::]` without IPv6 falls back to `0.0.0.0`, with a warning). With port 0
     /// the system picks a port free for both.
     pub async fn bind(addrs: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
-        let mut bound = Vec::with_capacity(addrs.len());
-        for &addr in addrs {
-            let stack = bind::stack(addr, addrs);
-            let one = match bind_address(addr, stack, udp_sockets) {
-                Err(e) if stack == Stack::Dual && bind::no_ipv6(&e) => {
-                    let v4 = bind::fallback(addr.port());
-                    tracing::warn!(%addr, error = %e, instead = %v4, "no IPv6 here: listening on IPv4 alone");
-                    bind_address(v4, Stack::Plain, udp_sockets).map_err(|source| BindError { addr: v4, source })?
-                }
-                bound => bound.map_err(|source| BindError { addr, source })?,
-            };
-            bound.push(one);
-        }
+        let bound = addrs
+            .iter()
+            .map(|&addr| {
+                with_fallback(addr, bind::stack(addr, addrs), |addr, stack| {
+                    bind_address(addr, stack, udp_sockets)
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Listeners { bound })
     }
 
@@ -182,6 +177,29 @@ impl Listeners {
             shared.tracker.wait().await;
         })
     }
+}
+
+/// `bind(addr, stack)`, or where a dual-stack `[::]` finds no IPv6, `bind` of `0.0.0.0` on its
+/// port (with a warning).
+fn with_fallback<T>(
+    addr: SocketAddr,
+    stack: Stack,
+    bind: impl Fn(SocketAddr, Stack) -> io::Result<T>,
+) -> Result<T, BindError> {
+    match bind(addr, stack) {
+        Err(e) if stack == Stack::Dual && bind::no_ipv6(&e) => {
+            let v4 = bind::fallback(addr.port());
+            tracing::warn!(%addr, error = %e, instead = %v4, "no IPv6 here: listening on IPv4 alone");
+            bind(v4, Stack::Plain).map_err(|source| BindError { addr: v4, source })
+        }
+        bound => bound.map_err(|source| BindError { addr, source }),
+    }
+}
+
+/// A TCP listener on `addr` alone (the admin endpoint's) by the rules of the DNS listeners:
+/// `[::]` dual-stack, `0.0.0.0` on its port where the system has no IPv6.
+pub fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    with_fallback(addr, bind::stack(addr, &[addr]), bind::tcp)
 }
 
 /// Binds `addr` as `stack` says: `udp_sockets` UDP sockets and a TCP listener on one port.

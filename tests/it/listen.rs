@@ -23,6 +23,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::admin::get;
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
@@ -57,7 +58,12 @@ impl Globaldns {
         let mut child = Command::new(env!("CARGO_BIN_EXE_globaldns"))
             .arg("serve")
             .args(args)
-            .args(["--admin", "127.0.0.1:0", "--log-format", "json", "--entries"])
+            .args(if args.contains(&"--admin") {
+                &[][..]
+            } else {
+                &["--admin", "127.0.0.1:0"]
+            })
+            .args(["--log-format", "json", "--entries"])
             .arg(entries.path())
             .args(["--upstream", &upstream.to_string()])
             .stdout(Stdio::null())
@@ -220,16 +226,20 @@ fn a_dual_stack_listener_replies_from_the_address_asked_ipv6_and_ipv4() {
     );
 }
 
-/// No `--listen`: `[::]:53`, dual-stack, answering on ::1 and 127.0.0.1.
+/// No `--listen`: `[::]:53`, dual-stack, answering on ::1 and 127.0.0.1; and the admin endpoint
+/// on `[::]`, as deploy/ runs it, for probes of either family.
 #[test]
 fn the_default_listener_answers_ipv6_and_ipv4() {
     in_netns("the_default_listener_answers_ipv6_and_ipv4", || async {
         let up = Upstream::start(Behaviour::Answer).await;
-        let server = Globaldns::start(&[], up.addr).await;
+        let server = Globaldns::start(&["--admin", "[::]:8080"], up.addr).await;
         assert_eq!(server.bound, "[[::]:53]", "the default");
         both_clients_answered("::1", "::1", 53).await;
         both_clients_answered("127.0.0.1", "127.0.0.1", 53).await;
         both_clients_answered("127.0.0.1", "127.0.0.2", 53).await;
+        for admin in ["[::1]:8080", "127.0.0.1:8080"] {
+            assert_eq!(get(admin.parse().unwrap(), "/healthz").await.0, 200, "{admin}");
+        }
     });
 }
 
