@@ -139,11 +139,11 @@ impl Listeners {
         let mut tcp = Vec::with_capacity(self.bound.len());
         let sockets = self.bound.into_iter().flat_map(|bound| {
             tcp.push(bound.tcp);
-            bound.udp
+            let ipv6 = bound.addr.is_ipv6();
+            bound.udp.into_iter().map(move |socket| (socket, ipv6))
         });
-        for (i, socket) in sockets.enumerate() {
+        for (i, (socket, ipv6)) in sockets.enumerate() {
             let (shared, stop) = (shared.clone(), shutdown.clone());
-            let ipv6 = socket.local_addr()?.is_ipv6();
             let thread = std::thread::Builder::new()
                 .name(format!("globaldns-udp-{i}"))
                 .spawn(move || udp_loop(&Arc::new(socket), ipv6, &shared, &stop));
