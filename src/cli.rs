@@ -124,7 +124,7 @@ pub struct SourceArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// DNS over UDP and TCP, repeatable; `[::]` is dual-stack unless an IPv4 address has its
-    /// port too [default: [::]:53 dual-stack, else 0.0.0.0:53 where the host has no IPv6].
+    /// port too [default: `[::]:53` dual-stack, else `0.0.0.0:53` where the host has no IPv6].
     #[arg(
         long,
         env = "GLOBALDNS_LISTEN",

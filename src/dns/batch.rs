@@ -6,8 +6,8 @@
 //!
 //! A reply leaves from the address its query was sent to. A socket bound to a wildcard address
 //! (`0.0.0.0`, `[::]`) would otherwise send it from whichever address routing picks for the
-//! client, and a client that asked another address of the host drops it (RFC 1123 §6.1.3.5:
-//! a reply's source is the address the request was sent to). So every datagram is received
+//! client, and a client that asked another address of the host drops it (RFC 2181 §4.1:
+//! a UDP reply's source is the address the query was sent to). So every datagram is received
 //! with its destination ([`enable_packet_info`]: `IP_PKTINFO`, `IPV6_RECVPKTINFO`; on a
 //! dual-stack socket an IPv4 client's as a v4-mapped address) and its reply sent with that
 //! address as the source, in the same control message. nix's `sendmmsg` takes one control

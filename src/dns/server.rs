@@ -8,7 +8,7 @@
 //! ([`Forwarder::forward_udp`]). Each thread looks for shutdown at least every [`POLL`].
 //! TCP (RFC 7766): several queries per connection answered in order, a bound on open
 //! connections across the addresses (beyond it a new connection is closed at once) and an
-//! idle timeout. How each address is bound (dual-stack `[::]`, its fallback): [`bind`].
+//! idle timeout. How each address is bound (dual-stack `[::]`, its fallback): `server/bind.rs`.
 //!
 //! [`batch`]: super::batch
 
@@ -67,7 +67,7 @@ pub struct BindError {
 }
 
 /// Whether `addr`, one of the listening addresses `all`, serves IPv4 clients as well: `[::]`
-/// without an IPv4 address on its port (DESIGN "Answers"; its fallback without IPv6: [`bind`]).
+/// without an IPv4 address on its port (DESIGN "Answers"; its fallback without IPv6: `server/bind.rs`).
 pub fn is_dual_stack(addr: SocketAddr, all: &[SocketAddr]) -> bool {
     bind::stack(addr, all) == Stack::Dual
 }
@@ -97,7 +97,7 @@ fn seed() -> u64 {
 }
 
 impl Listeners {
-    /// Binds `udp_sockets` UDP sockets and TCP on each of `addrs`, as [`bind`] says (a
+    /// Binds `udp_sockets` UDP sockets and TCP on each of `addrs`, as `server/bind.rs` says (a
     /// dual-stack `[::]` without IPv6 falls back to `0.0.0.0`, with a warning). With port 0
     /// the system picks a port free for both.
     pub async fn bind(addrs: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
