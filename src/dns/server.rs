@@ -104,8 +104,8 @@ impl Listeners {
         let bound = addrs
             .iter()
             .map(|&addr| {
-                with_fallback(addr, bind::stack(addr, addrs), |addr, stack| {
-                    bind_address(addr, stack, udp_sockets)
+                bind::with_fallback(addr, bind::stack(addr, addrs), |addr, stack| {
+                    bind::address(addr, stack, udp_sockets, POLL)
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -179,46 +179,10 @@ impl Listeners {
     }
 }
 
-/// `bind(addr, stack)`, or where a dual-stack `[::]` finds no IPv6, `bind` of `0.0.0.0` on its
-/// port (with a warning).
-fn with_fallback<T>(
-    addr: SocketAddr,
-    stack: Stack,
-    bind: impl Fn(SocketAddr, Stack) -> io::Result<T>,
-) -> Result<T, BindError> {
-    match bind(addr, stack) {
-        Err(e) if stack == Stack::Dual && bind::no_ipv6(&e) => {
-            let v4 = bind::fallback(addr.port());
-            tracing::warn!(%addr, error = %e, instead = %v4, "no IPv6 here: listening on IPv4 alone");
-            bind(v4, Stack::Plain).map_err(|source| BindError { addr: v4, source })
-        }
-        bound => bound.map_err(|source| BindError { addr, source }),
-    }
-}
-
 /// A TCP listener on `addr` alone (the admin endpoint's) by the rules of the DNS listeners:
 /// `[::]` dual-stack, `0.0.0.0` on its port where the system has no IPv6.
 pub fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    with_fallback(addr, bind::stack(addr, &[addr]), bind::tcp)
-}
-
-/// Binds `addr` as `stack` says: `udp_sockets` UDP sockets and a TCP listener on one port.
-fn bind_address(addr: SocketAddr, stack: Stack, udp_sockets: usize) -> io::Result<Bound> {
-    let mut last_err = None;
-    for _ in 0..16 {
-        let first = bind::udp(addr, stack, POLL)?;
-        let bound = first.local_addr()?;
-        let mut udp = vec![first];
-        for _ in 1..udp_sockets.max(1) {
-            udp.push(bind::udp(bound, stack, POLL)?);
-        }
-        match bind::tcp(bound, stack) {
-            Ok(tcp) => return Ok(Bound { addr: bound, udp, tcp }),
-            Err(e) if addr.port() == 0 => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+    bind::with_fallback(addr, bind::stack(addr, &[addr]), bind::tcp)
 }
 
 /// What every listener task shares.

@@ -17,6 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
 use super::super::batch::enable_packet_info;
+use super::{BindError, Bound};
 
 /// How a listening address treats the address families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,49 @@ pub(super) fn fallback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
 }
 
+/// Binds `addr` as `stack` says: `udp_sockets` UDP sockets (a read timeout of `poll`) and a
+/// TCP listener on one port.
+pub(super) fn address(addr: SocketAddr, stack: Stack, udp_sockets: usize, poll: Duration) -> io::Result<Bound> {
+    let mut last_err = None;
+    for _ in 0..16 {
+        let first = udp(addr, stack, poll)?;
+        let bound = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..udp_sockets.max(1) {
+            sockets.push(udp(bound, stack, poll)?);
+        }
+        match tcp(bound, stack) {
+            Ok(tcp) => {
+                return Ok(Bound {
+                    addr: bound,
+                    udp: sockets,
+                    tcp,
+                });
+            }
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
+/// `bind(addr, stack)`, or where a dual-stack `[::]` finds no IPv6, `bind` of `0.0.0.0` on its
+/// port (with a warning).
+pub(super) fn with_fallback<T>(
+    addr: SocketAddr,
+    stack: Stack,
+    bind: impl Fn(SocketAddr, Stack) -> io::Result<T>,
+) -> Result<T, BindError> {
+    match bind(addr, stack) {
+        Err(e) if stack == Stack::Dual && no_ipv6(&e) => {
+            let v4 = fallback(addr.port());
+            tracing::warn!(%addr, error = %e, instead = %v4, "no IPv6 here: listening on IPv4 alone");
+            bind(v4, Stack::Plain).map_err(|source| BindError { addr: v4, source })
+        }
+        bound => bound.map_err(|source| BindError { addr, source }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +171,37 @@ mod tests {
             assert!(!no_ipv6(&io::Error::from_raw_os_error(errno as i32)), "{errno}");
         }
         assert_eq!(fallback(53), "0.0.0.0:53".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_dual_stack_wildcard_without_ipv6_binds_ipv4_on_its_port() {
+        let refused = |errno: Errno| io::Error::from_raw_os_error(errno as i32);
+        let tried = std::cell::RefCell::new(Vec::new());
+        let tried = &tried;
+        let bind = |errno: Errno| {
+            move |addr: SocketAddr, stack: Stack| {
+                tried.borrow_mut().push((addr.to_string(), stack));
+                if addr.is_ipv6() { Err(refused(errno)) } else { Ok(addr) }
+            }
+        };
+        let wildcard: SocketAddr = "[::]:53".parse().unwrap();
+        let bound = with_fallback(wildcard, Stack::Dual, bind(Errno::EAFNOSUPPORT)).unwrap();
+        assert_eq!(bound.to_string(), "0.0.0.0:53");
+        assert_eq!(
+            tried.take(),
+            [
+                ("[::]:53".to_string(), Stack::Dual),
+                ("0.0.0.0:53".to_string(), Stack::Plain)
+            ]
+        );
+        // An IPv6-only [::] (an IPv4 listener has the port already), or another error: no fallback.
+        let e = with_fallback(wildcard, Stack::V6Only, bind(Errno::EAFNOSUPPORT)).unwrap_err();
+        assert_eq!(e.addr, wildcard);
+        let e = with_fallback(wildcard, Stack::Dual, bind(Errno::EADDRINUSE)).unwrap_err();
+        assert_eq!(
+            (e.addr, e.source.raw_os_error()),
+            (wildcard, Some(Errno::EADDRINUSE as i32))
+        );
+        assert_eq!(tried.take().len(), 2, "one attempt each");
     }
 }
