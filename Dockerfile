@@ -12,4 +12,4 @@ COPY --from=build /globaldns /usr/local/bin/globaldns
 USER 65532:65532
 EXPOSE 5353/udp 5353/tcp 8080/tcp
 ENTRYPOINT ["/usr/local/bin/globaldns"]
-CMD ["serve", "--in-cluster", "--listen=0.0.0.0:5353", "--admin=0.0.0.0:8080"]
+CMD ["serve", "--in-cluster", "--listen=[::]:5353", "--admin=[::]:8080"]

@@ -44,7 +44,7 @@ async fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, kubeapi::merged_kubeconfig(&[(&api, "bench")])).unwrap();
     let running = app::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
         admin: Some("127.0.0.1:0".parse().unwrap()),
         table: TableSettings::new(&["global"]).unwrap(),
         sources: Sources {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::dns::forward::{ForwardSettings, Forwarder};
-use crate::dns::server::{Limits, Listeners};
+use crate::dns::server::{BindError, Limits, Listeners, tcp_listener};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::source::{Event, Rank, SourceId, SourceKey, Status, Update};
@@ -49,9 +49,10 @@ pub const FILE_POLL: Duration = Duration::from_millis(500);
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// DNS address (UDP and TCP).
-    pub listen: SocketAddr,
-    /// Admin HTTP address; `None`: no admin endpoint.
+    /// DNS addresses, at least one (UDP and TCP on each); `[::]` is dual-stack unless an IPv4 address has its
+    /// port too ([`Listeners::bind`]).
+    pub listen: Vec<SocketAddr>,
+    /// Admin HTTP address (`[::]` dual-stack, as the DNS listeners); `None`: no admin endpoint.
     pub admin: Option<SocketAddr>,
     /// Table settings.
     pub table: TableSettings,
@@ -66,7 +67,13 @@ pub struct ServeConfig {
 /// Why the server did not start.
 #[derive(Debug, Error)]
 pub enum StartError {
-    /// The DNS address could not be bound.
+    /// No DNS address to listen on.
+    #[error("no DNS address to listen on")]
+    NoListen,
+    /// A DNS address could not be bound.
+    #[error(transparent)]
+    Listen(#[from] BindError),
+    /// The admin address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -102,7 +109,7 @@ pub enum StartError {
 /// The running sources and the table they feed.
 #[derive(Debug)]
 pub struct Running {
-    dns_addr: Option<SocketAddr>,
+    dns_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     published: Published,
     shutdown: CancellationToken,
@@ -117,9 +124,15 @@ struct Published {
 }
 
 impl Running {
-    /// The DNS address actually bound.
+    /// The first DNS address actually bound.
     pub fn dns_addr(&self) -> SocketAddr {
-        self.dns_addr.expect("serving DNS")
+        self.dns_addrs[0]
+    }
+
+    /// Every DNS address actually bound, in the order of [`ServeConfig::listen`] (a dual-stack
+    /// `[::]` that fell back as `0.0.0.0`).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns_addrs
     }
 
     /// The admin address actually bound, if any.
@@ -274,26 +287,19 @@ pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<T
 
 /// Starts the sources, binds the listeners and starts serving.
 pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
+    if config.listen.is_empty() {
+        return Err(StartError::NoListen);
+    }
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
     let mut tasks = JoinSet::new();
     let published = start_sources(&config.sources, config.table.clone(), &metrics, &mut tasks, &shutdown).await?;
     let handle = published.table.clone();
-    let listeners = Listeners::bind(config.listen, config.limits.udp_sockets)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let dns_addr = listeners.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listeners = Listeners::bind(&config.listen, config.limits.udp_sockets).await?;
+    let dns_addrs = listeners.local_addrs();
     let mut admin_addr = None;
     if let Some(addr) = config.admin {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = tcp_listener(addr)?;
         admin_addr = Some(
             listener
                 .local_addr()
@@ -307,7 +313,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         tasks.spawn(admin::serve(listener, state, shutdown.clone()));
     }
     tracing::info!(
-        %dns_addr,
+        dns_addr = %dns_addrs[0],
+        dns_addrs = ?dns_addrs,
         admin_addr = ?admin_addr,
         auto_allocate = ?config.table.auto_allocate,
         export_to = ?config.table.export,
@@ -329,7 +336,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         .map_err(|source| StartError::Serve { source })?;
     tasks.spawn(serving);
     Ok(Running {
-        dns_addr: Some(dns_addr),
+        dns_addrs,
         admin_addr,
         published,
         shutdown,

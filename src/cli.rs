@@ -12,8 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use thiserror::Error;
 
 use crate::app::{ServeConfig, Sources};
+use crate::dns::batch::to_std;
 use crate::dns::forward::{self, BadUpstream, ForwardSettings};
-use crate::dns::server::Limits;
+use crate::dns::server::{Limits, is_dual_stack};
 use crate::table::{AutoAllocate, ExportMode, SettingsError, TableSettings};
 
 /// The command line.
@@ -122,14 +123,21 @@ pub struct SourceArgs {
 /// `globaldns serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// DNS over UDP and TCP.
-    #[arg(long, env = "GLOBALDNS_LISTEN", default_value = "0.0.0.0:53")]
-    pub listen: SocketAddr,
+    /// DNS over UDP and TCP, repeatable; `[::]` is dual-stack unless an IPv4 address has its
+    /// port too [default: `[::]:53` dual-stack, else `0.0.0.0:53` where the host has no IPv6].
+    #[arg(
+        long,
+        env = "GLOBALDNS_LISTEN",
+        value_delimiter = ',',
+        default_value = "[::]:53",
+        hide_default_value = true
+    )]
+    pub listen: Vec<SocketAddr>,
     /// HTTP: /healthz /readyz /metrics /debug/*.
     #[arg(long, env = "GLOBALDNS_ADMIN", default_value = "0.0.0.0:8080")]
     pub admin: SocketAddr,
-    /// UDP sockets on --listen (SO_REUSEPORT), each served by a thread of its own [default: one
-    /// per CPU the process may use].
+    /// UDP sockets on each --listen address (SO_REUSEPORT), each served by a thread of its own
+    /// [default: one per CPU the process may use].
     #[arg(long, env = "GLOBALDNS_UDP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_threads: Option<u16>,
     #[command(flatten)]
@@ -230,17 +238,32 @@ pub enum ConfigError {
     #[error("no upstream for names outside the served zones: /etc/resolv.conf {0}; give --upstream IP")]
     NoUpstream(String),
     /// An upstream that is this very server would loop.
-    #[error("--upstream {0} is this server's own --listen address: queries would loop")]
-    UpstreamIsSelf(std::net::SocketAddr),
+    #[error("--upstream {upstream} is this server's own --listen {listen}: queries would loop")]
+    UpstreamIsSelf {
+        /// The upstream.
+        upstream: SocketAddr,
+        /// The listening address it reaches.
+        listen: SocketAddr,
+    },
+    /// A listening address given twice, or one that a wildcard address already covers.
+    #[error("--listen {addr} is already served by --listen {by}")]
+    ListenCovered {
+        /// The address.
+        addr: SocketAddr,
+        /// The address that covers it.
+        by: SocketAddr,
+    },
 }
 
 impl ForwardArgs {
     /// Forward settings, upstreams from the flags or from `resolv_conf` (its text, or why it
-    /// could not be read).
+    /// could not be read); none may reach one of the `listen` addresses (a wildcard one on
+    /// loopback or on one of `host_ips`, this host's addresses, asked only then).
     pub fn settings(
         &self,
-        listen: std::net::SocketAddr,
+        listen: &[SocketAddr],
         resolv_conf: impl FnOnce() -> Result<String, String>,
+        host_ips: impl FnOnce() -> Vec<IpAddr>,
     ) -> Result<ForwardSettings, ConfigError> {
         let upstreams = if self.upstreams.is_empty() {
             let found = forward::resolv_conf_nameservers(&resolv_conf().map_err(ConfigError::NoUpstream)?);
@@ -254,8 +277,20 @@ impl ForwardArgs {
                 .map(|u| forward::parse_upstream(u))
                 .collect::<Result<_, _>>()?
         };
-        if let Some(own) = upstreams.iter().find(|u| **u == listen) {
-            return Err(ConfigError::UpstreamIsSelf(*own));
+        let mut host_ips = Some(host_ips);
+        let mut host = Vec::new();
+        for &upstream in &upstreams {
+            for &addr in listen {
+                if addr.ip().is_unspecified()
+                    && addr.port() == upstream.port()
+                    && let Some(ask) = host_ips.take()
+                {
+                    host = ask();
+                }
+                if reaches(upstream, addr, listen, &host) {
+                    return Err(ConfigError::UpstreamIsSelf { upstream, listen: addr });
+                }
+            }
         }
         Ok(ForwardSettings {
             upstreams,
@@ -287,11 +322,58 @@ impl SourceArgs {
     }
 }
 
+/// Whether a query sent to `upstream` reaches a server listening on `listen`, one of `all`: the
+/// same address, or a wildcard's port at an address of its families (`0.0.0.0` IPv4, `[::]`
+/// IPv6 and, dual-stack, IPv4) on this host: loopback, the wildcard itself or one of `host`.
+fn reaches(upstream: SocketAddr, listen: SocketAddr, all: &[SocketAddr], host: &[IpAddr]) -> bool {
+    let ip = upstream.ip().to_canonical();
+    if upstream.port() != listen.port() {
+        return false;
+    }
+    if !listen.ip().is_unspecified() {
+        return ip == listen.ip().to_canonical();
+    }
+    let family = if ip.is_ipv4() {
+        listen.is_ipv4() || is_dual_stack(listen, all)
+    } else {
+        listen.is_ipv6()
+    };
+    family && (ip.is_loopback() || ip.is_unspecified() || host.contains(&ip))
+}
+
+/// The `--listen` addresses, each once and none on the port of a wildcard address of its
+/// family (which serves it already; binding both would fail).
+fn listen_addresses(addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, ConfigError> {
+    for (i, &addr) in addrs.iter().enumerate() {
+        for (j, &by) in addrs.iter().enumerate() {
+            let covers = by.ip().is_unspecified()
+                && by.is_ipv4() == addr.is_ipv4()
+                && by.port() == addr.port()
+                && by.port() != 0;
+            if i != j && (addr == by && i > j || addr != by && covers) {
+                return Err(ConfigError::ListenCovered { addr, by });
+            }
+        }
+    }
+    Ok(addrs.to_vec())
+}
+
+/// This host's addresses (getifaddrs(3)); none when they cannot be listed.
+fn host_ips() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|i| i.address.as_ref().and_then(to_std))
+        .map(|a| a.ip().to_canonical())
+        .collect()
+}
+
 impl ServeArgs {
     /// The validated configuration of `serve`.
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
+        let listen = listen_addresses(&self.listen)?;
         Ok(ServeConfig {
-            listen: self.listen,
             admin: Some(self.admin),
             table: self.table.settings()?,
             sources: self.sources.sources()?,
@@ -299,9 +381,12 @@ impl ServeArgs {
                 udp_sockets: self.udp_threads.map_or(Limits::default().udp_sockets, usize::from),
                 ..Limits::default()
             },
-            forward: Some(self.forward.settings(self.listen, || {
-                std::fs::read_to_string("/etc/resolv.conf").map_err(|e| format!("cannot be read ({e})"))
-            })?),
+            forward: Some(self.forward.settings(
+                &listen,
+                || std::fs::read_to_string("/etc/resolv.conf").map_err(|e| format!("cannot be read ({e})")),
+                host_ips,
+            )?),
+            listen,
         })
     }
 }
@@ -318,7 +403,7 @@ mod tests {
                 "globaldns",
                 "serve",
                 "--upstream",
-                "127.0.0.1",
+                "127.0.0.1:5300",
                 "--entries",
                 "deploy/examples",
             ]
@@ -338,5 +423,86 @@ mod tests {
         assert_eq!(serve(&["--udp-threads", "3"]).unwrap().limits.udp_sockets, 3);
         let zero = serve(&["--udp-threads", "0"]).unwrap_err();
         assert!(zero.contains("--udp-threads"), "{zero}");
+    }
+
+    fn addrs(text: &[&str]) -> Vec<SocketAddr> {
+        text.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn listen_is_repeatable_and_defaults_to_the_dual_stack_wildcard() {
+        assert_eq!(serve(&[]).unwrap().listen, addrs(&["[::]:53"]));
+        let both = serve(&["--listen", "0.0.0.0:53", "--listen", "[::]:53"]).unwrap();
+        assert_eq!(both.listen, addrs(&["0.0.0.0:53", "[::]:53"]));
+        // Comma-separated, as GLOBALDNS_LISTEN takes them (clap splits both alike).
+        let listed = serve(&["--listen", "127.0.0.1:53,[::1]:53"]).unwrap();
+        assert_eq!(listed.listen, addrs(&["127.0.0.1:53", "[::1]:53"]));
+    }
+
+    #[test]
+    fn an_address_served_twice_is_refused() {
+        for (given, said) in [
+            (
+                ["127.0.0.1:53", "127.0.0.1:53"],
+                "--listen 127.0.0.1:53 is already served by --listen 127.0.0.1:53",
+            ),
+            (
+                ["0.0.0.0:53", "127.0.0.2:53"],
+                "--listen 127.0.0.2:53 is already served by --listen 0.0.0.0:53",
+            ),
+            (
+                ["[::1]:53", "[::]:53"],
+                "--listen [::1]:53 is already served by --listen [::]:53",
+            ),
+        ] {
+            let e = serve(&["--listen", given[0], "--listen", given[1]]).unwrap_err();
+            assert_eq!(e, said);
+        }
+        for fine in [
+            ["127.0.0.1:53", "[::]:53"],
+            ["0.0.0.0:53", "[::1]:53"],
+            ["127.0.0.1:0", "127.0.0.2:0"],
+        ] {
+            assert!(serve(&["--listen", fine[0], "--listen", fine[1]]).is_ok(), "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_that_is_a_listening_address_loops() {
+        let host = [IpAddr::from([10, 0, 0, 5]), "fd00::5".parse().unwrap()];
+        let check = |listen: &[&str], upstream: &str| {
+            let args = ForwardArgs {
+                upstreams: vec![upstream.into()],
+                upstream_timeout: Duration::from_secs(1),
+                forward_timeout: Duration::from_secs(2),
+                max_forwards: 8,
+            };
+            args.settings(&addrs(listen), || Ok(String::new()), || host.to_vec())
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        for (listen, upstream) in [
+            (&["127.0.0.1:5300"][..], "127.0.0.1:5300"),
+            (&["127.0.0.2:53", "[::1]:53"][..], "::1"),
+            (&["0.0.0.0:53"][..], "127.0.0.53"),
+            (&["0.0.0.0:53"][..], "10.0.0.5"),
+            (&["[::]:53"][..], "127.0.0.1"),
+            (&["[::]:53"][..], "[::ffff:127.0.0.1]:53"),
+            (&["[::]:53"][..], "fd00::5"),
+            (&["127.0.0.1:5300", "[::]:53"][..], "10.0.0.5"),
+        ] {
+            let e = check(listen, upstream).unwrap_err();
+            assert!(e.contains("queries would loop"), "{listen:?} {upstream}: {e}");
+        }
+        for (listen, upstream) in [
+            (&["127.0.0.1:5300"][..], "127.0.0.2:5300"),
+            (&["0.0.0.0:53"][..], "::1"),
+            (&["0.0.0.0:53"][..], "10.0.0.6"),
+            (&["[::]:53"][..], "127.0.0.1:5353"),
+            (&["[::]:53"][..], "10.96.0.10"),
+            (&["127.0.0.1:53", "[::]:53"][..], "10.0.0.5"),
+        ] {
+            assert_eq!(check(listen, upstream), Ok(()), "{listen:?} {upstream}");
+        }
     }
 }

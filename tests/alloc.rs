@@ -1,6 +1,7 @@
 //! No heap allocation per in-zone answer: a counting global allocator around the answer path,
-//! and around the whole server answering UDP queries over a socket (its own test binary, since
-//! the allocator is process-wide).
+//! around a UDP batch receiving and replying from the addresses asked, and around the whole
+//! server answering UDP queries over a socket (its own test binary, since the allocator is
+//! process-wide).
 #![allow(missing_docs)]
 // A global allocator is the only way to count allocations; it forwards to the system one.
 #![allow(unsafe_code)]
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
+use globaldns::dns::batch::{Batch, enable_packet_info};
 use globaldns::dns::server::{Limits, Listeners};
 use globaldns::metrics::Metrics;
 use globaldns::serviceentry::yaml;
@@ -73,6 +75,7 @@ fn queries() -> [Vec<u8>; 6] {
 #[test]
 fn in_zone_queries_do_not_allocate() {
     the_answer_path_does_not_allocate();
+    a_batch_allocates_nothing_after_it_is_made();
     the_udp_server_answers_without_allocating();
 }
 
@@ -100,6 +103,65 @@ fn the_answer_path_does_not_allocate() {
     );
 }
 
+/// A dual-stack socket's batch, IPv4 datagrams to two of its addresses in turn (a run of
+/// replies each, from the address asked): after the first round, nothing allocated.
+fn a_batch_allocates_nothing_after_it_is_made() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    socket.set_only_v6(false).unwrap();
+    enable_packet_info(&socket, true).unwrap();
+    socket
+        .bind(&"[::]:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let server: std::net::UdpSocket = socket.into();
+    let port = server.local_addr().unwrap().port();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let asked: [std::net::SocketAddr; 2] = [([127, 0, 0, 2], port).into(), ([127, 0, 0, 1], port).into()];
+    let mut batch = Batch::new(true);
+    let mut buf = [0u8; 512];
+    let mut round = |batch: &mut Batch| {
+        for (i, to) in asked.iter().chain(&asked).enumerate() {
+            client.send_to(&[i as u8; 12], to).unwrap();
+        }
+        // Loopback queues each datagram as it is sent: one batch takes the four.
+        assert_eq!(batch.recv(&server).unwrap(), 4);
+        batch.respond(|query, _, out| {
+            out.extend_from_slice(query);
+            true
+        });
+        let mut sent = 0;
+        while sent < batch.replies() {
+            sent += batch.send(&server, sent).unwrap();
+        }
+        for _ in 0..4 {
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(n, 12);
+            assert_eq!(
+                from,
+                asked[usize::from(buf[0]) % 2],
+                "the reply comes from the address asked"
+            );
+        }
+    };
+    round(&mut batch);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..500 {
+        round(&mut batch);
+    }
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed) - before,
+        0,
+        "allocations in 500 batches"
+    );
+}
+
+/// The server on a wildcard address, asked at another address than the client's.
 fn the_udp_server_answers_without_allocating() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -108,8 +170,8 @@ fn the_udp_server_answers_without_allocating() {
         .unwrap();
     let shutdown = CancellationToken::new();
     let (addr, serving) = runtime.block_on(async {
-        let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
-        let addr = listeners.local_addr().unwrap();
+        let listeners = Listeners::bind(&["0.0.0.0:0".parse().unwrap()], 1).await.unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 2], listeners.local_addrs()[0].port()));
         let table = Arc::new(ArcSwap::from_pointee(table()));
         let serving = listeners
             .serve(

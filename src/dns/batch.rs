@@ -3,13 +3,29 @@
 //! Profiled at full load, one `recvfrom` and one `sendto` per query were 87 % of the CPU; a
 //! batch of up to [`BATCH`] datagrams costs one system call each way. A [`Batch`] belongs to
 //! one thread (its message headers hold raw pointers) and allocates nothing after it is made.
+//!
+//! A reply leaves from the address its query was sent to. A socket bound to a wildcard address
+//! (`0.0.0.0`, `[::]`) would otherwise send it from whichever address routing picks for the
+//! client, and a client that asked another address of the host drops it (RFC 2181 §4.1:
+//! a UDP reply's source is the address the query was sent to). So every datagram is received
+//! with its destination ([`enable_packet_info`]: `IP_PKTINFO`, `IPV6_RECVPKTINFO`; on a
+//! dual-stack socket an IPv4 client's as a v4-mapped address) and its reply sent with that
+//! address as the source, in the same control message. nix's `sendmmsg` takes one control
+//! message for all the messages of a call, so replies go out in runs that leave from one
+//! address: one call per batch while the batch's queries went to one address, as under load
+//! they mostly do.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::cmsg_space;
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendmsg,
+    setsockopt, sockopt,
+};
 
 /// Datagrams per system call at most.
 pub const BATCH: usize = 32;
@@ -24,16 +40,144 @@ pub fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     addr.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
+/// Has the system report each datagram's destination address on `socket`, an IPv6 socket when
+/// `ipv6` (`IPV6_RECVPKTINFO`, which covers the IPv4 clients of a dual-stack socket too), else
+/// an IPv4 one (`IP_PKTINFO`). Set it before binding, so that no datagram comes without.
+pub fn enable_packet_info(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+    } else {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
+    }
+    .map_err(io::Error::from)
+}
+
+/// The address a datagram was sent to: the source its reply must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// On an IPv4 socket; `0.0.0.0` when unknown (the system picks, as without packet info).
+    V4(Ipv4Addr),
+    /// On an IPv6 socket (an IPv4 client's as a v4-mapped address; `::` or `::ffff:0.0.0.0`
+    /// when unknown), with the interface a link-local address belongs to (else 0).
+    V6(Ipv6Addr, u32),
+}
+
+impl Local {
+    /// The destination a control message reports, for a socket of this family.
+    fn received(cmsg: ControlMessageOwned, ipv6: bool) -> Option<Local> {
+        match cmsg {
+            ControlMessageOwned::Ipv6PacketInfo(info) if ipv6 => {
+                let addr = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                // The interface matters (and is kept) only where the address needs it.
+                let index = if addr.is_unicast_link_local() {
+                    info.ipi6_ifindex
+                } else {
+                    0
+                };
+                Some(Local::V6(addr, index))
+            }
+            // The local address the kernel computed for a reply (the destination itself for
+            // unicast, ip(7)).
+            ControlMessageOwned::Ipv4PacketInfo(info) if !ipv6 => {
+                Some(Local::V4(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr))))
+            }
+            _ => None,
+        }
+    }
+
+    /// No known destination, for a reply to `peer` on a socket of this family.
+    fn unknown(peer: &SockaddrStorage, ipv6: bool) -> Local {
+        match to_std(peer).map(|p| p.ip()) {
+            _ if !ipv6 => Local::V4(Ipv4Addr::UNSPECIFIED),
+            Some(IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_some() => {
+                Local::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), 0)
+            }
+            _ => Local::V6(Ipv6Addr::UNSPECIFIED, 0),
+        }
+    }
+
+    /// The control message data that sends from this address.
+    fn packet_info(self) -> PacketInfo {
+        match self {
+            Local::V4(addr) => PacketInfo::V4(libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(addr).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            }),
+            Local::V6(addr, index) => PacketInfo::V6(libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr { s6_addr: addr.octets() },
+                ipi6_ifindex: index,
+            }),
+        }
+    }
+}
+
+/// `IP_PKTINFO` or `IPV6_PKTINFO` data, to send from a given address.
+enum PacketInfo {
+    V4(libc::in_pktinfo),
+    V6(libc::in6_pktinfo),
+}
+
+impl PacketInfo {
+    fn message(&self) -> ControlMessage<'_> {
+        match self {
+            PacketInfo::V4(info) => ControlMessage::Ipv4PacketInfo(info),
+            PacketInfo::V6(info) => ControlMessage::Ipv6PacketInfo(info),
+        }
+    }
+}
+
+/// Where a datagram came from and went to.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SockaddrStorage,
+    /// The address the client sent to: the reply's source.
+    pub local: Local,
+}
+
+/// Sends one reply to `peer` from its query's destination, without waiting: a full socket
+/// buffer drops it, as the network may. Not for the hot path: nix's `sendmsg` allocates its
+/// control buffer.
+pub fn send_one(socket: &impl AsRawFd, reply: &[u8], peer: &Peer) -> io::Result<()> {
+    let info = peer.local.packet_info();
+    sendmsg(
+        socket.as_raw_fd(),
+        &[IoSlice::new(reply)],
+        &[info.message()],
+        MsgFlags::MSG_DONTWAIT,
+        Some(&peer.addr),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// Control message space for one packet info of the family: the exact length each message
+/// header announces (nix's `sendmmsg` sends the whole buffer, so it must hold just that).
+fn packet_info_space(ipv6: bool) -> Vec<u8> {
+    if ipv6 {
+        cmsg_space!(libc::in6_pktinfo)
+    } else {
+        cmsg_space!(libc::in_pktinfo)
+    }
+}
+
 /// One socket's received datagrams and replies, reused batch after batch.
 pub struct Batch {
+    /// The socket is an IPv6 one.
+    ipv6: bool,
     /// Receive buffers.
     queries: Vec<Vec<u8>>,
-    /// Per received datagram with a sender: its buffer, length and sender.
-    received: Vec<(usize, usize, SockaddrStorage)>,
+    /// Per received datagram with a sender: its buffer, length and addresses.
+    received: Vec<(usize, usize, Peer)>,
     /// Replies to send; the first `peers.len()` are filled.
     replies: Vec<Vec<u8>>,
     /// Per reply: its destination.
     peers: Vec<Option<SockaddrStorage>>,
+    /// Per reply: its source.
+    sources: Vec<Local>,
     recv_headers: MultiHeaders<SockaddrStorage>,
     send_headers: MultiHeaders<SockaddrStorage>,
 }
@@ -41,31 +185,35 @@ pub struct Batch {
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
+            .field("ipv6", &self.ipv6)
             .field("received", &self.received.len())
             .field("replies", &self.peers.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for Batch {
-    fn default() -> Self {
+impl Batch {
+    /// A batch for an IPv6 socket when `ipv6`, else an IPv4 one, with packet info enabled
+    /// ([`enable_packet_info`]).
+    pub fn new(ipv6: bool) -> Self {
         Batch {
+            ipv6,
             queries: vec![vec![0u8; MAX_QUERY]; BATCH],
             received: Vec::with_capacity(BATCH),
             replies: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
             peers: Vec::with_capacity(BATCH),
-            recv_headers: MultiHeaders::preallocate(BATCH, None),
-            send_headers: MultiHeaders::preallocate(BATCH, None),
+            sources: Vec::with_capacity(BATCH),
+            recv_headers: MultiHeaders::preallocate(BATCH, Some(packet_info_space(ipv6))),
+            send_headers: MultiHeaders::preallocate(BATCH, Some(packet_info_space(ipv6))),
         }
     }
-}
 
-impl Batch {
     /// Receives up to [`BATCH`] datagrams: waits for the first as the socket does (blocking,
     /// up to its read timeout), then takes what else is queued. Clears the replies.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         self.received.clear();
         self.peers.clear();
+        self.sources.clear();
         let mut bufs = self.queries.iter_mut();
         let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..]))]);
@@ -77,22 +225,36 @@ impl Batch {
             None,
         )
         .map_err(io::Error::from)?;
+        let mut unknown = false;
         for (i, msg) in results.enumerate() {
-            if let Some(addr) = msg.address {
-                self.received.push((i, msg.bytes, addr));
-            }
+            let Some(addr) = msg.address else { continue };
+            let reported = msg
+                .cmsgs()
+                .ok()
+                .and_then(|mut c| c.find_map(|c| Local::received(c, self.ipv6)));
+            unknown |= reported.is_none();
+            let local = reported.unwrap_or_else(|| Local::unknown(&addr, self.ipv6));
+            self.received.push((i, msg.bytes, Peer { addr, local }));
+        }
+        if unknown {
+            // Never seen: the system reports every datagram's destination once asked to. But
+            // the system shortens a message header's control space to what it used, and nix
+            // does not restore it: headers made anew keep the next datagrams' reports whole.
+            tracing::debug!("a datagram without its destination address: replying from the system's choice");
+            self.recv_headers = MultiHeaders::preallocate(BATCH, Some(packet_info_space(self.ipv6)));
         }
         Ok(self.received.len())
     }
 
-    /// Calls `respond` on each received query (cut to [`MAX_QUERY`]) with its sender and the
-    /// next free reply buffer, cleared; a reply is kept for sending when `respond` says so.
-    pub fn respond(&mut self, mut respond: impl FnMut(&[u8], &SockaddrStorage, &mut Vec<u8>) -> bool) {
-        for &(buf, len, peer) in &self.received {
+    /// Calls `respond` on each received query (cut to [`MAX_QUERY`]) with its addresses and
+    /// the next free reply buffer, cleared; a reply is kept for sending when `respond` says so.
+    pub fn respond(&mut self, mut respond: impl FnMut(&[u8], &Peer, &mut Vec<u8>) -> bool) {
+        for (buf, len, peer) in &self.received {
             let out = &mut self.replies[self.peers.len()];
             out.clear();
-            if respond(&self.queries[buf][..len.min(MAX_QUERY)], &peer, out) {
-                self.peers.push(Some(peer));
+            if respond(&self.queries[*buf][..(*len).min(MAX_QUERY)], peer, out) {
+                self.peers.push(Some(peer.addr));
+                self.sources.push(peer.local);
             }
         }
     }
@@ -102,22 +264,23 @@ impl Batch {
         self.peers.len()
     }
 
-    /// Sends the replies from the `from`th on, waiting for socket buffer space as the socket
-    /// does; returns how many the system took.
+    /// Sends the replies from the `from`th on that leave from the same address as it, waiting
+    /// for socket buffer space as the socket does; returns how many the system took.
     pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
-        let peers = &self.peers[from..];
-        if peers.is_empty() {
+        let Some(&source) = self.sources.get(from) else {
             return Ok(0);
-        }
+        };
+        let run = self.sources[from..].iter().take_while(|&&s| s == source).count();
         let mut replies = self.replies[from..].iter();
         let slices: [[IoSlice<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSlice::new(replies.next().map_or(&[][..], |r| &r[..]))]);
+        let info = source.packet_info();
         let sent = sendmmsg(
             socket.as_raw_fd(),
             &mut self.send_headers,
-            slices[..peers.len()].iter(),
-            peers,
-            [],
+            slices[..run].iter(),
+            &self.peers[from..from + run],
+            [info.message()],
             MsgFlags::empty(),
         )
         .map_err(io::Error::from)?;

@@ -1,39 +1,45 @@
-//! The DNS listeners: UDP and TCP on one address, around the pure answer path.
+//! The DNS listeners: UDP and TCP on each `--listen` address, around the pure answer path.
 //!
 //! UDP: one thread per SO_REUSEPORT socket, blocking in `recvmmsg` (no poller, no task per
 //! packet), answering a batch from one `ArcSwap::load` of the table into reused buffers and
-//! sending it with one `sendmmsg`; metrics are counted per batch. A forwarded query is sent
-//! upstream from the thread and answered from the runtime's task receiving the upstream's
-//! answer ([`Forwarder::forward_udp`]). Each thread looks for shutdown at least every [`POLL`].
+//! sending it with `sendmmsg`, each reply from the address its query was sent to ([`batch`]);
+//! metrics are counted per batch. A forwarded query is sent upstream from the thread and
+//! answered, from the same address, by the runtime's task receiving the upstream's answer
+//! ([`Forwarder::forward_udp`]). Each thread looks for shutdown at least every [`POLL`].
 //! TCP (RFC 7766): several queries per connection answered in order, a bound on open
-//! connections (beyond it a new connection is closed at once) and an idle timeout.
+//! connections across the addresses (beyond it a new connection is closed at once) and an
+//! idle timeout. How each address is bound (dual-stack `[::]`, its fallback): `server/bind.rs`.
+//!
+//! [`batch`]: super::batch
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use nix::sys::socket::{MsgFlags, SockaddrStorage, sendto};
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod bind;
+
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use super::batch::{Batch, to_std};
+use super::batch::{self, Batch, Peer, to_std};
 use super::forward::Forwarder;
 use super::wire;
 use crate::metrics::{Metrics, Path, Tally};
 use crate::table::Table;
+use bind::Stack;
 
 /// Limits of the listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// UDP sockets on the address (SO_REUSEPORT), each with its own thread: one per core.
+    /// UDP sockets on each address (SO_REUSEPORT), each with its own thread: one per core.
     pub udp_sockets: usize,
-    /// Open TCP connections at most.
+    /// Open TCP connections at most, over every address.
     pub max_tcp_connections: usize,
     /// A TCP connection with no complete query for this long is closed.
     pub tcp_idle_timeout: Duration,
@@ -49,26 +55,40 @@ impl Default for Limits {
     }
 }
 
-/// Bound UDP and TCP sockets on the same address.
+/// An address that could not be listened on.
+#[derive(Debug, Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Whether `addr`, one of the listening addresses `all`, serves IPv4 clients as well: `[::]`
+/// without an IPv4 address on its port (DESIGN "Answers"; its fallback without IPv6: `server/bind.rs`).
+pub fn is_dual_stack(addr: SocketAddr, all: &[SocketAddr]) -> bool {
+    bind::stack(addr, all) == Stack::Dual
+}
+
+/// The UDP sockets and the TCP listener of one address.
 #[derive(Debug)]
-pub struct Listeners {
+struct Bound {
+    /// The address bound (its port chosen by the system if given as 0).
+    addr: SocketAddr,
     udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
+/// Bound UDP and TCP sockets on each listening address.
+#[derive(Debug)]
+pub struct Listeners {
+    bound: Vec<Bound>,
+}
+
 /// How long a UDP thread waits for a query before it looks for shutdown.
 const POLL: Duration = Duration::from_millis(100);
-
-/// A blocking UDP socket with SO_REUSEPORT, so that several share one address, and a read
-/// timeout of [`POLL`].
-fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_read_timeout(Some(POLL))?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
 
 fn seed() -> u64 {
     SystemTime::now()
@@ -77,29 +97,24 @@ fn seed() -> u64 {
 }
 
 impl Listeners {
-    /// Binds `udp_sockets` UDP sockets and TCP on `addr`. With port 0 the system picks a port
-    /// free for both.
-    pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<Self> {
-        let mut last_err = None;
-        for _ in 0..16 {
-            let first = reuseport_udp(addr)?;
-            let bound = first.local_addr()?;
-            let mut udp = vec![first];
-            for _ in 1..udp_sockets.max(1) {
-                udp.push(reuseport_udp(bound)?);
-            }
-            match TcpListener::bind(bound).await {
-                Ok(tcp) => return Ok(Listeners { udp, tcp }),
-                Err(e) if addr.port() == 0 => last_err = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+    /// Binds `udp_sockets` UDP sockets and TCP on each of `addrs`, as `server/bind.rs` says (a
+    /// dual-stack `[::]` without IPv6 falls back to `0.0.0.0`, with a warning). With port 0
+    /// the system picks a port free for both.
+    pub async fn bind(addrs: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
+        let bound = addrs
+            .iter()
+            .map(|&addr| {
+                bind::with_fallback(addr, bind::stack(addr, addrs), |addr, stack| {
+                    bind::address(addr, stack, udp_sockets, POLL)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Listeners { bound })
     }
 
-    /// The bound address (UDP and TCP share it).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.udp[0].local_addr()
+    /// The bound addresses, in the order given (UDP and TCP share each).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound.iter().map(|b| b.addr).collect()
     }
 
     /// Starts serving: the UDP threads now, TCP in the returned future, until `shutdown` is
@@ -123,12 +138,18 @@ impl Listeners {
             metrics,
             tracker: tokio_util::task::TaskTracker::new(),
         };
-        let mut udp = Vec::with_capacity(self.udp.len());
-        for (i, socket) in self.udp.into_iter().enumerate() {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::with_capacity(self.bound.len());
+        let sockets = self.bound.into_iter().flat_map(|bound| {
+            tcp.push(bound.tcp);
+            let ipv6 = bound.addr.is_ipv6();
+            bound.udp.into_iter().map(move |socket| (socket, ipv6))
+        });
+        for (i, (socket, ipv6)) in sockets.enumerate() {
             let (shared, stop) = (shared.clone(), shutdown.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("globaldns-udp-{i}"))
-                .spawn(move || udp_loop(&Arc::new(socket), &shared, &stop));
+                .spawn(move || udp_loop(&Arc::new(socket), ipv6, &shared, &stop));
             match thread {
                 Ok(thread) => udp.push(thread),
                 Err(e) => {
@@ -137,9 +158,18 @@ impl Listeners {
                 }
             }
         }
-        let tcp = self.tcp;
+        let permits = Arc::new(Semaphore::new(limits.max_tcp_connections));
         Ok(async move {
-            tcp_accept(tcp, shared.clone(), limits, shutdown).await;
+            let accepting = tcp.into_iter().map(|listener| {
+                tcp_accept(
+                    listener,
+                    shared.clone(),
+                    permits.clone(),
+                    limits.tcp_idle_timeout,
+                    shutdown.clone(),
+                )
+            });
+            futures_util::future::join_all(accepting).await;
             let _ = tokio::task::spawn_blocking(move || {
                 for thread in udp {
                     let _ = thread.join();
@@ -150,6 +180,12 @@ impl Listeners {
             shared.tracker.wait().await;
         })
     }
+}
+
+/// A TCP listener on `addr` alone (the admin endpoint's) by the rules of the DNS listeners:
+/// `[::]` dual-stack, `0.0.0.0` on its port where the system has no IPv6.
+pub fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    bind::with_fallback(addr, bind::stack(addr, &[addr]), bind::tcp)
 }
 
 /// What every listener task shares.
@@ -175,9 +211,9 @@ impl Shared {
         forwarded(&self.metrics, Transport::Tcp, out, started);
     }
 
-    /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket` from wherever the
-    /// upstream's answer arrives.
-    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: SockaddrStorage) {
+    /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket`, from the
+    /// address the query was sent to, from wherever the upstream's answer arrives.
+    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer) {
         // Counts as in flight until answered, so that shutdown waits for it.
         let (started, socket, in_flight) = (Instant::now(), socket.clone(), self.tracker.token());
         let metrics = self.metrics.clone();
@@ -217,17 +253,18 @@ fn forwarded(metrics: &Metrics, transport: Transport, response: &[u8], started: 
 
 /// Serves one UDP socket until shutdown. A panic (a bug) is logged and the socket served on:
 /// a socket nobody reads would silently lose its share of the queries for good.
-fn udp_loop(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &CancellationToken) {
+fn udp_loop(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shutdown: &CancellationToken) {
     while !shutdown.is_cancelled() {
-        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, shared, shutdown));
+        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, ipv6, shared, shutdown));
         if std::panic::catch_unwind(serving).is_err() {
             tracing::error!("a UDP thread panicked answering a batch; serving on");
         }
     }
 }
 
-fn udp_batches(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &CancellationToken) {
-    let mut batch = Batch::default();
+/// `ipv6`: the socket is an IPv6 one.
+fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shutdown: &CancellationToken) {
+    let mut batch = Batch::new(ipv6);
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
     let metrics = &shared.metrics;
@@ -271,14 +308,19 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, shared: &Shared, shutdown: &Ca
 
 /// Sends one reply without waiting: a forward's, from the runtime, on a blocking socket whose
 /// thread must not be held up. A full socket buffer drops it, as the network may.
-fn send_now(socket: &std::net::UdpSocket, out: &[u8], peer: &SockaddrStorage) {
-    if let Err(e) = sendto(socket.as_raw_fd(), out, peer, MsgFlags::MSG_DONTWAIT) {
-        tracing::debug!(error = %e, peer = ?to_std(peer), "udp send");
+fn send_now(socket: &std::net::UdpSocket, out: &[u8], peer: &Peer) {
+    if let Err(e) = batch::send_one(socket, out, peer) {
+        tracing::debug!(error = %e, peer = ?to_std(&peer.addr), "udp send");
     }
 }
 
-async fn tcp_accept(listener: TcpListener, shared: Shared, limits: Limits, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(limits.max_tcp_connections));
+async fn tcp_accept(
+    listener: TcpListener,
+    shared: Shared,
+    permits: Arc<Semaphore>,
+    idle: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -297,7 +339,7 @@ async fn tcp_accept(listener: TcpListener, shared: Shared, limits: Limits, shutd
         };
         let (conn_shared, shutdown) = (shared.clone(), shutdown.clone());
         shared.tracker.spawn(async move {
-            if let Err(e) = tcp_connection(stream, &conn_shared, limits.tcp_idle_timeout, &shutdown).await {
+            if let Err(e) = tcp_connection(stream, &conn_shared, idle, &shutdown).await {
                 tracing::debug!(error = %e, %peer, "tcp connection");
             }
             drop(permit);

@@ -97,7 +97,7 @@ async fn readyz_waits_for_the_local_cluster() {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, merged_kubeconfig(&[(&local, "east")])).unwrap();
     let running = app::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
         admin: Some("127.0.0.1:0".parse().unwrap()),
         table: TableSettings::new(&["global"]).unwrap(),
         sources: Sources {

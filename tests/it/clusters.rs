@@ -33,7 +33,7 @@ impl Mesh {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, merged_kubeconfig(clusters)).unwrap();
         let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
             admin: Some("127.0.0.1:0".parse().unwrap()),
             table: TableSettings::new(&["global"]).unwrap(),
             sources: Sources {

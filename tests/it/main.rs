@@ -16,5 +16,6 @@ mod entry_files;
 mod fixtures;
 mod forwarding;
 mod kubectl;
+mod listen;
 mod monitoring;
 mod peers;

@@ -56,7 +56,7 @@ impl Server {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
             admin: Some("127.0.0.1:0".parse().unwrap()),
             table: TableSettings::new(&["global"]).unwrap(),
             sources: Sources {
