@@ -71,12 +71,15 @@ fn queries() -> [Vec<u8>; 6] {
     ]
 }
 
-/// One test: the count is of every thread, the test harness's among them.
-#[test]
-fn in_zone_queries_do_not_allocate() {
+/// One program without the test harness (`harness = false`): the count is of every thread,
+/// and the harness's own threads (waiting for the test, reporting) allocate at moments of their
+/// own, which made the count flaky.
+fn main() {
     the_answer_path_does_not_allocate();
     a_batch_allocates_nothing_after_it_is_made();
     the_udp_server_answers_without_allocating();
+    println!("alloc: the answer path, a UDP batch and the UDP server allocate nothing per query");
+    println!("1 passed, 0 failed");
 }
 
 fn the_answer_path_does_not_allocate() {
