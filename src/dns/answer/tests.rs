@@ -28,7 +28,12 @@ spec: {hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: bare}
-spec: {hosts: [bare.global], resolution: DNS}
+spec: {hosts: [bare.global, a.deep.global, bare.shop.global], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bare-wild}
+spec: {hosts: [\"*.nowhere.global\", \"*.eu.shop.global\"], resolution: DNS}
 ";
 
 fn table_with(extra: &str, synced: bool) -> Table {
@@ -170,12 +175,63 @@ fn answers_row_by_row() {
             answer: &[],
             authority: &[SOA_RR],
         },
+        // Hosts that no rule gives an address, and wildcards without addresses, are not
+        // names, and make no empty non-terminals (RFC 8020).
         Case {
             name: "bare.global.",
             qtype: A,
-            rcode: NoError,
+            rcode: NXDomain,
             answer: &[],
             authority: &[SOA_RR],
+        },
+        Case {
+            name: "bare.global.",
+            qtype: AAAA,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "a.deep.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "deep.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "x.nowhere.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "nowhere.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "bare.shop.global.",
+            qtype: A,
+            rcode: NoError,
+            answer: &["bare.shop.global. 30 A 240.0.0.10"],
+            authority: &[],
+        },
+        Case {
+            name: "x.eu.shop.global.",
+            qtype: A,
+            rcode: NoError,
+            answer: &["x.eu.shop.global. 30 A 240.0.0.10"],
+            authority: &[],
         },
         Case {
             name: "nope.global.",
