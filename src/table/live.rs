@@ -410,6 +410,16 @@ impl<K: Source> Live<K> {
         if served(old.as_deref()) != served(new.as_ref()) {
             self.commit.records_changed = true;
         }
+        if let Some(host) = &new
+            && !fits_one_message(host, wire.len())
+        {
+            tracing::warn!(
+                host = %host.name,
+                a = host.a.len(),
+                aaaa = host.aaaa.len(),
+                "more addresses than one DNS message of 65535 bytes holds: answers carry those that fit"
+            );
+        }
         let old_conflicts = old.as_ref().map_or(&[][..], |h| &h.conflicts[..]);
         let new_conflicts = new.as_ref().map_or(&[][..], |h| &h.conflicts[..]);
         for c in new_conflicts.iter().filter(|c| !old_conflicts.contains(c)) {
@@ -466,6 +476,15 @@ impl<K: Source> Live<K> {
             occupied.remove();
         }
     }
+}
+
+/// Whether `host`'s A records, and its AAAA records, each fit one DNS message over TCP
+/// asked under its name of `wire_len` bytes (65 535 bytes: header 12, question, 16 or 28
+/// bytes per record with its owner compressed, an OPT of 11). A wildcard's answers are
+/// owned by longer names, so a few fewer of its records fit.
+fn fits_one_message(host: &Host, wire_len: usize) -> bool {
+    let room = u16::MAX as usize - 12 - (wire_len + 4) - 11;
+    host.a.len() <= room / 16 && host.aaaa.len() <= room / 28
 }
 
 #[cfg(test)]

@@ -527,3 +527,69 @@ fn istio_legacy_allocation_in_the_rules() {
         "the older entry gets the contested slot"
     );
 }
+
+/// Log output, captured.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An entry giving `host` `n` IPv4 addresses (from `first` on).
+fn with_addresses(name: &str, host: &str, n: u32, first: u32) -> String {
+    let addresses: Vec<String> = (first..first + n)
+        .map(|i| std::net::Ipv4Addr::from(i).to_string())
+        .collect();
+    se(
+        name,
+        &format!("{{hosts: [{host}], addresses: [{}]}}", addresses.join(", ")),
+    )
+}
+
+#[test]
+fn a_host_too_large_for_one_message_is_warned_about_once_per_build() {
+    // Over TCP one message holds 65 535 bytes: header, question (the name, type, class), one
+    // 16-byte record per address (name compressed) and an OPT of 11 bytes.
+    let fits = |host: &str| (65535 - 12 - (name::to_wire(host).unwrap().len() + 4) - 11) / 16;
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let source = (0, Arc::<str>::from("c1"));
+    let big = |first| with_addresses("big", "big.global", fits("big.global") as u32 + 1, first);
+    let edge = with_addresses("edge", "edge.global", fits("edge.global") as u32, 0x0B00_0000);
+    tracing::subscriber::with_default(subscriber, || {
+        let mut live = Live::new(settings());
+        live.replace(&source, entries(&[big(0x0A00_0000), edge.clone()].concat()));
+        live.commit();
+        live.upsert(
+            &source,
+            entries(&se("other", "{hosts: [other.global], addresses: [1.1.1.1]}")).remove(0),
+        );
+        live.commit();
+        live.replace(&source, entries(&[big(0x0A00_0001), edge].concat()));
+        live.commit();
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(
+        warnings.iter().filter(|l| l.contains("big.global")).count(),
+        2,
+        "once when built, again when its addresses changed, not on other changes: {text}"
+    );
+    assert!(
+        !text.contains("edge.global"),
+        "a host that just fits is not warned about: {text}"
+    );
+}

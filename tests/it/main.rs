@@ -16,3 +16,4 @@ mod entry_files;
 mod fixtures;
 mod forwarding;
 mod peers;
+mod truncation;
