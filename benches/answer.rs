@@ -4,7 +4,9 @@
 //!
 //! The answer path is measured on a 1k-host table (and a 100k-host one for the hit case, where
 //! the lookup misses the CPU caches): an existing name with one A record, one with four, NODATA
-//! (AAAA of a v4-only name), NXDOMAIN, a wildcard match, each without and with EDNS(0).
+//! (AAAA of a v4-only name), NXDOMAIN, a wildcard match, each without and with EDNS(0), and
+//! a host with 40 A records: over UDP without EDNS more than 512 bytes (truncated), over TCP
+//! whole.
 //! Table building is measured at 1k and 100k entries. Under `cargo test --bench answer` each
 //! benchmark runs once, as a smoke test.
 
@@ -57,6 +59,17 @@ fn entries(n: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// One host, `many.global`, with 40 A records.
+fn many() -> Entry {
+    let mut entry = entries(1).remove(0);
+    entry.id.name = "many".into();
+    entry.hosts = vec!["many.global".into()];
+    entry.addresses = (0..40u32)
+        .map(|k| IpAddr::V4(Ipv4Addr::from(0x0A00_0001 + k)))
+        .collect();
+    entry
+}
+
 fn table(entries: &[Entry]) -> Table {
     let settings = TableSettings::new(&["global"]).unwrap();
     let name: Arc<str> = "bench".into();
@@ -64,36 +77,29 @@ fn table(entries: &[Entry]) -> Table {
 }
 
 fn answer_path(c: &mut Criterion) {
-    let small = table(&entries(1_000));
+    let small = table(&[entries(1_000), vec![many()]].concat());
     let large = table(&entries(100_000));
-    let cases: [(&str, &Table, &str, u16); 6] = [
-        ("hit", &small, "svc-4.ns-4.global", 1),
-        ("multi", &small, "sVc-7.Ns-7.global", 1),
-        ("nodata", &small, "svc-5.ns-5.global", 28),
-        ("nxdomain", &small, "nothing.ns-5.global", 1),
-        ("wildcard", &small, "x.y.wild-3.global", 1),
-        ("hit-100k", &large, "svc-54321.ns-21.global", 1),
+    let cases: [(&str, &Table, &str, u16, Transport); 8] = [
+        ("hit", &small, "svc-4.ns-4.global", 1, Transport::Udp),
+        ("multi", &small, "sVc-7.Ns-7.global", 1, Transport::Udp),
+        ("nodata", &small, "svc-5.ns-5.global", 28, Transport::Udp),
+        ("nxdomain", &small, "nothing.ns-5.global", 1, Transport::Udp),
+        ("wildcard", &small, "x.y.wild-3.global", 1, Transport::Udp),
+        ("hit-100k", &large, "svc-54321.ns-21.global", 1, Transport::Udp),
+        ("many-40", &small, "many.global", 1, Transport::Udp),
+        ("many-40-tcp", &small, "many.global", 1, Transport::Tcp),
     ];
     let mut group = c.benchmark_group("answer");
     let mut rng = Shuffler::new(7);
     let mut out = Vec::with_capacity(4096);
-    for (case, table, name, qtype) in cases {
+    for (case, table, name, qtype, transport) in cases {
         for edns in [false, true] {
             let msg = query(0x1234, name, qtype, edns);
-            let outcome = answer(table, &msg, Transport::Udp, Mode::default(), &mut rng, &mut out);
+            let outcome = answer(table, &msg, transport, Mode::default(), &mut rng, &mut out);
             assert_eq!(outcome, Outcome::Reply, "{case}");
             let label = if edns { format!("{case}/edns") } else { case.to_string() };
             group.bench_function(label, |b| {
-                b.iter(|| {
-                    answer(
-                        table,
-                        black_box(&msg),
-                        Transport::Udp,
-                        Mode::default(),
-                        &mut rng,
-                        &mut out,
-                    )
-                })
+                b.iter(|| answer(table, black_box(&msg), transport, Mode::default(), &mut rng, &mut out))
             });
         }
     }

@@ -6,9 +6,13 @@
 //!
 //! Invariants of a built table:
 //! - every host lies in exactly one zone, the most specific served zone containing it;
-//! - every proper ancestor of a host (wildcard owners included) down to its zone apex is an
-//!   empty non-terminal unless it is a host itself, so it answers NODATA, never NXDOMAIN
-//!   (RFC 8020 resolvers would otherwise drop the whole subtree);
+//! - a name exists only where it owns records or lies above a name that does (RFC 1034 §3.1,
+//!   RFC 8020): a host that no rule gives an address, and a wildcard without addresses, are
+//!   kept for operators ([`Table::hosts`]) but are no names (NXDOMAIN) and make no empty
+//!   non-terminals;
+//! - every proper ancestor of a host with addresses (wildcard owners included) down to its
+//!   zone apex is an empty non-terminal unless it is such a host itself, so it answers
+//!   NODATA, never NXDOMAIN (RFC 8020 resolvers would otherwise drop the whole subtree);
 //! - host and zone names are lower-case wire format; answers echo the query's own case.
 
 mod allocate;
@@ -78,6 +82,11 @@ pub struct Host {
 }
 
 impl Host {
+    /// Whether any rule gave it an address: only then is it a name in DNS.
+    pub fn has_addresses(&self) -> bool {
+        !self.a.is_empty() || !self.aaaa.is_empty()
+    }
+
     /// Every address, v4 first.
     pub fn addresses(&self) -> Vec<IpAddr> {
         let v4 = self.a.iter().map(|a| IpAddr::V4(*a));
@@ -169,7 +178,7 @@ pub enum Lookup<'a> {
     Exists {
         /// Its zone.
         zone: &'a Zone,
-        /// The host whose records the name has, if any.
+        /// The host whose records the name has, if any (it has addresses).
         host: Option<&'a Host>,
         /// Whether the name is the zone apex.
         apex: bool,
@@ -183,7 +192,8 @@ pub enum Lookup<'a> {
 
 impl Table {
     /// Looks up a lower-case wire name (DESIGN.md: exact host, then the most specific
-    /// wildcard, then empty non-terminal or apex, else NXDOMAIN).
+    /// wildcard, then empty non-terminal or apex, else NXDOMAIN; hosts and wildcards without
+    /// addresses are passed over, as no names).
     pub fn lookup(&self, qname: &[u8]) -> Lookup<'_> {
         let Some((zone, apex_at)) = self
             .zones
@@ -195,7 +205,7 @@ impl Table {
         let apex = apex_at == 0;
         let hash = self.hasher.hash_one(qname);
         let node = self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *qname);
-        if let Some(host) = node.and_then(|n| n.host.as_deref()) {
+        if let Some(host) = node.and_then(|n| n.host.as_deref()).filter(|h| h.has_addresses()) {
             return Lookup::Exists {
                 zone,
                 host: Some(host),
@@ -206,7 +216,7 @@ impl Table {
             let wild = name::label_starts(qname)
                 .skip(1)
                 .take_while(|&start| start <= apex_at)
-                .find_map(|start| self.wildcards.get(&qname[start..]));
+                .find_map(|start| self.wildcards.get(&qname[start..]).filter(|h| h.has_addresses()));
             if let Some(host) = wild {
                 return Lookup::Exists {
                     zone,
@@ -215,7 +225,7 @@ impl Table {
                 };
             }
         }
-        if apex || node.is_some() {
+        if apex || node.is_some_and(|n| n.below > 0) {
             return Lookup::Exists { zone, host: None, apex };
         }
         Lookup::NxDomain { zone }
@@ -241,12 +251,13 @@ impl Table {
         &self.zones
     }
 
-    /// Number of served hosts (wildcards included).
+    /// Number of hosts, wildcards and hosts without addresses included (as [`Table::hosts`]).
     pub fn host_count(&self) -> usize {
         self.host_count
     }
 
-    /// Every served host, sorted by name (walks the whole table: not for the query path).
+    /// Every host, sorted by name, those without addresses (no names in DNS) included: what
+    /// operators see (walks the whole table: not for the query path).
     pub fn hosts(&self) -> Vec<&Host> {
         let names = self
             .shards

@@ -9,8 +9,14 @@
 //!   case comes back unchanged (0x20 randomisation);
 //! - EDNS(0): an OPT in the answer when the query had one, payload 1232, BADVERS for a
 //!   version above 0 (RFC 6891 §6.1.3);
-//! - answers larger than the client allows over UDP (512, or its EDNS size up to 1232) are
-//!   sent empty with TC=1 so it retries over TCP (RFC 2181 §9, RFC 7766).
+//! - an answer larger than the client allows over UDP (512, or its EDNS size up to 1232)
+//!   carries TC=1 and every whole record that fits (RFC 2181 §9): stubs that cannot retry
+//!   over TCP (musl before 1.2.4, in Alpine pods) use those records. Records are written in
+//!   section order (answer, authority, additional), each only where it still fits beside the
+//!   OPT record, so what is cut is the additional section first, then answer records from the
+//!   end; the OPT record always stays. Over TCP (RFC 7766) an RRset too large for one
+//!   65 535-byte message is served with the records that fit, and TC is never set (no
+//!   client could act on it); the table build warns about such hosts.
 
 use super::wire::{self, CLASS_ANY, CLASS_IN, Query, Reject, flag, rcode, rtype};
 use crate::table::{HOSTMASTER_LABEL, Lookup, NS_LABELS, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone};
@@ -83,10 +89,7 @@ pub fn error_reply(msg: &[u8], code: u16, recursion_available: bool, out: &mut V
     match wire::parse(msg) {
         Ok(query) => {
             out.clear();
-            let limit = query
-                .edns
-                .map_or(512, |e| e.udp_size.clamp(512, EDNS_UDP_SIZE) as usize);
-            Response::start(&query, out).finish(code, ra, limit);
+            Response::start(&query, out, Transport::Udp).finish(code, ra);
         }
         Err(_) if msg.len() >= wire::HEADER_LEN => header_reply(msg, code, ra, out),
         Err(_) => out.clear(),
@@ -112,41 +115,36 @@ pub fn answer(
             return Outcome::Reply;
         }
     };
-    let limit = match (transport, query.edns) {
-        (Transport::Tcp, _) => u16::MAX as usize,
-        (Transport::Udp, None) => 512,
-        (Transport::Udp, Some(e)) => e.udp_size.clamp(512, EDNS_UDP_SIZE) as usize,
-    };
     let lookup = table.lookup(query.lower_name());
     if matches!(lookup, Lookup::OutOfZone) && mode.forwarding {
         // Forwarded whatever its EDNS version or class: the upstream decides.
         return Outcome::Forward;
     }
-    let mut r = Response::start(&query, out);
+    let mut r = Response::start(&query, out, transport);
     if query.edns.is_some_and(|e| e.version > 0) {
-        r.finish(rcode::BADVERS, ra, limit);
+        r.finish(rcode::BADVERS, ra);
         return Outcome::Reply;
     }
     let (zone, host, apex) = match lookup {
         Lookup::OutOfZone => {
-            r.finish(rcode::REFUSED, ra, limit);
+            r.finish(rcode::REFUSED, ra);
             return Outcome::Reply;
         }
         _ if query.qclass != CLASS_IN && query.qclass != CLASS_ANY => {
-            r.finish(rcode::REFUSED, ra, limit);
+            r.finish(rcode::REFUSED, ra);
             return Outcome::Reply;
         }
         _ if !table.synced() => {
-            r.finish(rcode::SERVFAIL, ra, limit);
+            r.finish(rcode::SERVFAIL, ra);
             return Outcome::Reply;
         }
         _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) => {
-            r.finish(rcode::REFUSED, ra, limit);
+            r.finish(rcode::REFUSED, ra);
             return Outcome::Reply;
         }
         Lookup::NxDomain { zone } => {
             r.soa(zone, table, Section::Authority);
-            r.finish(rcode::NXDOMAIN, flag::AA | ra, limit);
+            r.finish(rcode::NXDOMAIN, flag::AA | ra);
             return Outcome::Reply;
         }
         Lookup::Exists { zone, host, apex } => (zone, host, apex),
@@ -173,7 +171,7 @@ pub fn answer(
     if r.counts[0] == 0 {
         r.soa(zone, table, Section::Authority);
     }
-    r.finish(rcode::NOERROR, flag::AA | ra, limit);
+    r.finish(rcode::NOERROR, flag::AA | ra);
     Outcome::Reply
 }
 
@@ -183,23 +181,56 @@ enum Section {
     Authority = 1,
 }
 
-/// A response under construction: header, verbatim question, then records.
+/// Bytes of the OPT record we answer with (root owner, no options).
+const OPT_LEN: usize = 11;
+
+/// A response under construction: header, verbatim question, then records, each written only
+/// where it fits under the size limit with room left for the OPT record.
 struct Response<'q, 'o> {
     query: &'q Query<'q>,
     out: &'o mut Vec<u8>,
     counts: [u16; 2],
+    /// The most bytes the response may have, OPT included.
+    limit: usize,
+    /// Bytes kept free for the OPT record.
+    reserve: usize,
+    /// TC may be set (UDP).
+    udp: bool,
+    /// A record was left out for want of room.
+    cut: bool,
 }
 
 impl<'q, 'o> Response<'q, 'o> {
-    fn start(query: &'q Query<'q>, out: &'o mut Vec<u8>) -> Self {
+    fn start(query: &'q Query<'q>, out: &'o mut Vec<u8>, transport: Transport) -> Self {
         out.extend_from_slice(&query.id.to_be_bytes());
         out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(query.question);
+        let limit = match (transport, query.edns) {
+            (Transport::Tcp, _) => u16::MAX as usize,
+            (Transport::Udp, None) => 512,
+            (Transport::Udp, Some(e)) => e.udp_size.clamp(512, EDNS_UDP_SIZE) as usize,
+        };
         Response {
             query,
             out,
             counts: [0, 0],
+            limit,
+            reserve: if query.edns.is_some() { OPT_LEN } else { 0 },
+            udp: transport == Transport::Udp,
+            cut: false,
         }
+    }
+
+    /// How many records of `size` bytes still fit.
+    fn room(&self, size: usize) -> usize {
+        self.limit.saturating_sub(self.out.len() + self.reserve) / size
+    }
+
+    /// Whether one more record of `size` bytes fits; if not, the response is cut.
+    fn fits(&mut self, size: usize) -> bool {
+        let fits = self.room(size) > 0;
+        self.cut |= !fits;
+        fits
     }
 
     /// Compression pointer to the zone apex inside the question name.
@@ -216,37 +247,53 @@ impl<'q, 'o> Response<'q, 'o> {
         self.out.extend_from_slice(&(rdlen as u16).to_be_bytes());
     }
 
-    /// Address records owned by the query name, shuffled, at most `max` of them.
+    /// Address records owned by the query name, at most `max` of them and as many as fit:
+    /// a uniformly random choice of the addresses (every one equally likely to be served, so
+    /// clients of a cut answer spread over all of them), in random order.
     fn addresses<const N: usize>(
         &mut self,
-        ips: impl ExactSizeIterator<Item = [u8; N]>,
+        mut ips: impl ExactSizeIterator<Item = [u8; N]>,
         ttl: u32,
         rtype: u16,
         max: usize,
         rng: &mut Shuffler,
     ) {
         const QNAME: [u8; 2] = (0xC000 | wire::HEADER_LEN as u16).to_be_bytes();
-        let n = ips.len();
+        let size = 12 + N;
+        let wanted = ips.len().min(max);
+        let kept = wanted.min(self.room(size));
+        self.cut |= kept < wanted;
         let start = self.out.len();
-        for ip in ips {
+        for ip in ips.by_ref().take(kept) {
             self.rr_header(QNAME, rtype, ttl, N);
             self.out.extend_from_slice(&ip);
         }
-        let size = 12 + N;
         let records = &mut self.out[start..];
-        for i in (1..n).rev() {
+        if kept > 0 {
+            // Reservoir sampling (Algorithm R) over the addresses not written.
+            for (i, ip) in ips.enumerate() {
+                let j = rng.below(kept + i + 1);
+                if j < kept {
+                    records[j * size + 12..(j + 1) * size].copy_from_slice(&ip);
+                }
+            }
+        }
+        // Fisher–Yates over the records kept.
+        for i in (1..kept).rev() {
             let j = rng.below(i + 1);
             if i != j {
                 let (lo, hi) = records.split_at_mut(i * size);
                 lo[j * size..(j + 1) * size].swap_with_slice(&mut hi[..size]);
             }
         }
-        let kept = n.min(max);
-        self.out.truncate(start + kept * size);
         self.counts[0] += kept as u16;
     }
 
     fn soa(&mut self, zone: &Zone, table: &Table, section: Section) {
+        let rdlen = NS_LABELS.len() + 2 + HOSTMASTER_LABEL.len() + 2 + 20;
+        if !self.fits(12 + rdlen) {
+            return;
+        }
         let apex = self.apex_pointer(zone);
         let minimum = table.ttl();
         // RFC 2308 §3: the SOA of a negative answer has TTL min(SOA TTL, MINIMUM).
@@ -254,7 +301,6 @@ impl<'q, 'o> Response<'q, 'o> {
             Section::Answer => table.ttl(),
             Section::Authority => table.ttl().min(minimum),
         };
-        let rdlen = NS_LABELS.len() + 2 + HOSTMASTER_LABEL.len() + 2 + 20;
         self.rr_header(apex, rtype::SOA, ttl, rdlen);
         self.out.extend_from_slice(NS_LABELS);
         self.out.extend_from_slice(&apex);
@@ -267,8 +313,12 @@ impl<'q, 'o> Response<'q, 'o> {
     }
 
     fn ns(&mut self, zone: &Zone, ttl: u32) {
+        let rdlen = NS_LABELS.len() + 2;
+        if !self.fits(12 + rdlen) {
+            return;
+        }
         let apex = self.apex_pointer(zone);
-        self.rr_header(apex, rtype::NS, ttl, NS_LABELS.len() + 2);
+        self.rr_header(apex, rtype::NS, ttl, rdlen);
         self.out.extend_from_slice(NS_LABELS);
         self.out.extend_from_slice(&apex);
         self.counts[0] += 1;
@@ -285,16 +335,13 @@ impl<'q, 'o> Response<'q, 'o> {
         self.out.extend_from_slice(&[0, 0]);
     }
 
-    /// Writes flags, counts and OPT; truncates to the question when over `limit`.
-    fn finish(mut self, code: u16, flags: u16, limit: usize) {
+    /// Writes flags, counts and OPT; TC=1 over UDP when a record was left out.
+    fn finish(mut self, code: u16, flags: u16) {
         let mut flags = flag::QR | flags | (self.query.flags & (flag::RD | flag::CD)) | (code & 0xF);
-        self.opt(code);
-        if self.out.len() > limit {
-            self.out.truncate(wire::HEADER_LEN + self.query.question.len());
-            self.counts = [0, 0];
+        if self.cut && self.udp {
             flags |= flag::TC;
-            self.opt(code);
         }
+        self.opt(code);
         let additional = u16::from(self.query.edns.is_some());
         self.out[2..4].copy_from_slice(&flags.to_be_bytes());
         self.out[6..8].copy_from_slice(&self.counts[0].to_be_bytes());

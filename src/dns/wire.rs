@@ -222,9 +222,11 @@ pub fn parse(msg: &[u8]) -> Result<Query<'_>, Reject> {
     })
 }
 
-/// Whether `reply` answers `query`: a response with the query's ID and its question
-/// (compared case-insensitively), or with no question at all and an error rcode (what
-/// servers send when they could not read the question).
+/// Whether `reply` answers `query`: a response with the query's ID and its question, or with
+/// no question at all and an error rcode (what servers send when they could not read the
+/// question). The question's name compares case-insensitively (RFC 4343 §3: an upstream may
+/// answer in another case than asked); its QTYPE and QCLASS are numbers and compare exactly
+/// (type 0x0041 is not 0x0061).
 pub fn answers(reply: &[u8], query: &[u8]) -> bool {
     if reply.len() < HEADER_LEN || query.len() < HEADER_LEN || reply[..2] != query[..2] || reply[2] & 0x80 == 0 {
         return false;
@@ -234,11 +236,11 @@ pub fn answers(reply: &[u8], query: &[u8]) -> bool {
         return reply[3] & 0x0f != 0;
     }
     let Ok(q) = parse(query) else { return false };
-    let question = q.question;
+    let (name, type_and_class) = q.question.split_at(q.question.len() - 4);
     qdcount == 1
         && reply
-            .get(HEADER_LEN..HEADER_LEN + question.len())
-            .is_some_and(|r| r.eq_ignore_ascii_case(question))
+            .get(HEADER_LEN..HEADER_LEN + q.question.len())
+            .is_some_and(|r| r[..name.len()].eq_ignore_ascii_case(name) && r[name.len()..] == *type_and_class)
 }
 
 /// The QTYPE of a message with one uncompressed question, without parsing the rest (for
@@ -259,3 +261,6 @@ pub fn qtype(msg: &[u8]) -> Option<u16> {
         pos += 1 + len;
     }
 }
+
+#[cfg(test)]
+mod tests;

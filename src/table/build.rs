@@ -137,7 +137,7 @@ impl Acc {
         }
     }
     fn has_addresses(&self) -> bool {
-        !self.host.a.is_empty() || !self.host.aaaa.is_empty()
+        self.host.has_addresses()
     }
 }
 
@@ -288,7 +288,7 @@ pub(super) fn source_host<'e>(
 
 /// One host across sources, highest precedence first: the highest source that has addresses
 /// wins, and a lower one with other addresses is a [`Conflict`]. A host no source gives
-/// addresses is still a name (NODATA). `None` when no source names it.
+/// addresses is kept (for operators) but is no name in DNS. `None` when no source names it.
 pub(super) fn merge(accs: impl IntoIterator<Item = Acc>) -> Option<Host> {
     let mut accs = accs.into_iter();
     let mut won = accs.next()?;

@@ -28,13 +28,14 @@ use crate::serviceentry::{Entry, EntryId};
 pub(super) const SHARDS: usize = 256;
 
 /// A name in the index: a host, an empty non-terminal, or both (a host with hosts below).
+/// A host without addresses is held for operators but is a name only when `below > 0`.
 #[derive(Debug, Clone)]
 pub(super) struct Node {
     pub(super) wire: Arc<[u8]>,
     hash: u64,
     pub(super) host: Option<Arc<Host>>,
-    /// Hosts (wildcards included) strictly below this name within its zone.
-    below: u32,
+    /// Hosts with addresses (wildcards included) strictly below this name within its zone.
+    pub(super) below: u32,
 }
 
 /// One shard of the name index.
@@ -405,9 +406,19 @@ impl<K: Source> Live<K> {
         if old.as_deref() == new.as_ref() {
             return;
         }
-        let served = |h: Option<&Host>| h.map(|h| (h.a.clone(), h.aaaa.clone()));
+        let served = |h: Option<&Host>| h.filter(|h| h.has_addresses()).map(|h| (h.a.clone(), h.aaaa.clone()));
         if served(old.as_deref()) != served(new.as_ref()) {
             self.commit.records_changed = true;
+        }
+        if let Some(host) = &new
+            && !fits_one_message(host, wire.len())
+        {
+            tracing::warn!(
+                host = %host.name,
+                a = host.a.len(),
+                aaaa = host.aaaa.len(),
+                "more addresses than one DNS message of 65535 bytes holds: answers carry those that fit"
+            );
         }
         let old_conflicts = old.as_ref().map_or(&[][..], |h| &h.conflicts[..]);
         let new_conflicts = new.as_ref().map_or(&[][..], |h| &h.conflicts[..]);
@@ -415,16 +426,18 @@ impl<K: Source> Live<K> {
             self.commit.new_conflicts.push(c.clone());
         }
         self.conflicts = self.conflicts + new_conflicts.len() - old_conflicts.len();
-        let exists_change: i64 = i64::from(new.is_some()) - i64::from(old.is_some());
-        if exists_change != 0 {
-            self.hosts = (self.hosts as i64 + exists_change) as usize;
+        self.hosts = self.hosts + usize::from(new.is_some()) - usize::from(old.is_some());
+        // Only a host with addresses is a name, and makes its ancestors empty non-terminals.
+        let is_name = |h: Option<&Host>| i64::from(h.is_some_and(Host::has_addresses));
+        let name_change = is_name(new.as_ref()) - is_name(old.as_deref());
+        if name_change != 0 {
             let zone_len = zone.map_or(1, |z| z.wire.len());
             for start in name::label_starts(wire).skip(1) {
                 if wire.len() - start <= zone_len {
                     break;
                 }
                 self.update_node(&wire[start..], None, |n| {
-                    n.below = (n.below as i64 + exists_change) as u32
+                    n.below = (n.below as i64 + name_change) as u32
                 });
             }
         }
@@ -463,6 +476,15 @@ impl<K: Source> Live<K> {
             occupied.remove();
         }
     }
+}
+
+/// Whether `host`'s A records, and its AAAA records, each fit one DNS message over TCP
+/// asked under its name of `wire_len` bytes (65 535 bytes: header 12, question, 16 or 28
+/// bytes per record with its owner compressed, an OPT of 11). A wildcard's answers are
+/// owned by longer names, so a few fewer of its records fit.
+fn fits_one_message(host: &Host, wire_len: usize) -> bool {
+    let room = u16::MAX as usize - 12 - (wire_len + 4) - 11;
+    host.a.len() <= room / 16 && host.aaaa.len() <= room / 28
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn address_rules_in_order() {
         "5.5.5.5",
         "a rule that yields nothing falls through"
     );
-    assert_eq!(look(&t, "f.global"), "host f.global (none)");
+    assert_eq!(look(&t, "f.global"), "nx", "no address: not a name");
     let rules: Vec<Rule> = t.hosts().iter().map(|h| h.origins[0].rule).collect();
     use Rule::*;
     assert_eq!(
@@ -101,11 +101,7 @@ fn default_address_and_resolution_none() {
     let t = table_of(&s, &[("c1", &entries(&text))]);
     assert_eq!(look(&t, "a.global"), "240.0.0.1");
     assert_eq!(t.hosts()[0].origins[0].rule, Rule::DefaultAddress);
-    assert_eq!(
-        look(&t, "b.global"),
-        "host b.global (none)",
-        "NONE is never given an address"
-    );
+    assert_eq!(look(&t, "b.global"), "nx", "NONE is never given an address");
     assert_eq!(look(&t, "c.global"), "3.3.3.3", "NONE with addresses is served");
     assert_eq!(look(&t, "d.global"), "4.4.4.4");
 
@@ -257,6 +253,92 @@ fn wildcards_empty_non_terminals_and_apex() {
 }
 
 #[test]
+fn names_without_records_are_not_names() {
+    let t = one(&[
+        se("range", "{hosts: [r.one.global], addresses: [10.1.0.0/16]}"),
+        se("none", "{hosts: [n.two.global], resolution: NONE}"),
+        se(
+            "status-of-another",
+            "{hosts: [s.three.global], resolution: DNS}\nstatus: {addresses: [{host: other.global, value: 3.3.3.3}]}",
+        ),
+        se("no-allocator", "{hosts: [d.four.global], resolution: DNS}"),
+        se("wild", "{hosts: [\"*.w.five.global\"], resolution: DNS}"),
+        se("below", "{hosts: [y.d.four.global], addresses: [4.4.4.4]}"),
+        se("wild-with", "{hosts: [\"*.v.global\"], addresses: [5.5.5.5]}"),
+        se(
+            "under-wild",
+            "{hosts: [bare.v.global, \"*.u.v.global\"], resolution: DNS}",
+        ),
+    ]
+    .concat());
+    let cases = [
+        ("r.one.global", "nx"),
+        ("one.global", "nx"),
+        ("n.two.global", "nx"),
+        ("two.global", "nx"),
+        ("s.three.global", "nx"),
+        ("three.global", "nx"),
+        ("x.d.four.global", "nx"),
+        ("d.four.global", "empty"), // above a name that has records: an empty non-terminal
+        ("four.global", "empty"),
+        ("y.d.four.global", "4.4.4.4"),
+        ("x.w.five.global", "nx"),
+        ("*.w.five.global", "nx"),
+        ("w.five.global", "nx"),
+        ("five.global", "nx"),
+        ("bare.v.global", "5.5.5.5"), // a wildcard answers where an exact host has no records
+        ("x.u.v.global", "5.5.5.5"),  // and where a more specific wildcard has none
+        ("global", "empty"),
+    ];
+    for (name, want) in cases {
+        assert_eq!(look(&t, name), want, "{name}");
+    }
+    // Operators still see them, as having no addresses (`/debug/records`, `records`, `check`).
+    let listed: Vec<(&str, Rule)> = t
+        .hosts()
+        .iter()
+        .filter(|h| h.a.is_empty() && h.aaaa.is_empty())
+        .map(|h| (h.name.as_str(), h.origins[0].rule))
+        .collect();
+    use Rule::NoAddress;
+    assert_eq!(
+        listed,
+        [
+            ("*.u.v.global", NoAddress),
+            ("*.w.five.global", NoAddress),
+            ("bare.v.global", NoAddress),
+            ("d.four.global", NoAddress),
+            ("n.two.global", NoAddress),
+            ("r.one.global", NoAddress),
+            ("s.three.global", NoAddress),
+        ]
+    );
+}
+
+#[test]
+fn a_name_appears_and_goes_with_its_addresses() {
+    let source = (0, Arc::<str>::from("c1"));
+    let mut live = Live::new(settings());
+    let bare = se("e", "{hosts: [a.b.global], resolution: DNS}");
+    live.replace(&source, entries(&bare));
+    assert!(!live.commit().records_changed, "a host without records serves nothing");
+    assert_eq!(look(&live.table(1, true), "b.global"), "nx");
+    live.replace(
+        &source,
+        entries(&se("e", "{hosts: [a.b.global], addresses: [1.1.1.1]}")),
+    );
+    assert!(live.commit().records_changed);
+    assert_eq!(look(&live.table(1, true), "b.global"), "empty");
+    live.replace(&source, entries(&bare));
+    assert!(live.commit().records_changed);
+    let t = live.table(1, true);
+    assert_eq!(
+        (look(&t, "a.b.global"), look(&t, "b.global")),
+        ("nx".into(), "nx".into())
+    );
+}
+
+#[test]
 fn several_zones_most_specific_first() {
     let s = TableSettings::new(&["global", "Corp.Global.", "mesh.internal", "global"]).unwrap();
     let names: Vec<&str> = s.zones().iter().map(|z| &*z.name).collect();
@@ -373,7 +455,7 @@ fn istio_legacy_allocation_in_the_rules() {
     );
     assert_eq!(
         look(&t, "n.global"),
-        "host n.global (none)",
+        "nx",
         "resolution NONE: neither allocated nor defaulted"
     );
     assert_eq!(
@@ -443,5 +525,71 @@ fn istio_legacy_allocation_in_the_rules() {
         look(&t, "h610.global"),
         "240.240.125.47 2001:2::f0f0:7d2f",
         "the older entry gets the contested slot"
+    );
+}
+
+/// Log output, captured.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An entry giving `host` `n` IPv4 addresses (from `first` on).
+fn with_addresses(name: &str, host: &str, n: u32, first: u32) -> String {
+    let addresses: Vec<String> = (first..first + n)
+        .map(|i| std::net::Ipv4Addr::from(i).to_string())
+        .collect();
+    se(
+        name,
+        &format!("{{hosts: [{host}], addresses: [{}]}}", addresses.join(", ")),
+    )
+}
+
+#[test]
+fn a_host_too_large_for_one_message_is_warned_about_once_per_build() {
+    // Over TCP one message holds 65 535 bytes: header, question (the name, type, class), one
+    // 16-byte record per address (name compressed) and an OPT of 11 bytes.
+    let fits = |host: &str| (65535 - 12 - (name::to_wire(host).unwrap().len() + 4) - 11) / 16;
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let source = (0, Arc::<str>::from("c1"));
+    let big = |first| with_addresses("big", "big.global", fits("big.global") as u32 + 1, first);
+    let edge = with_addresses("edge", "edge.global", fits("edge.global") as u32, 0x0B00_0000);
+    tracing::subscriber::with_default(subscriber, || {
+        let mut live = Live::new(settings());
+        live.replace(&source, entries(&[big(0x0A00_0000), edge.clone()].concat()));
+        live.commit();
+        live.upsert(
+            &source,
+            entries(&se("other", "{hosts: [other.global], addresses: [1.1.1.1]}")).remove(0),
+        );
+        live.commit();
+        live.replace(&source, entries(&[big(0x0A00_0001), edge].concat()));
+        live.commit();
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(
+        warnings.iter().filter(|l| l.contains("big.global")).count(),
+        2,
+        "once when built, again when its addresses changed, not on other changes: {text}"
+    );
+    assert!(
+        !text.contains("edge.global"),
+        "a host that just fits is not warned about: {text}"
     );
 }

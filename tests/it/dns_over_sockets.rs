@@ -23,6 +23,12 @@ fn entries() -> String {
             "{hosts: [dual.global], addresses: [240.0.0.3, \"2001:db8::3\"]}",
         ),
         se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
+        // No rule gives these an address: no names at all, and no empty non-terminals.
+        se(
+            "deep",
+            "bare",
+            "{hosts: [bare.deep.global, \"*.wild.deep.global\"], resolution: DNS}",
+        ),
         se(
             "big",
             "many",
@@ -56,6 +62,9 @@ async fn check_answers(client: &mut DnsClient) {
         ("httpbin.bar.global.", RecordType::AAAA, ResponseCode::NoError),
         ("bar.global.", RecordType::A, ResponseCode::NoError),
         ("missing.bar.global.", RecordType::A, ResponseCode::NXDomain),
+        ("bare.deep.global.", RecordType::A, ResponseCode::NXDomain),
+        ("x.wild.deep.global.", RecordType::A, ResponseCode::NXDomain),
+        ("deep.global.", RecordType::A, ResponseCode::NXDomain),
     ] {
         let m = ask(client, name, qtype).await;
         assert_eq!(m.metadata.response_code, rcode, "{name}");
@@ -150,13 +159,31 @@ async fn large_answers_truncate_over_udp_and_complete_over_tcp() {
             .unwrap()
             .unwrap();
         let m = Message::from_vec(&buf[..n]).unwrap();
-        // 60 A records are 960 bytes: over 512, under 1232.
+        // 60 A records are 960 bytes: over 512 (TC=1 and the 16-byte records that fit after
+        // the header and the question), under 1232.
         assert_eq!(m.metadata.truncation, !edns, "edns={edns}");
-        assert_eq!(m.answers.len(), if edns { 60 } else { 0 });
+        let fit = (512 - 12 - "\x04many\x06global\x00\x00\x01\x00\x01".len()) / 16;
+        assert_eq!(m.answers.len(), if edns { 60 } else { fit });
         assert!(n <= if edns { 1232 } else { 512 });
     }
     let m = ask(&mut tcp_client(server.addr).await, "many.global.", RecordType::A).await;
     assert_eq!(m.answers.len(), 60);
+    server.stop().await;
+}
+
+/// `dig`'s view of names without records: NXDOMAIN with the zone's SOA, over UDP and TCP.
+#[tokio::test]
+async fn names_without_records_are_nxdomain_to_dig() {
+    require("dig");
+    let server = Server::start(&[("se.yaml", &entries())]).await;
+    for transport in ["+notcp", "+tcp"] {
+        for name in ["bare.deep.global", "deep.global", "x.wild.deep.global"] {
+            let text = dig_at(server.addr, &[transport, "+tries=1", "+time=5", name, "A"]).await;
+            assert!(text.contains("status: NXDOMAIN"), "{name} {transport}: {text}");
+            assert!(text.contains("flags: qr aa"), "{name} {transport}: {text}");
+            assert!(text.contains("IN\tSOA\tns.dns.global."), "{name} {transport}: {text}");
+        }
+    }
     server.stop().await;
 }
 

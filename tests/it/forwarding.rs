@@ -218,6 +218,29 @@ async fn spoofed_and_mismatched_answers_are_ignored() {
     server.stop().await;
 }
 
+/// An upstream answering first with another type (0x0061 for a query of HTTPS, 0x0041: the
+/// same bytes but for the ASCII case bit) and then the real answer: the client gets the real
+/// one. Names match case-insensitively (RFC 4343); types and classes exactly.
+#[tokio::test]
+async fn an_answer_for_another_type_is_ignored() {
+    let up = Upstream::start(Behaviour::OtherType).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
+    let reply = udp_exchange(
+        server.addr,
+        &query_bytes(6, "www.example.com.", RecordType::HTTPS, false),
+    )
+    .await
+    .unwrap();
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!(
+        m.queries[0].query_type(),
+        RecordType::HTTPS,
+        "the answer to the question asked"
+    );
+    assert_eq!(addresses(&m), ["192.0.2.1"], "the real answer, not 6.6.6.6");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn forwards_in_flight_are_bounded_with_servfail() {
     let up = Upstream::start(Behaviour::Slow(Duration::from_millis(600))).await;

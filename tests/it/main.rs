@@ -19,3 +19,4 @@ mod kubectl;
 mod listen;
 mod monitoring;
 mod peers;
+mod truncation;

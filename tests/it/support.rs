@@ -154,6 +154,18 @@ pub(crate) fn require(tool: &str) {
     );
 }
 
+/// `dig @server -p PORT ARGS…`, without blocking the runtime; what it prints.
+pub(crate) async fn dig_at(server: SocketAddr, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Polls `check` until it holds or `within` passes.
 pub(crate) async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
     within: Duration,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, NS, TXT};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -24,6 +24,9 @@ pub(crate) enum Behaviour {
     Truncate,
     /// First a reply with a wrong ID, then one with a wrong question, then the real one.
     Spoof,
+    /// First a reply whose QTYPE differs from the query's only in the ASCII case bit of its
+    /// low byte (0x0041 → 0x0061), with another address, then the real one.
+    OtherType,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +191,13 @@ async fn replies(query: &Message, behaviour: Behaviour, tcp: bool) -> Vec<Vec<u8
                 wrong_question.to_vec().unwrap(),
                 full.to_vec().unwrap(),
             ]
+        }
+        Behaviour::OtherType => {
+            let mut other = full.clone();
+            let qtype = u16::from(other.queries[0].query_type());
+            other.queries[0].set_query_type(RecordType::from(qtype ^ 0x20));
+            other.answers[0] = Record::from_rdata(other.answers[0].name.clone(), 42, RData::A(A::new(6, 6, 6, 6)));
+            vec![other.to_vec().unwrap(), full.to_vec().unwrap()]
         }
     }
 }

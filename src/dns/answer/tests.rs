@@ -28,7 +28,12 @@ spec: {hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: bare}
-spec: {hosts: [bare.global], resolution: DNS}
+spec: {hosts: [bare.global, a.deep.global, bare.shop.global], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bare-wild}
+spec: {hosts: [\"*.nowhere.global\", \"*.eu.shop.global\"], resolution: DNS}
 ";
 
 fn table_with(extra: &str, synced: bool) -> Table {
@@ -53,10 +58,17 @@ fn table() -> Table {
     table_with("", true)
 }
 
+/// `n` IPv4 and `n` IPv6 addresses.
+fn many_addresses(n: usize) -> (Vec<String>, Vec<String>) {
+    let v4 = (0..n).map(|i| format!("10.0.{}.{}", i / 250, i % 250 + 1)).collect();
+    let v6 = (0..n).map(|i| format!("2001:db8::{:x}", i + 1)).collect();
+    (v4, v6)
+}
+
 /// Several A and AAAA records for one host.
 fn many(n: usize) -> String {
-    let v4: Vec<String> = (0..n).map(|i| format!("10.0.{}.{}", i / 250, i % 250 + 1)).collect();
-    let v6: Vec<String> = (0..n).map(|i| format!("\"2001:db8::{:x}\"", i + 1)).collect();
+    let (v4, v6) = many_addresses(n);
+    let v6: Vec<String> = v6.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: many}}\nspec: {{hosts: [many.global], addresses: [{}, {}]}}\n",
         v4.join(", "),
@@ -84,6 +96,21 @@ fn respond(table: &Table, msg: &[u8], transport: Transport) -> Option<Vec<u8>> {
         Outcome::Drop => None,
         Outcome::Forward => panic!("nothing is forwarded without forwarding"),
     }
+}
+
+/// The UDP answer to `msg` with the shuffle seeded by `seed`.
+fn seeded(table: &Table, msg: &[u8], seed: u64) -> Message {
+    let mut out = Vec::new();
+    let outcome = answer(
+        table,
+        msg,
+        Transport::Udp,
+        Mode::default(),
+        &mut Shuffler::new(seed),
+        &mut out,
+    );
+    assert_eq!(outcome, Outcome::Reply);
+    Message::from_vec(&out).unwrap()
 }
 
 fn ask(table: &Table, msg: &[u8], transport: Transport) -> Message {
@@ -170,12 +197,63 @@ fn answers_row_by_row() {
             answer: &[],
             authority: &[SOA_RR],
         },
+        // Hosts that no rule gives an address, and wildcards without addresses, are not
+        // names, and make no empty non-terminals (RFC 8020).
         Case {
             name: "bare.global.",
             qtype: A,
-            rcode: NoError,
+            rcode: NXDomain,
             answer: &[],
             authority: &[SOA_RR],
+        },
+        Case {
+            name: "bare.global.",
+            qtype: AAAA,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "a.deep.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "deep.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "x.nowhere.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "nowhere.global.",
+            qtype: A,
+            rcode: NXDomain,
+            answer: &[],
+            authority: &[SOA_RR],
+        },
+        Case {
+            name: "bare.shop.global.",
+            qtype: A,
+            rcode: NoError,
+            answer: &["bare.shop.global. 30 A 240.0.0.10"],
+            authority: &[],
+        },
+        Case {
+            name: "x.eu.shop.global.",
+            qtype: A,
+            rcode: NoError,
+            answer: &["x.eu.shop.global. 30 A 240.0.0.10"],
+            authority: &[],
         },
         Case {
             name: "nope.global.",
@@ -330,27 +408,88 @@ fn edns_flags_and_versions() {
     assert_eq!(r.edns.as_ref().unwrap().version(), 0);
 }
 
+/// How many records of `size` bytes (name compressed) fit a reply of at most `limit` bytes to
+/// `query`: header and question, then the records, then the OPT when the query had one.
+fn fitting(query: &[u8], limit: usize, size: usize) -> usize {
+    let opt = if Message::from_vec(query).unwrap().edns.is_some() {
+        11
+    } else {
+        0
+    };
+    let question = query.len() - wire::HEADER_LEN - opt;
+    (limit - wire::HEADER_LEN - question - opt) / size
+}
+
+/// The answer's addresses, checked distinct and all from `many(n)`.
+fn distinct_addresses(m: &Message, n: usize) -> std::collections::BTreeSet<String> {
+    let (v4, v6) = many_addresses(n);
+    let got: std::collections::BTreeSet<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(got.len(), m.answers.len(), "no address twice");
+    for a in &got {
+        assert!(v4.contains(a) || v6.contains(a), "{a} is the host's");
+    }
+    got
+}
+
 #[test]
-fn udp_answers_are_truncated_to_what_the_client_allows() {
+fn udp_answers_too_large_carry_tc_and_every_record_that_fits() {
     let t = table_with(&many(50), true);
     // 50 A records: 50 × 16 bytes > 512 without EDNS, < 1232 with it.
-    let r = ask(&t, &query("many.global.", RecordType::A, false), Transport::Udp);
+    let q = query("many.global.", RecordType::A, false);
+    let bytes = respond(&t, &q, Transport::Udp).unwrap();
+    let r = Message::from_vec(&bytes).unwrap();
     assert!(r.metadata.truncation);
-    assert!(r.answers.is_empty());
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), fitting(&q, 512, 16), "every whole record that fits");
+    assert!(r.answers.len() < 50 && bytes.len() <= 512 && bytes.len() + 16 > 512);
+    distinct_addresses(&r, 50);
     assert_eq!(r.queries.len(), 1);
     let r = ask(&t, &query("many.global.", RecordType::A, true), Transport::Udp);
     assert!(!r.metadata.truncation);
     assert_eq!(r.answers.len(), 50);
-    // 50 AAAA records: 50 × 28 bytes > 1232 even with EDNS; a larger buffer is capped at 1232.
+    // 50 AAAA records: 50 × 28 bytes > 1232 even with EDNS; a larger buffer is capped at 1232,
+    // and the OPT record stays.
     let mut big = Message::from_vec(&query("many.global.", RecordType::AAAA, true)).unwrap();
     big.edns.as_mut().unwrap().set_max_payload(4096);
-    let bytes = respond(&t, &big.to_vec().unwrap(), Transport::Udp).unwrap();
+    let big = big.to_vec().unwrap();
+    let bytes = respond(&t, &big, Transport::Udp).unwrap();
     let r = Message::from_vec(&bytes).unwrap();
-    assert!(r.metadata.truncation && r.answers.is_empty() && r.edns.is_some());
+    assert!(r.metadata.truncation && r.edns.is_some());
+    assert_eq!(r.answers.len(), fitting(&big, 1232, 28));
     assert!(bytes.len() <= 1232);
-    let r = ask(&t, &big.to_vec().unwrap(), Transport::Tcp);
+    distinct_addresses(&r, 50);
+    let r = ask(&t, &big, Transport::Tcp);
     assert!(!r.metadata.truncation);
     assert_eq!(r.answers.len(), 50, "TCP carries the whole answer");
+}
+
+#[test]
+fn truncated_answers_are_a_random_subset() {
+    let t = table_with(&many(50), true);
+    let q = query("many.global.", RecordType::A, false);
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..20 {
+        seen.extend(distinct_addresses(&seeded(&t, &q, seed), 50));
+    }
+    assert_eq!(seen.len(), 50, "every address is served to some client");
+}
+
+#[test]
+fn tcp_never_truncates_and_serves_what_fits_one_message() {
+    let t = table_with(&many(5000), true);
+    for (qtype, size) in [(RecordType::A, 16), (RecordType::AAAA, 28)] {
+        for edns in [false, true] {
+            let q = query("many.global.", qtype, edns);
+            let bytes = respond(&t, &q, Transport::Tcp).unwrap();
+            let r = Message::from_vec(&bytes).unwrap();
+            let what = format!("{qtype:?} edns={edns}");
+            assert!(!r.metadata.truncation, "{what}: no TC over TCP");
+            assert_eq!(r.answers.len(), fitting(&q, 65535, size), "{what}");
+            assert_eq!(r.edns.is_some(), edns, "{what}");
+            assert!(bytes.len() <= 65535, "{what}");
+            distinct_addresses(&r, 5000);
+        }
+    }
 }
 
 #[test]
@@ -366,16 +505,7 @@ fn answers_are_shuffled_but_complete() {
     let q = query("many.global.", RecordType::A, true);
     let mut orders = std::collections::HashSet::new();
     for seed in 0..50 {
-        let mut out = Vec::new();
-        answer(
-            &t,
-            &q,
-            Transport::Udp,
-            Mode::default(),
-            &mut Shuffler::new(seed),
-            &mut out,
-        );
-        let mut got = records(&Message::from_vec(&out).unwrap().answers);
+        let mut got = records(&seeded(&t, &q, seed).answers);
         orders.insert(got.clone());
         got.sort();
         let mut want: Vec<String> = (1..=6).map(|i| format!("many.global. 30 A 10.0.0.{i}")).collect();

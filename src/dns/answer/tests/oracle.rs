@@ -30,6 +30,9 @@ fn ends_below(name: &str, suffix: &str) -> bool {
 
 /// The oracle: (rcode, authoritative, answer addresses, SOA in authority).
 fn oracle(hosts: &[Host], qname: &str, qtype: RecordType) -> (ResponseCode, bool, BTreeSet<IpAddr>, bool) {
+    // A name exists only where it owns records or lies above one that does (RFC 1034 §3.1,
+    // RFC 8020): a host or wildcard without addresses is no name at all.
+    let hosts: Vec<&Host> = hosts.iter().filter(|h| !h.addresses.is_empty()).collect();
     let Some(zone) = ZONES
         .iter()
         .filter(|z| qname == **z || ends_below(qname, z))
