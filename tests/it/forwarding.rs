@@ -1,7 +1,8 @@
 //! Forwarding to an upstream the test controls: transparency, TCP, timeouts, failover,
-//! SERVFAIL, the in-flight bound, spoofed answers, and no in-zone name ever forwarded.
+//! SERVFAIL, the in-flight bound, spoofed answers, and no in-zone name ever forwarded;
+//! concurrent TCP.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -185,7 +186,7 @@ async fn all_upstreams_failing_is_servfail_not_silence() {
     let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[closed, silent.addr]))).await;
     for edns in [false, true] {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let reply = udp_exchange(server.addr, &query_bytes(9, "www.example.com.", RecordType::A, edns))
             .await
             .expect("an answer");
@@ -269,5 +270,102 @@ async fn an_upstream_back_from_the_dead_is_used_again() {
         ResponseCode::NoError,
         "a lone upstream is still tried while marked down"
     );
+    server.stop().await;
+}
+
+/// Queries the upstream received other than probes (`. NS` is never asked by these tests
+/// while an upstream is down).
+fn forwarded(up: &Upstream) -> usize {
+    up.queries()
+        .iter()
+        .filter(|(q, _)| !(q.queries[0].name().is_root() && q.queries[0].query_type() == RecordType::NS))
+        .count()
+}
+
+/// Writes `queries` on one TCP connection in one go.
+async fn pipeline(server: std::net::SocketAddr, queries: &[Vec<u8>]) -> TcpStream {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    let mut wire = Vec::new();
+    for q in queries {
+        wire.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        wire.extend_from_slice(q);
+    }
+    s.write_all(&wire).await.unwrap();
+    s
+}
+
+async fn read_message(s: &mut TcpStream) -> Message {
+    let len = s.read_u16().await.unwrap();
+    let mut buf = vec![0u8; len as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+/// RFC 7766 §6.2.1.1: a slow forwarded query does not hold up the in-zone answer sent after
+/// it on the same connection; each is answered when ready.
+#[tokio::test]
+async fn a_slow_forward_does_not_delay_an_in_zone_answer_on_the_same_tcp_connection() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(700))).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings.budget = Duration::from_secs(2);
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let started = Instant::now();
+    let mut s = pipeline(
+        server.addr,
+        &[
+            query_bytes(1, "slow.example.com.", RecordType::A, false),
+            query_bytes(2, "httpbin.bar.global.", RecordType::A, false),
+        ],
+    )
+    .await;
+    let first = read_message(&mut s).await;
+    let took = started.elapsed();
+    assert_eq!(first.metadata.id, 2, "the in-zone answer first");
+    assert_eq!(addresses(&first), ["240.0.0.2"]);
+    assert!(took < Duration::from_millis(500), "not after the forward: {took:?}");
+    let second = read_message(&mut s).await;
+    assert_eq!(second.metadata.id, 1);
+    assert_eq!(addresses(&second), ["192.0.2.1"], "then the forwarded one");
+    server.stop().await;
+}
+
+/// At most 32 queries of a connection in flight: the 33rd and what follows wait until one
+/// is answered; every query is answered in the end.
+#[tokio::test]
+async fn a_tcp_connection_has_at_most_32_queries_in_flight() {
+    let up = Upstream::start(Behaviour::Silent).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.attempt_timeout = Duration::from_millis(1500);
+    settings.budget = Duration::from_millis(1500);
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let mut queries: Vec<Vec<u8>> = (0..33u16)
+        .map(|i| query_bytes(100 + i, &format!("q{i}.example.com."), RecordType::A, false))
+        .collect();
+    queries.push(query_bytes(1, "httpbin.bar.global.", RecordType::A, false));
+    let started = Instant::now();
+    let mut s = pipeline(server.addr, &queries).await;
+    assert!(
+        eventually(Duration::from_secs(1), || async { forwarded(&up) >= 32 }).await,
+        "32 forwarded at once: {}",
+        forwarded(&up)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(forwarded(&up), 32, "the 33rd waits");
+    let mut ids = Vec::new();
+    for _ in 0..queries.len() {
+        let m = read_message(&mut s).await;
+        if ids.is_empty() {
+            assert!(
+                started.elapsed() >= Duration::from_millis(1000),
+                "nothing before a place is free"
+            );
+        }
+        ids.push(m.metadata.id);
+    }
+    ids.sort();
+    let mut want: Vec<u16> = (100..133).collect();
+    want.insert(0, 1);
+    assert_eq!(ids, want, "every query answered once");
     server.stop().await;
 }
