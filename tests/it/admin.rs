@@ -16,7 +16,7 @@ use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
 /// `GET path` → (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
         .await
@@ -32,7 +32,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The value of a metric line `name{labels} value`.
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
