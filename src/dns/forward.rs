@@ -26,6 +26,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ struct Upstream {
     addr: SocketAddr,
     channels: Channels,
     health: Health,
+    /// A probing task runs (one at most).
+    probing: AtomicBool,
     counted: metrics::ForwardCounters,
     watched: metrics::UpstreamHealth,
 }
@@ -131,6 +134,7 @@ impl Forwarder {
                 addr,
                 channels: Channels::new(addr, runtime.clone()),
                 health: Health::default(),
+                probing: AtomicBool::new(false),
                 counted: metrics::get().forwards_to(addr),
                 watched: metrics::get().upstream_health(addr),
             })
@@ -302,7 +306,9 @@ impl Forwarder {
         if upstream.health.failed(self.now_ms(), patience) == Change::Down {
             upstream.watched.set_up(false);
             tracing::warn!(upstream = %upstream.addr, %error, "upstream down after {MAX_FAILS} failures in a row; probing it every {PROBE_EVERY:?}");
-            self.inner.runtime.spawn(probe(Arc::downgrade(&self.inner), index));
+            if !upstream.probing.swap(true, Ordering::SeqCst) {
+                self.inner.runtime.spawn(probe(Arc::downgrade(&self.inner), index));
+            }
         }
     }
 
@@ -348,7 +354,8 @@ where
 }
 
 /// Probes upstream `index` every [`PROBE_EVERY`], the first at once, until it is up again
-/// (or the forwarder is gone). Each probe is a pending entry like any attempt.
+/// (or the forwarder is gone); one such task per upstream at most. Each probe is a pending
+/// entry like any attempt.
 async fn probe(inner: Weak<Inner>, index: usize) {
     let mut every = tokio::time::interval(PROBE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -357,7 +364,11 @@ async fn probe(inner: Weak<Inner>, index: usize) {
         let Some(inner) = inner.upgrade() else { return };
         let upstream = &inner.upstreams[index];
         if upstream.health.is_up() {
-            return;
+            upstream.probing.store(false, Ordering::SeqCst);
+            // Unless it went down again meanwhile and its failure saw this task still probing.
+            if upstream.health.is_up() || upstream.probing.swap(true, Ordering::SeqCst) {
+                return;
+            }
         }
         let timeout = inner.settings.attempt_timeout;
         let forwarder = Forwarder { inner: inner.clone() };

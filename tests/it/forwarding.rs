@@ -311,58 +311,67 @@ async fn root_ns_gets_servfail_at_once_while_the_upstream_is_down_and_answers_on
         1.0
     );
 
-    up.set(Behaviour::Silent);
-    let (m, took) = timed(server.addr, 2, "www.example.com.", RecordType::A, false).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
-    assert!(took < Duration::from_secs(2), "within CoreDNS's 2 s: {took:?}");
-    assert_eq!(forwarded(&up), 2, "two attempts failed in a row");
-    let asked = probes(&up); // (the `. NS` asked above)
-    let (_, text) = get(admin, "/metrics").await;
-    let fast_before = metric(&text, "globaldns_forward_fast_failures_total");
-    assert_eq!(metric(&text, &series("forward_upstream_up", "")), 0.0, "down");
+    // Twice: down, probed, back, and down again (a new prober).
+    for episode in 0..2u16 {
+        let id = 10 * episode;
+        let forwarded_before = forwarded(&up);
+        up.set(Behaviour::Silent);
+        let (m, took) = timed(server.addr, id + 2, "www.example.com.", RecordType::A, false).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(took < Duration::from_secs(2), "within CoreDNS's 2 s: {took:?}");
+        assert_eq!(forwarded(&up), forwarded_before + 2, "two attempts failed in a row");
+        let asked = probes(&up); // (the `. NS` asked so far)
+        let (_, text) = get(admin, "/metrics").await;
+        let fast_before = metric(&text, "globaldns_forward_fast_failures_total");
+        let timed_out = series("forward_probes_total", ",result=\"timeout\"");
+        let (timeouts_before, answers_before) = (
+            metric(&text, &timed_out),
+            metric(&text, &series("forward_probes_total", ",result=\"answer\"")),
+        );
+        assert_eq!(metric(&text, &series("forward_upstream_up", "")), 0.0, "down");
 
-    for (id, tcp) in [(3, false), (4, true), (5, false)] {
-        let (m, took) = timed(server.addr, id, ".", RecordType::NS, tcp).await;
-        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "tcp={tcp}");
-        assert!(took < Duration::from_secs(1), "at once, tcp={tcp}: {took:?}");
-        assert_eq!(m.metadata.id, id);
-        assert!(m.metadata.recursion_available);
-        assert_eq!(m.queries.len(), 1, "the question echoed");
-        assert!(m.edns.is_some(), "OPT as asked");
-    }
-    assert_eq!(forwarded(&up), 2, "no query goes to a down upstream");
-    assert!(
-        eventually(Duration::from_secs(2), || async { probes(&up) >= asked + 2 }).await,
-        "probed every 0.5 s: {} probes",
-        probes(&up) - asked
-    );
-    let (_, text) = get(admin, "/metrics").await;
-    assert!(metric(&text, "globaldns_forward_fast_failures_total") >= fast_before + 3.0);
-    let timed_out = series("forward_probes_total", ",result=\"timeout\"");
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            metric(&get(admin, "/metrics").await.1, &timed_out) >= 1.0
+        for (id, tcp) in [(id + 3, false), (id + 4, true), (id + 5, false)] {
+            let (m, took) = timed(server.addr, id, ".", RecordType::NS, tcp).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "tcp={tcp}");
+            assert!(took < Duration::from_secs(1), "at once, tcp={tcp}: {took:?}");
+            assert_eq!(m.metadata.id, id);
+            assert!(m.metadata.recursion_available);
+            assert_eq!(m.queries.len(), 1, "the question echoed");
+            assert!(m.edns.is_some(), "OPT as asked");
+        }
+        assert_eq!(forwarded(&up), forwarded_before + 2, "no query goes to a down upstream");
+        assert!(
+            eventually(Duration::from_secs(2), || async { probes(&up) >= asked + 2 }).await,
+            "probed every 0.5 s: {} probes",
+            probes(&up) - asked
+        );
+        let (_, text) = get(admin, "/metrics").await;
+        assert!(metric(&text, "globaldns_forward_fast_failures_total") >= fast_before + 3.0);
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                metric(&get(admin, "/metrics").await.1, &timed_out) > timeouts_before
+            })
+            .await,
+            "probes that time out are counted"
+        );
+
+        up.set(Behaviour::Answer);
+        let back = Instant::now();
+        let answered = eventually(Duration::from_secs(2), || async {
+            let (m, _) = timed(server.addr, id + 6, ".", RecordType::NS, false).await;
+            m.metadata.response_code == ResponseCode::NoError
         })
-        .await,
-        "probes that time out are counted"
-    );
-
-    up.set(Behaviour::Answer);
-    let back = Instant::now();
-    let answered = eventually(Duration::from_secs(2), || async {
-        let (m, _) = timed(server.addr, 6, ".", RecordType::NS, false).await;
-        m.metadata.response_code == ResponseCode::NoError
-    })
-    .await;
-    assert!(answered, "answered again once the upstream is back");
-    assert!(
-        back.elapsed() < Duration::from_secs(1),
-        "within 1 s: {:?}",
-        back.elapsed()
-    );
-    let (_, text) = get(admin, "/metrics").await;
-    assert_eq!(metric(&text, &series("forward_upstream_up", "")), 1.0, "up again");
-    assert!(metric(&text, &series("forward_probes_total", ",result=\"answer\"")) >= 1.0);
+        .await;
+        assert!(answered, "answered again once the upstream is back");
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "within 1 s: {:?}",
+            back.elapsed()
+        );
+        let (_, text) = get(admin, "/metrics").await;
+        assert_eq!(metric(&text, &series("forward_upstream_up", "")), 1.0, "up again");
+        assert!(metric(&text, &series("forward_probes_total", ",result=\"answer\"")) > answers_before);
+    }
     server.stop().await;
 }
 

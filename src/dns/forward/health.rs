@@ -49,7 +49,8 @@ pub(super) enum Change {
 impl Health {
     /// Whether queries go to it.
     pub(super) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        // (SeqCst: the prober's hand-over in `forward::probe` reads it after a store.)
+        self.up.load(Ordering::SeqCst)
     }
 
     /// It answered at `now` (ms).
@@ -61,7 +62,7 @@ impl Health {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
-        if !self.is_up() && !self.up.swap(true, Ordering::AcqRel) {
+        if !self.is_up() && !self.up.swap(true, Ordering::SeqCst) {
             return Change::Up;
         }
         Change::None
@@ -72,7 +73,7 @@ impl Health {
         let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.answered_at.load(Ordering::Relaxed);
         let quiet = last == 0 || now.saturating_sub(last) >= patience;
-        if fails >= MAX_FAILS && quiet && self.up.swap(false, Ordering::AcqRel) {
+        if fails >= MAX_FAILS && quiet && self.up.swap(false, Ordering::SeqCst) {
             return Change::Down;
         }
         Change::None
