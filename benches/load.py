@@ -2,7 +2,7 @@
 """Side-by-side load benchmark: globaldns beside Knot DNS, NSD and gdnsd, serving the same data.
 
     python3 benches/load.py [--names 1000] [--rounds 3] [--seconds 10] [--servers globaldns,knot,nsd,gdnsd]
-    python3 benches/load.py --forwarding [--names 1000] [--rounds 3] [--seconds 10]
+    python3 benches/load.py --forwarding [--names 1000] [--rounds 3] [--seconds 10] [--pinning pinned,unpinned]
 
 Generates N names (1-4 A records each, every fifth with AAAA, a few wildcards) as ServiceEntry
 YAML for globaldns and, through `globaldns records --format zone`, as the zone file the others
@@ -18,9 +18,11 @@ knotd, nsd, gdnsd (Debian packages). Targets only 127.0.0.1.
 --forwarding: the names live in `cluster.local` on a Knot upstream (kube-dns' part); the same
 queries (90 % existing A, 10 % NXDOMAIN) go to Knot directly and through each forwarder, none
 caching: globaldns (`--upstream`), dnsmasq (`--cache-size=0`) and unbound (a stub zone,
-`cache-max-ttl: 0`, one thread). Knot and the forwarder share CPU 1, dnsperf has CPU 0. Printed:
-QPS, forwarder CPU per query, p50/p99 at a fixed rate, the p50 added to the direct one, and
-QPS ratios to dnsmasq. Needs dnsmasq and unbound too.
+`cache-max-ttl: 0`, one thread). Pinned: Knot and the forwarder share CPU 1, dnsperf has CPU 0
+(one client). Unpinned: nothing is pinned, every process may use both CPUs, dnsperf runs four
+clients (`-c 4`). `--pinning` lists the modes measured in the same run, interleaved (both by
+default). Printed per mode: QPS, forwarder CPU per query, p50/p99 at a fixed rate, the p50 added
+to the direct one, and QPS ratios to dnsmasq. Needs dnsmasq and unbound too.
 """
 
 import argparse
@@ -171,9 +173,11 @@ def start_knot(d, port, domain, zone_file):
 
 
 def spawn(cmd, d, port, probe, cpu=1):
+    """Starts `cmd` on `cpu` (None: unpinned)."""
     os.makedirs(d, exist_ok=True)
     log = open(os.path.join(d, "log"), "w")
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), "nice", "-n", "-5"] + cmd, stdout=log, stderr=log)
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    proc = subprocess.Popen(pin + ["nice", "-n", "-5"] + cmd, stdout=log, stderr=log)
     for _ in range(600):
         if answers(port, probe):
             return proc
@@ -235,42 +239,54 @@ def measure(port, pids, queries, seconds, rate, results):
     return qps
 
 
+# How dnsperf runs: pinned to CPU 0 with one client, unless a forwarding pass unpins it.
+DNSPERF = {"pin": ["taskset", "-c", "0"], "clients": 1}
+
+
 def forwarding(args):
     candidates = ["direct", "globaldns", "dnsmasq", "unbound"]
-    results = {c: {"qps": [], "lost": [], "cpu": [], "p50": [], "p99": []} for c in candidates}
+    modes = args.pinning.split(",")
+    results = {(m, c): {"qps": [], "lost": [], "cpu": [], "p50": [], "p99": []} for m in modes for c in candidates}
     rate = args.rate if args.rate_given else 5000
+    all_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory() as workdir:
         zone_file, queries = generate_upstream(args.names, workdir)
         probe = "svc1.ns1.svc.cluster.local"
         knot_port = free_port()
         upstream_dir = os.path.join(workdir, "upstream")
         knot = spawn(start_knot(upstream_dir, knot_port, "cluster.local", zone_file), upstream_dir, knot_port, probe, args.upstream_cpu)
-        repin(knot.pid, args.upstream_cpu)
         try:
             for rnd in range(args.rounds):
-                for c in candidates:
-                    if c == "direct":
-                        qps = measure(knot_port, descendants(knot.pid), queries, args.seconds, rate, results[c])
-                    else:
-                        port = free_port()
-                        d = os.path.join(workdir, c)
-                        proc = spawn(start_forwarder(c, port, knot_port, d), d, port, probe)
-                        try:
-                            qps = measure(port, descendants(proc.pid), queries, args.seconds, rate, results[c])
-                        finally:
-                            stop(proc)
-                    print(f"round {rnd + 1} {c:9}: {qps:9.0f} q/s, cpu/query {results[c]['cpu'][-1] * 1e6:6.2f} us", flush=True)
+                for mode in modes:
+                    pinned = mode == "pinned"
+                    # knotd pins its workers itself: back to the upstream's CPU, or to every CPU.
+                    repin(knot.pid, args.upstream_cpu if pinned else all_cpus)
+                    DNSPERF.update(pin=["taskset", "-c", "0"] if pinned else [], clients=1 if pinned else 4)
+                    for c in candidates:
+                        r = results[(mode, c)]
+                        if c == "direct":
+                            qps = measure(knot_port, descendants(knot.pid), queries, args.seconds, rate, r)
+                        else:
+                            port = free_port()
+                            d = os.path.join(workdir, c)
+                            proc = spawn(start_forwarder(c, port, knot_port, d), d, port, probe, 1 if pinned else None)
+                            try:
+                                qps = measure(port, descendants(proc.pid), queries, args.seconds, rate, r)
+                            finally:
+                                stop(proc)
+                        print(f"round {rnd + 1} {mode:8} {c:9}: {qps:9.0f} q/s, cpu/query {r['cpu'][-1] * 1e6:6.2f} us", flush=True)
         finally:
             stop(knot)
-    direct_p50 = med(results["direct"]["p50"])
-    base = med(results["dnsmasq"]["qps"])
-    print(f"\nforwarding to Knot, N = {args.names} names, {args.rounds} rounds of {args.seconds} s, medians; latency at {rate} q/s")
-    print(f"{'path':10} {'QPS':>9} {'lost':>6} {'CPU/query':>10} {'p50':>8} {'p99':>8} {'added p50':>10}   QPS to dnsmasq")
-    for c in candidates:
-        r = results[c]
-        cpu = med(r["cpu"]) * 1e6
-        added = (med(r["p50"]) - direct_p50) * 1e6
-        print(f"{c:10} {med(r['qps']):9.0f} {med(r['lost']):6.0f} {cpu:8.2f}us {med(r['p50']) * 1e6:6.0f}us {med(r['p99']) * 1e6:6.0f}us {added:8.0f}us   {med(r['qps']) / base:5.2f}x")
+    for mode in modes:
+        direct_p50 = med(results[(mode, "direct")]["p50"])
+        base = med(results[(mode, "dnsmasq")]["qps"])
+        print(f"\n{mode}: forwarding to Knot, N = {args.names} names, {args.rounds} rounds of {args.seconds} s, medians; latency at {rate} q/s")
+        print(f"{'path':10} {'QPS':>9} {'lost':>6} {'CPU/query':>10} {'p50':>8} {'p99':>8} {'added p50':>10}   QPS to dnsmasq")
+        for c in candidates:
+            r = results[(mode, c)]
+            cpu = med(r["cpu"]) * 1e6
+            added = (med(r["p50"]) - direct_p50) * 1e6
+            print(f"{c:10} {med(r['qps']):9.0f} {med(r['lost']):6.0f} {cpu:8.2f}us {med(r['p50']) * 1e6:6.0f}us {med(r['p99']) * 1e6:6.0f}us {added:8.0f}us   {med(r['qps']) / base:5.2f}x")
 
 
 def repin(pid, cpu):
@@ -296,7 +312,8 @@ def descendants(pid):
 
 
 def dnsperf(port, queries, seconds, rate=None):
-    cmd = ["taskset", "-c", "0", "nice", "-n", "-5", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(seconds), "-q", "100"]
+    cmd = DNSPERF["pin"] + ["nice", "-n", "-5", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(seconds), "-q", "100"]
+    cmd += ["-c", str(DNSPERF["clients"])]
     if rate:
         cmd += ["-Q", str(rate), "-v"]
     return subprocess.run(cmd, capture_output=True, text=True).stdout
@@ -328,7 +345,8 @@ def main():
     ap.add_argument("--rate", type=int, default=20000, help="fixed rate for the latency runs")
     ap.add_argument("--servers", default="globaldns,knot,nsd,gdnsd")
     ap.add_argument("--forwarding", action="store_true", help="the forwarding benchmark instead")
-    ap.add_argument("--upstream-cpu", type=int, default=1, help="CPU of the forwarding upstream (1: beside the forwarder; 0: beside dnsperf)")
+    ap.add_argument("--upstream-cpu", type=int, default=1, help="CPU of the forwarding upstream when pinned (1: beside the forwarder; 0: beside dnsperf)")
+    ap.add_argument("--pinning", default="pinned,unpinned", help="forwarding: modes measured in the same run, interleaved (pinned, unpinned)")
     args = ap.parse_args()
     args.rate_given = any(a.startswith("--rate") for a in sys.argv[1:])
     if not os.path.exists(BIN):

@@ -154,14 +154,16 @@ pub struct ServeArgs {
 /// Forwarding of names outside the served zones.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
-    /// IP or IP:PORT for other names, repeatable [default: nameservers of /etc/resolv.conf].
+    /// IP or IP:PORT for other names, repeatable (a link-local IPv6 address with its interface:
+    /// `fe80::1%eth0`, `[fe80::1%eth0]:53`) [default: nameservers of /etc/resolv.conf].
     #[arg(long = "upstream", env = "GLOBALDNS_UPSTREAM", value_delimiter = ',')]
     pub upstreams: Vec<String>,
     /// Time for one attempt at one upstream (`800ms`, `1s`).
-    #[arg(long, env = "GLOBALDNS_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "GLOBALDNS_UPSTREAM_TIMEOUT", default_value = "800ms", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
-    /// Total time for a forwarded query, failover included, before SERVFAIL.
-    #[arg(long, env = "GLOBALDNS_FORWARD_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    /// Total time for a forwarded query, failover included, before SERVFAIL (within the 2 s
+    /// CoreDNS's `forward` waits).
+    #[arg(long, env = "GLOBALDNS_FORWARD_TIMEOUT", default_value = "1800ms", value_parser = parse_duration)]
     pub forward_timeout: Duration,
     /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
     #[arg(long, env = "GLOBALDNS_MAX_FORWARDS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -415,6 +417,31 @@ mod tests {
             unreachable!("serve parsed")
         };
         serve.config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn forwarding_defaults_answer_within_two_seconds() {
+        let forward = serve(&[]).unwrap().forward.unwrap();
+        assert_eq!(forward.attempt_timeout, Duration::from_millis(800));
+        assert_eq!(forward.budget, Duration::from_millis(1800));
+        assert!(
+            forward.budget < Duration::from_secs(2),
+            "CoreDNS's forward reads for 2 s"
+        );
+    }
+
+    #[test]
+    fn a_link_local_upstream_keeps_its_interface() {
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        for flag in ["[fe80::1%lo]:53", "fe80::1%lo"] {
+            let forward = serve(&["--upstream", flag]).unwrap().forward.unwrap();
+            let std::net::SocketAddr::V6(v6) = forward.upstreams[1] else {
+                panic!("{flag}: IPv6")
+            };
+            assert_eq!((v6.scope_id(), v6.port()), (lo, 53), "{flag}");
+        }
+        let bad = serve(&["--upstream", "fe80::1%no-such-if0"]).unwrap_err();
+        assert!(bad.contains("no-such-if0"), "{bad}");
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub struct Metrics {
     cluster_stale: Family<ClusterLabels, Gauge>,
     cluster_entries: Family<ClusterLabels, Gauge>,
     cluster_last_event: Family<ClusterLabels, Gauge>,
+    upstreams: UpstreamFamilies,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -259,6 +260,7 @@ impl Metrics {
             "Unix time of a source's last event",
             cluster_last_event.clone(),
         );
+        let upstreams = UpstreamFamilies::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -275,6 +277,7 @@ impl Metrics {
             cluster_stale,
             cluster_entries,
             cluster_last_event,
+            upstreams,
         }
     }
 
@@ -358,6 +361,94 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+// Upstream health (forwarding): state, probes, fast failures.
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+/// The families of [`UpstreamHealth`].
+#[derive(Debug)]
+struct UpstreamFamilies {
+    up: Family<UpstreamLabels, Gauge>,
+    probes: Family<ForwardLabels, Counter>,
+    fast_failures: Counter,
+}
+
+impl UpstreamFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let families = UpstreamFamilies {
+            up: Family::default(),
+            probes: Family::default(),
+            fast_failures: Counter::default(),
+        };
+        registry.register(
+            "forward_upstream_up",
+            "1 while an upstream takes queries, 0 while it is down (probed until it answers)",
+            families.up.clone(),
+        );
+        registry.register(
+            "forward_probes",
+            "Probes (. IN NS) of upstreams that are down, by upstream and result",
+            families.probes.clone(),
+        );
+        registry.register(
+            "forward_fast_failures",
+            "Forwards answered SERVFAIL at once, without an attempt: no upstream was up",
+            families.fast_failures.clone(),
+        );
+        families
+    }
+}
+
+/// One upstream's health metrics ([`Metrics::upstream_health`]).
+#[derive(Debug, Clone)]
+pub struct UpstreamHealth {
+    up: Gauge,
+    probes: [Counter; 3],
+}
+
+impl UpstreamHealth {
+    /// The upstream is now up (`true`) or down.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    /// A probe ended with `result`.
+    pub fn probe(&self, result: ForwardResult) {
+        self.probes[result as usize].inc();
+    }
+}
+
+impl Metrics {
+    /// The health metrics of `upstream`, to keep (made once per upstream); it starts up.
+    pub fn upstream_health(&self, upstream: std::net::SocketAddr) -> UpstreamHealth {
+        let upstream = upstream.to_string();
+        let up = self.upstreams.up.get_or_create(&UpstreamLabels {
+            upstream: upstream.clone(),
+        });
+        up.set(1);
+        UpstreamHealth {
+            up: up.clone(),
+            probes: ["answer", "timeout", "error"].map(|result| {
+                self.upstreams
+                    .probes
+                    .get_or_create(&ForwardLabels {
+                        upstream: upstream.clone(),
+                        result,
+                    })
+                    .clone()
+            }),
+        }
+    }
+
+    /// A forward got SERVFAIL at once, without an attempt: no upstream was up.
+    pub fn forward_fast_failure(&self) {
+        self.upstreams.fast_failures.inc();
     }
 }
 

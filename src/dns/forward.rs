@@ -8,44 +8,63 @@
 //! ignored. A truncated UDP answer is returned as it is to a UDP client, which retries over
 //! TCP; for a TCP client the query is retried to the same upstream over TCP.
 //!
-//! A UDP client's query is sent from the thread that received it, and its answer goes back
-//! from the task receiving on the upstream socket ([`Forwarder::forward_udp`]): no task per
-//! query, no hand-over between threads on the way. Only when that first attempt fails does a
-//! task take over the query's remaining attempts.
+//! One way of waiting: a forward is a chain of attempts, each a pending entry on an upstream
+//! socket with one deadline (the attempt's timeout, cut to what is left of the forward's
+//! budget) and a callback that the socket's receiving task calls once. On an answer the
+//! callback replies; on a timeout or an error it starts the next attempt, at the next
+//! upstream that is up, or replies SERVFAIL when the budget is spent. A UDP client's query
+//! is sent from the thread that received it and answered from the receiving task
+//! ([`Forwarder::forward_udp`]): no task per query, no hand-over between threads. A TCP
+//! client's forward is the same chain, awaited through a oneshot ([`Forwarder::forward`]).
 //!
-//! Failover: each attempt has its own timeout; an upstream that times out or refuses the
-//! connection is marked down for a while and tried after the healthy ones, so a dead first
-//! upstream does not stall every query. When the total budget runs out, or more forwards are
-//! in flight than allowed, the client gets SERVFAIL rather than silence.
+//! Upstream health ([`health`]): [`MAX_FAILS`] failures in a row mark an upstream down; a
+//! down upstream gets no queries and is probed with `. IN NS` every [`PROBE_EVERY`] until it
+//! answers (any rcode), as CoreDNS's `forward` does. While no upstream is up, a forward is
+//! answered SERVFAIL at once, so the cluster DNS's own health probe (`. IN NS`, read for less
+//! than a second) and its clients (2 s) get an answer in time. Forwards in flight are
+//! bounded: beyond, SERVFAIL at once too.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
 
+mod address;
 mod channel;
+mod health;
 
-use channel::Channels;
+pub use address::{BadUpstream, parse_upstream, resolv_conf_nameservers};
+pub use health::MAX_FAILS;
+
+use channel::{Channels, Done};
+use health::{Change, Health};
 
 use super::answer::{Transport, error_reply};
 use super::wire::{self, rcode};
 use crate::metrics::{self, ForwardResult, Metrics};
 
-/// How long an upstream that failed is tried only after the healthy ones.
-pub const DOWN_FOR: Duration = Duration::from_secs(5);
+/// How often an upstream that is down is probed (`. IN NS`), as CoreDNS's `health_check`.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Attempts of one forward at most, per upstream.
+const ATTEMPTS_PER_UPSTREAM: usize = 4;
+
+/// The probe: `. IN NS`, RD set (ID written per probe).
+const PROBE: [u8; 17] = [0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
 
 /// What forwarding needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSettings {
     /// The upstreams, in order of preference.
     pub upstreams: Vec<SocketAddr>,
-    /// Timeout of one attempt at one upstream.
+    /// Timeout of one attempt at one upstream (also of a probe).
     pub attempt_timeout: Duration,
     /// Total time for a query, all attempts included; then SERVFAIL.
     pub budget: Duration,
@@ -53,48 +72,33 @@ pub struct ForwardSettings {
     pub max_in_flight: usize,
 }
 
-/// An `--upstream` that is not an IP or IP:PORT.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("upstream {0:?} is not an IP or IP:PORT")]
-pub struct BadUpstream(pub String);
-
-/// Parses `IP` (port 53) or `IP:PORT` (`[v6]:PORT` for IPv6).
-pub fn parse_upstream(text: &str) -> Result<SocketAddr, BadUpstream> {
-    text.parse::<SocketAddr>()
-        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        .map_err(|_| BadUpstream(text.into()))
-}
-
-/// The `nameserver` lines of a resolv.conf (resolv.conf(5)); zone indexes (`%eth0`) dropped.
-pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next()? == "nameserver").then_some(())?;
-            let ip = words.next()?.split('%').next()?;
-            ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
-        })
-        .collect()
-}
-
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
     channels: Channels,
-    /// Milliseconds since `epoch` until which it counts as down (0: up).
-    down_until: AtomicU64,
+    health: Health,
+    /// A probing task runs (one at most).
+    probing: AtomicBool,
     counted: metrics::ForwardCounters,
+    watched: metrics::UpstreamHealth,
+}
+
+#[derive(Debug)]
+struct Inner {
+    upstreams: Box<[Upstream]>,
+    settings: ForwardSettings,
+    permits: Arc<Semaphore>,
+    /// Where probes and the sockets' receiving tasks run.
+    runtime: tokio::runtime::Handle,
+    /// Health times are milliseconds since then.
+    epoch: Instant,
+    metrics: Arc<Metrics>,
 }
 
 /// The forwarder, shared by every listener.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    upstreams: Arc<[Upstream]>,
-    settings: Arc<ForwardSettings>,
-    permits: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-    epoch: Instant,
-    runtime: tokio::runtime::Handle,
+    inner: Arc<Inner>,
 }
 
 /// Why one attempt failed.
@@ -104,6 +108,17 @@ enum AttemptError {
     Timeout,
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// A forward under way: the client's query (its ID), its deadline, where the next attempt
+/// looks for an upstream, and who gets the response (with the upstream that gave it; `None`:
+/// our SERVFAIL).
+struct Forward<R> {
+    query: Vec<u8>,
+    deadline: Instant,
+    next: usize,
+    attempts: usize,
+    reply: R,
 }
 
 impl Forwarder {
@@ -120,181 +135,252 @@ impl Forwarder {
             .map(|&addr| Upstream {
                 addr,
                 channels: Channels::new(addr, runtime.clone()),
-                down_until: AtomicU64::new(0),
+                health: Health::default(),
+                probing: AtomicBool::new(false),
                 counted: metrics.forwards_to(addr),
+                watched: metrics.upstream_health(addr),
             })
             .collect();
         Forwarder {
-            upstreams,
-            permits: Arc::new(Semaphore::new(settings.max_in_flight)),
-            metrics,
-            settings: Arc::new(settings),
-            epoch: Instant::now(),
-            runtime,
+            inner: Arc::new(Inner {
+                upstreams,
+                permits: Arc::new(Semaphore::new(settings.max_in_flight)),
+                settings,
+                runtime,
+                metrics,
+                epoch: Instant::now(),
+            }),
         }
     }
 
     /// A place for one more forward, or `None` (counted, logged) when the bound is reached.
     fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.permits.clone().try_acquire_owned().ok();
+        let permit = self.inner.permits.clone().try_acquire_owned().ok();
         if permit.is_none() {
             tracing::debug!("in-flight forward limit reached: SERVFAIL");
-            self.metrics.forward_overload();
+            self.inner.metrics.forward_overload();
         }
         permit
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    /// Upstreams to try, healthy ones first in configured order, then the others by when
-    /// they went down.
-    fn order(&self) -> Vec<&Upstream> {
-        let now = self.now_ms();
-        let mut order: Vec<&Upstream> = self.upstreams.iter().collect();
-        order.sort_by_key(|u| rank(u, now));
-        order
-    }
-
-    /// The index of the first upstream of [`Forwarder::order`], found without sorting.
-    fn first(&self) -> Option<usize> {
-        let now = self.now_ms();
-        // The first of equal minima, as the stable sort of `order` keeps it first.
-        (0..self.upstreams.len()).min_by_key(|&i| rank(&self.upstreams[i], now))
+        self.inner.epoch.elapsed().as_millis() as u64 + 1
     }
 
     /// Forwards `query` (a well-formed query, as the answer path parsed it) and writes the
     /// client's response into `out`: the upstream's answer, or SERVFAIL (also when too many
-    /// forwards are in flight).
+    /// forwards are in flight or no upstream is up).
     pub async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
         let Some(_permit) = self.permit() else {
             return error_reply(query, rcode::SERVFAIL, true, out);
         };
-        self.attempts(query, transport, Instant::now() + self.settings.budget, out)
-            .await;
+        let deadline = Instant::now() + self.inner.settings.budget;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.start(query, deadline, move |answer: &mut [u8], from: Option<usize>| {
+                let _ = tx.send((answer.to_vec(), from));
+            });
+            let Ok((answer, from)) = rx.await else {
+                return error_reply(query, rcode::SERVFAIL, true, out); // (the runtime is going away)
+            };
+            match from {
+                Some(index) if transport == Transport::Tcp && answer[2] & 0x02 != 0 => {
+                    match self.over_tcp(index, query, deadline).await {
+                        Ok(full) => return *out = full,
+                        Err(e) => self.failed(index, &e),
+                    }
+                }
+                _ => return *out = answer,
+            }
+        }
     }
 
     /// Forwards a UDP client's `query` as [`Forwarder::forward`] does and calls `reply` with
-    /// the response, from the task that receives the upstream's answer (or from the task that
-    /// goes on after a failed first attempt). Needs no runtime of the caller's.
+    /// the response: from the task that receives the upstream's answer, or at once (SERVFAIL)
+    /// when no upstream is up or too many forwards are in flight. Needs no runtime of the
+    /// caller's.
     pub fn forward_udp(&self, query: &[u8], reply: impl FnOnce(&[u8]) + Send + 'static) {
-        let (Some(permit), Some(index)) = (self.permit(), self.first()) else {
+        let Some(permit) = self.permit() else {
             let mut out = Vec::new();
             error_reply(query, rcode::SERVFAIL, true, &mut out);
             return reply(&out);
         };
-        let deadline = Instant::now() + self.settings.budget;
-        let (forwarder, query) = (self.clone(), query.to_vec());
-        let mut msg = query.clone();
-        let done: channel::Done = Box::new(move |result| {
-            let upstream = &forwarder.upstreams[index];
-            match result {
-                Ok(Some(answer)) => {
-                    upstream.counted.count(ForwardResult::Answer);
-                    upstream.down_until.store(0, Ordering::Relaxed);
-                    answer[..2].copy_from_slice(&query[..2]);
-                    reply(answer);
-                    drop(permit);
-                }
-                Ok(None) => forwarder.go_on(&AttemptError::Timeout, index, query, deadline, reply, permit),
-                Err(e) => forwarder.go_on(&AttemptError::Io(e), index, query, deadline, reply, permit),
-            }
-        });
-        let timeout = self.settings.attempt_timeout.min(self.settings.budget);
-        if let Err((e, done)) = self.upstreams[index].channels.start(&mut msg, timeout, done) {
-            done(Err(e));
-        }
-    }
-
-    /// After the first attempt of [`Forwarder::forward_udp`] at upstream `index` failed: the
-    /// other attempts, on a task.
-    fn go_on(
-        &self,
-        error: &AttemptError,
-        index: usize,
-        query: Vec<u8>,
-        deadline: Instant,
-        reply: impl FnOnce(&[u8]) + Send + 'static,
-        permit: OwnedSemaphorePermit,
-    ) {
-        // A full socket buffer of ours says nothing of the upstream.
-        if !matches!(error, AttemptError::Io(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            self.mark_down(&self.upstreams[index], error);
-        }
-        let forwarder = self.clone();
-        self.runtime.spawn(async move {
-            let mut out = Vec::new();
-            forwarder.attempts(&query, Transport::Udp, deadline, &mut out).await;
-            reply(&out);
+        // The clock of the runtime (the paused one in tests), not of this thread.
+        let _runtime = self.inner.runtime.enter();
+        let deadline = Instant::now() + self.inner.settings.budget;
+        self.start(query, deadline, move |answer: &mut [u8], _| {
+            reply(answer);
             drop(permit);
         });
     }
 
-    /// Tries the upstreams until one answers or `deadline`, writing the response into `out`.
-    async fn attempts(&self, query: &[u8], transport: Transport, deadline: Instant, out: &mut Vec<u8>) {
-        let mut msg = query.to_vec();
-        let order = self.order();
-        'attempts: for upstream in order.iter().cycle().take(order.len() * 8) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let timeout = self.settings.attempt_timeout.min(deadline - now);
-            let mut reply = match upstream.channels.exchange(&mut msg, timeout).await {
-                Ok(Some(reply)) => reply,
-                Ok(None) => {
-                    self.mark_down(upstream, &AttemptError::Timeout);
-                    continue;
-                }
-                Err(e) => {
-                    let e = AttemptError::Io(e);
-                    self.mark_down(upstream, &e);
-                    continue;
-                }
-            };
-            upstream.counted.count(ForwardResult::Answer);
-            if transport == Transport::Tcp && reply[2] & 0x02 != 0 {
-                let timeout = self
-                    .settings
-                    .attempt_timeout
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                match tcp_exchange(upstream.addr, &msg, timeout).await {
-                    Ok(full) => reply = full,
-                    Err(e) => {
-                        self.mark_down(upstream, &e);
-                        continue 'attempts;
-                    }
-                }
-            }
-            upstream.down_until.store(0, Ordering::Relaxed);
-            reply[..2].copy_from_slice(&query[..2]);
-            out.clear();
-            out.extend_from_slice(&reply);
-            return;
-        }
-        tracing::debug!("every upstream failed: SERVFAIL");
-        error_reply(query, rcode::SERVFAIL, true, out);
+    /// Starts the forward of `query` until `deadline`; `reply` gets the response.
+    fn start<R>(&self, query: &[u8], deadline: Instant, reply: R)
+    where
+        R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
+    {
+        self.attempt(Forward {
+            query: query.to_vec(),
+            deadline,
+            next: 0,
+            attempts: 0,
+            reply,
+        });
     }
 
-    fn mark_down(&self, upstream: &Upstream, error: &AttemptError) {
-        let result = match error {
+    /// The next attempt of `forward`, at the first upstream that is up from `forward.next`
+    /// on; SERVFAIL when there is none, or no time or attempt is left.
+    fn attempt<R>(&self, mut forward: Forward<R>)
+    where
+        R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
+    {
+        let upstreams = &self.inner.upstreams;
+        let Some(index) = (0..upstreams.len())
+            .map(|k| (forward.next + k) % upstreams.len())
+            .find(|&i| upstreams[i].health.is_up())
+        else {
+            if forward.attempts == 0 {
+                self.inner.metrics.forward_fast_failure();
+            }
+            tracing::debug!("no upstream is up: SERVFAIL");
+            return servfail(forward);
+        };
+        let now = Instant::now();
+        if now >= forward.deadline || forward.attempts >= ATTEMPTS_PER_UPSTREAM * upstreams.len() {
+            tracing::debug!("every attempt failed: SERVFAIL");
+            return servfail(forward);
+        }
+        forward.attempts += 1;
+        forward.next = index + 1;
+        let timeout = self.inner.settings.attempt_timeout.min(forward.deadline - now);
+        let mut msg = forward.query.clone();
+        let forwarder = self.clone();
+        let done: Done = Box::new(move |result| forwarder.attempted(forward, index, result));
+        if let Err((e, done)) = upstreams[index].channels.start(&mut msg, timeout, done) {
+            done(Err(e));
+        }
+    }
+
+    /// The attempt of `forward` at upstream `index` ended with `result`.
+    fn attempted<R>(&self, forward: Forward<R>, index: usize, result: io::Result<Option<&mut [u8]>>)
+    where
+        R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
+    {
+        match result {
+            Ok(Some(answer)) => {
+                self.answered(index);
+                answer[..2].copy_from_slice(&forward.query[..2]);
+                (forward.reply)(answer, Some(index));
+            }
+            Ok(None) => {
+                self.failed(index, &AttemptError::Timeout);
+                self.attempt(forward);
+            }
+            // A full socket buffer of ours says nothing of the upstream.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.inner.upstreams[index].counted.count(ForwardResult::Error);
+                self.attempt(forward);
+            }
+            Err(e) => {
+                self.failed(index, &AttemptError::Io(e));
+                self.attempt(forward);
+            }
+        }
+    }
+
+    /// Upstream `index` answered.
+    fn answered(&self, index: usize) {
+        let upstream = &self.inner.upstreams[index];
+        upstream.counted.count(ForwardResult::Answer);
+        if upstream.health.answered(self.now_ms()) == Change::Up {
+            upstream.watched.set_up(true);
+            tracing::info!(upstream = %upstream.addr, "upstream answers again");
+        }
+    }
+
+    /// An attempt at upstream `index` failed: counted, and once it is down, probed.
+    fn failed(&self, index: usize, error: &AttemptError) {
+        let upstream = &self.inner.upstreams[index];
+        upstream.counted.count(match error {
             AttemptError::Timeout => ForwardResult::Timeout,
             AttemptError::Io(_) => ForwardResult::Error,
-        };
-        upstream.counted.count(result);
-        let until = self.now_ms() + DOWN_FOR.as_millis() as u64;
-        if upstream.down_until.swap(until, Ordering::Relaxed) <= self.now_ms() {
-            tracing::warn!(upstream = %upstream.addr, %error, "upstream failed; trying the others first for {DOWN_FOR:?}");
+        });
+        let patience = self.inner.settings.attempt_timeout.as_millis() as u64;
+        if upstream.health.failed(self.now_ms(), patience) == Change::Down {
+            upstream.watched.set_up(false);
+            tracing::warn!(upstream = %upstream.addr, %error, "upstream down after {MAX_FAILS} failures in a row; probing it every {PROBE_EVERY:?}");
+            if !upstream.probing.swap(true, Ordering::SeqCst) {
+                self.inner.runtime.spawn(probe(Arc::downgrade(&self.inner), index));
+            }
         }
+    }
+
+    /// A probe of upstream `index` ended with `result`.
+    fn probed(&self, index: usize, result: io::Result<Option<&mut [u8]>>) {
+        let watched = &self.inner.upstreams[index].watched;
+        match result {
+            Ok(Some(_)) => {
+                watched.probe(ForwardResult::Answer);
+                self.answered(index);
+            }
+            Ok(None) => watched.probe(ForwardResult::Timeout),
+            Err(_) => watched.probe(ForwardResult::Error),
+        }
+    }
+
+    /// `query` over TCP to upstream `index` (after a truncated UDP answer), until `deadline`
+    /// or an attempt's time; the answer with the client's ID.
+    async fn over_tcp(&self, index: usize, query: &[u8], deadline: Instant) -> Result<Vec<u8>, AttemptError> {
+        let upstream = &self.inner.upstreams[index];
+        let timeout = self
+            .inner
+            .settings
+            .attempt_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let mut msg = query.to_vec();
+        msg[..2].copy_from_slice(&(upstream.channels.random() as u16).to_be_bytes());
+        let mut full = tcp_exchange(upstream.addr, &msg, timeout).await?;
+        self.answered(index);
+        full[..2].copy_from_slice(&query[..2]);
+        Ok(full)
     }
 }
 
-/// Where `upstream` stands in the order of trial at `now`: 0 while healthy, else the time
-/// until which it counts as down.
-fn rank(upstream: &Upstream, now: u64) -> u64 {
-    let until = upstream.down_until.load(Ordering::Relaxed);
-    if until <= now { 0 } else { until }
+/// Replies SERVFAIL to `forward`.
+fn servfail<R>(forward: Forward<R>)
+where
+    R: FnOnce(&mut [u8], Option<usize>),
+{
+    let mut out = Vec::new();
+    error_reply(&forward.query, rcode::SERVFAIL, true, &mut out);
+    (forward.reply)(&mut out, None);
+}
+
+/// Probes upstream `index` every [`PROBE_EVERY`], the first at once, until it is up again
+/// (or the forwarder is gone); one such task per upstream at most. Each probe is a pending
+/// entry like any attempt.
+async fn probe(inner: Weak<Inner>, index: usize) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let upstream = &inner.upstreams[index];
+        if upstream.health.is_up() {
+            upstream.probing.store(false, Ordering::SeqCst);
+            // Unless it went down again meanwhile and its failure saw this task still probing.
+            if upstream.health.is_up() || upstream.probing.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+        let timeout = inner.settings.attempt_timeout;
+        let forwarder = Forwarder { inner: inner.clone() };
+        let done: Done = Box::new(move |result| forwarder.probed(index, result));
+        let mut msg = PROBE;
+        if let Err((e, done)) = upstream.channels.start(&mut msg, timeout, done) {
+            done(Err(e));
+        }
+    }
 }
 
 async fn tcp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Vec<u8>, AttemptError> {
@@ -318,31 +404,4 @@ async fn tcp_exchange(upstream: SocketAddr, msg: &[u8], timeout: Duration) -> Re
         .await
         .map_err(|_| AttemptError::Timeout)?
         .map_err(Into::into)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_syntax() {
-        assert_eq!(parse_upstream("10.0.0.10"), Ok("10.0.0.10:53".parse().unwrap()));
-        assert_eq!(parse_upstream("127.0.0.1:5300"), Ok("127.0.0.1:5300".parse().unwrap()));
-        assert_eq!(parse_upstream("::1"), Ok("[::1]:53".parse().unwrap()));
-        assert_eq!(parse_upstream("[fd00::a]:5353"), Ok("[fd00::a]:5353".parse().unwrap()));
-        assert!(parse_upstream("kube-dns.kube-system").is_err());
-        assert!(parse_upstream("1.2.3.4:99999").is_err());
-    }
-
-    #[test]
-    fn resolv_conf() {
-        let text = "# generated\nsearch default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\n\
-                    nameserver fe80::1%eth0\nnameserver\noptions ndots:5\n  nameserver 1.1.1.1\nnameserver bogus\n";
-        let got = resolv_conf_nameservers(text);
-        let want: Vec<SocketAddr> = ["10.96.0.10:53", "[fe80::1]:53", "1.1.1.1:53"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(got, want);
-    }
 }

@@ -6,7 +6,8 @@
 //! metrics are counted per batch. A forwarded query is sent upstream from the thread and
 //! answered, from the same address, by the runtime's task receiving the upstream's answer
 //! ([`Forwarder::forward_udp`]). Each thread looks for shutdown at least every [`POLL`].
-//! TCP (RFC 7766): several queries per connection answered in order, a bound on open
+//! TCP (RFC 7766): the queries of a connection processed concurrently and each answered when
+//! ready (§6.2.1.1), at most [`TCP_IN_FLIGHT`] in flight per connection, a bound on open
 //! connections across the addresses (beyond it a new connection is closed at once) and an
 //! idle timeout. How each address is bound (dual-stack `[::]`, its fallback): `server/bind.rs`.
 //!
@@ -18,8 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +34,12 @@ use super::batch::{self, Batch, Peer, to_std};
 use super::forward::Forwarder;
 use super::wire;
 use crate::metrics::{Metrics, Path, Tally};
+
+mod frames;
+
 use crate::table::Table;
 use bind::Stack;
+use frames::Frames;
 
 /// Limits of the listeners.
 #[derive(Debug, Clone, Copy)]
@@ -347,56 +354,91 @@ async fn tcp_accept(
     }
 }
 
+/// Queries of one TCP connection in flight at most (RFC 7766 §6.2.1.1); beyond, reading
+/// pauses until one is answered.
+pub const TCP_IN_FLIGHT: usize = 32;
+
+/// Serves one TCP connection: queries are read as they come, in-zone ones answered at once,
+/// forwarded ones answered when their answer is ready (RFC 7766 §6.2.1.1: in completion
+/// order, at most [`TCP_IN_FLIGHT`] at a time). One task owns the connection and writes whole
+/// messages, so answers never interleave. Closed after `idle` without a whole query while
+/// nothing is in flight (which also cuts slow senders), at the end of the client's stream
+/// or at shutdown, each once what is in flight is answered.
 async fn tcp_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     shared: &Shared,
     idle: Duration,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let mut stream = BufReader::new(stream);
-    let mut buf = vec![0u8; 65535];
+    let (mut reader, mut writer) = stream.split();
+    let mut frames = Frames::default();
     let mut out = Vec::with_capacity(4096);
     let mut frame = Vec::with_capacity(4098);
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
+    let mut forwards = FuturesUnordered::new();
+    let idle_until = tokio::time::sleep(idle);
+    tokio::pin!(idle_until);
+    // Whether the client may send more, and whether queries are still taken (not at shutdown).
+    let (mut reading, mut taking) = (true, true);
     loop {
-        let read = async {
-            let len = stream.read_u16().await? as usize;
-            stream.read_exact(&mut buf[..len]).await?;
-            io::Result::Ok(len)
-        };
-        let len = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(idle, read) => match r {
-                Ok(Ok(len)) => len,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(()), // idle
-            },
-        };
-        let query = &buf[..len];
-        let started = Instant::now();
-        let outcome = answer_tallied(
-            &shared.table.load(),
-            query,
-            Transport::Tcp,
-            shared.mode,
-            &mut rng,
-            &mut out,
-            &mut tally,
-        );
-        shared
-            .metrics
-            .add(Transport::Tcp, Path::Authoritative, &mut tally, started.elapsed());
-        match outcome {
-            Outcome::Reply => {}
-            Outcome::Drop => continue,
-            Outcome::Forward => shared.forward(query, &mut out).await,
+        // Every whole query already read, while there is room.
+        while taking && forwards.len() < TCP_IN_FLIGHT {
+            let Some(message) = frames.next() else { break };
+            idle_until.as_mut().reset(tokio::time::Instant::now() + idle);
+            let query = frames.get(message);
+            let started = Instant::now();
+            let outcome = answer_tallied(
+                &shared.table.load(),
+                query,
+                Transport::Tcp,
+                shared.mode,
+                &mut rng,
+                &mut out,
+                &mut tally,
+            );
+            shared
+                .metrics
+                .add(Transport::Tcp, Path::Authoritative, &mut tally, started.elapsed());
+            match outcome {
+                Outcome::Reply => write_frame(&mut writer, &out, &mut frame).await?,
+                Outcome::Drop => {}
+                Outcome::Forward => {
+                    let query = query.to_vec();
+                    forwards.push(async move {
+                        let mut out = Vec::new();
+                        shared.forward(&query, &mut out).await;
+                        out
+                    });
+                }
+            }
         }
-        frame.clear();
-        frame.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        frame.extend_from_slice(&out);
-        stream.get_mut().write_all(&frame).await?;
+        if !(reading && taking) && forwards.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            Some(answer) = forwards.next(), if !forwards.is_empty() => {
+                write_frame(&mut writer, &answer, &mut frame).await?;
+                idle_until.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
+            _ = shutdown.cancelled(), if taking => taking = false,
+            read = frames.fill(&mut reader), if reading && taking && forwards.len() < TCP_IN_FLIGHT => match read {
+                Ok(0) => reading = false,
+                Ok(_) => {}
+                Err(e) if forwards.is_empty() => return Err(e),
+                Err(_) => reading = false,
+            },
+            () = &mut idle_until, if reading && forwards.is_empty() => return Ok(()),
+        }
     }
+}
+
+/// Writes `message` behind its length, in one write.
+async fn write_frame(writer: &mut (impl AsyncWrite + Unpin), message: &[u8], frame: &mut Vec<u8>) -> io::Result<()> {
+    frame.clear();
+    frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    frame.extend_from_slice(message);
+    writer.write_all(frame).await
 }

@@ -1,7 +1,9 @@
 //! Forwarding to an upstream the test controls: transparency, TCP, timeouts, failover,
-//! SERVFAIL, the in-flight bound, spoofed answers, and no in-zone name ever forwarded.
+//! SERVFAIL, the in-flight bound, spoofed answers, and no in-zone name ever forwarded;
+//! upstream health (down after failures in a row, probed, SERVFAIL at once while down) and
+//! concurrent TCP.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -9,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::support::*;
+use crate::support::{get, metric};
 use crate::upstream::{Behaviour, Upstream};
 
 fn entries() -> String {
@@ -170,11 +173,11 @@ async fn a_dead_first_upstream_fails_over_and_is_remembered() {
         assert_eq!(addresses(&m), ["192.0.2.1"], "query {i}");
     }
     assert_eq!(
-        silent.queries().len(),
-        1,
-        "the silent upstream is tried once, then skipped while down"
+        forwarded(&silent),
+        2,
+        "the silent upstream is tried until it failed twice in a row, then skipped while down"
     );
-    assert_eq!(good.queries().len(), 5);
+    assert_eq!(forwarded(&good), 5);
     server.stop().await;
 }
 
@@ -185,7 +188,7 @@ async fn all_upstreams_failing_is_servfail_not_silence() {
     let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[closed, silent.addr]))).await;
     for edns in [false, true] {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let reply = udp_exchange(server.addr, &query_bytes(9, "www.example.com.", RecordType::A, edns))
             .await
             .expect("an answer");
@@ -195,11 +198,17 @@ async fn all_upstreams_failing_is_servfail_not_silence() {
         assert_eq!(m.edns.is_some(), edns, "OPT when asked");
         assert!(m.metadata.recursion_available);
         assert!(
-            started.elapsed() < Duration::from_secs(4),
+            started.elapsed() < Duration::from_millis(1500),
             "within the budget, well before a stub gives up"
         );
+        if edns {
+            assert!(
+                started.elapsed() < Duration::from_millis(300),
+                "both known down: at once, not after an attempt"
+            );
+        }
     }
-    assert!(silent.queries().len() >= 2, "retried within the budget");
+    assert_eq!(forwarded(&silent), 2, "tried until it failed twice in a row");
     server.stop().await;
 }
 
@@ -275,22 +284,219 @@ async fn forwards_in_flight_are_bounded_with_servfail() {
     server.stop().await;
 }
 
+/// Queries the upstream received other than probes (`. NS` is never asked by these tests
+/// while an upstream is down).
+fn forwarded(up: &Upstream) -> usize {
+    up.queries()
+        .iter()
+        .filter(|(q, _)| !(q.queries[0].name().is_root() && q.queries[0].query_type() == RecordType::NS))
+        .count()
+}
+
+/// The `. NS` probes the upstream received.
+fn probes(up: &Upstream) -> usize {
+    up.queries().len() - forwarded(up)
+}
+
+/// What a forwarder answers `name`/`qtype` over UDP or TCP, and how long it took.
+async fn timed(server: std::net::SocketAddr, id: u16, name: &str, qtype: RecordType, tcp: bool) -> (Message, Duration) {
+    let started = Instant::now();
+    let q = query_bytes(id, name, qtype, true);
+    let reply = if tcp {
+        tcp_exchange(server, &q).await
+    } else {
+        udp_exchange(server, &q).await.expect("an answer")
+    };
+    (Message::from_vec(&reply).unwrap(), started.elapsed())
+}
+
+/// The default timeouts (`--upstream-timeout 800ms`, `--forward-timeout 1800ms`).
+fn with_default_timeouts(upstream: std::net::SocketAddr) -> globaldns::dns::forward::ForwardSettings {
+    let mut settings = forwarding(&[upstream]);
+    settings.attempt_timeout = Duration::from_millis(800);
+    settings.budget = Duration::from_millis(1800);
+    settings
+}
+
+/// CoreDNS's health probe of globaldns (`. IN NS`, read for less than a second) while
+/// globaldns's own upstream is black-holed: SERVFAIL at once after two failures in a row,
+/// the upstream probed meanwhile, and answers again within a second of it coming back.
 #[tokio::test]
-async fn an_upstream_back_from_the_dead_is_used_again() {
-    let up = Upstream::start(Behaviour::Silent).await;
-    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up.addr]))).await;
-    let reply = udp_exchange(server.addr, &query_bytes(1, "a.example.com.", RecordType::A, false))
-        .await
-        .unwrap();
-    assert_eq!(rcode(&reply), ResponseCode::ServFail);
-    up.set(Behaviour::Answer);
-    let reply = udp_exchange(server.addr, &query_bytes(2, "b.example.com.", RecordType::A, false))
-        .await
-        .unwrap();
+async fn root_ns_gets_servfail_at_once_while_the_upstream_is_down_and_answers_once_back() {
+    let up = Upstream::start(Behaviour::Answer).await;
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(with_default_timeouts(up.addr))).await;
+    let (m, _) = timed(server.addr, 1, ".", RecordType::NS, false).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "forwarded while up");
+    let series = |name: &str, labels: &str| format!("globaldns_{name}{{upstream=\"{}\"{labels}}}", up.addr);
+    let admin = server.admin_addr();
     assert_eq!(
-        rcode(&reply),
-        ResponseCode::NoError,
-        "a lone upstream is still tried while marked down"
+        metric(&get(admin, "/metrics").await.1, &series("forward_upstream_up", "")),
+        1.0
     );
+
+    // Twice: down, probed, back, and down again (a new prober).
+    for episode in 0..2u16 {
+        let id = 10 * episode;
+        let forwarded_before = forwarded(&up);
+        up.set(Behaviour::Silent);
+        let (m, took) = timed(server.addr, id + 2, "www.example.com.", RecordType::A, false).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(took < Duration::from_secs(2), "within CoreDNS's 2 s: {took:?}");
+        assert_eq!(forwarded(&up), forwarded_before + 2, "two attempts failed in a row");
+        let asked = probes(&up); // (the `. NS` asked so far)
+        let (_, text) = get(admin, "/metrics").await;
+        let fast_before = metric(&text, "globaldns_forward_fast_failures_total");
+        let timed_out = series("forward_probes_total", ",result=\"timeout\"");
+        let (timeouts_before, answers_before) = (
+            metric(&text, &timed_out),
+            metric(&text, &series("forward_probes_total", ",result=\"answer\"")),
+        );
+        assert_eq!(metric(&text, &series("forward_upstream_up", "")), 0.0, "down");
+
+        for (id, tcp) in [(id + 3, false), (id + 4, true), (id + 5, false)] {
+            let (m, took) = timed(server.addr, id, ".", RecordType::NS, tcp).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "tcp={tcp}");
+            assert!(took < Duration::from_secs(1), "at once, tcp={tcp}: {took:?}");
+            assert_eq!(m.metadata.id, id);
+            assert!(m.metadata.recursion_available);
+            assert_eq!(m.queries.len(), 1, "the question echoed");
+            assert!(m.edns.is_some(), "OPT as asked");
+        }
+        assert_eq!(forwarded(&up), forwarded_before + 2, "no query goes to a down upstream");
+        assert!(
+            eventually(Duration::from_secs(2), || async { probes(&up) >= asked + 2 }).await,
+            "probed every 0.5 s: {} probes",
+            probes(&up) - asked
+        );
+        let (_, text) = get(admin, "/metrics").await;
+        assert!(metric(&text, "globaldns_forward_fast_failures_total") >= fast_before + 3.0);
+        assert!(
+            eventually(Duration::from_secs(2), || async {
+                metric(&get(admin, "/metrics").await.1, &timed_out) > timeouts_before
+            })
+            .await,
+            "probes that time out are counted"
+        );
+
+        up.set(Behaviour::Answer);
+        let back = Instant::now();
+        let answered = eventually(Duration::from_secs(2), || async {
+            let (m, _) = timed(server.addr, id + 6, ".", RecordType::NS, false).await;
+            m.metadata.response_code == ResponseCode::NoError
+        })
+        .await;
+        assert!(answered, "answered again once the upstream is back");
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "within 1 s: {:?}",
+            back.elapsed()
+        );
+        let (_, text) = get(admin, "/metrics").await;
+        assert_eq!(metric(&text, &series("forward_upstream_up", "")), 1.0, "up again");
+        assert!(metric(&text, &series("forward_probes_total", ",result=\"answer\"")) > answers_before);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_single_timeout_does_not_mark_an_upstream_down() {
+    let up = Upstream::start(Behaviour::Silent).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.budget = settings.attempt_timeout; // one attempt per query
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let (m, _) = timed(server.addr, 1, "a.example.com.", RecordType::A, false).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "timed out once");
+    up.set(Behaviour::Answer);
+    let (m, _) = timed(server.addr, 2, "b.example.com.", RecordType::A, false).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "still up: forwarded");
+    assert_eq!(probes(&up), 0, "never probed");
+    server.stop().await;
+}
+
+/// Writes `queries` on one TCP connection in one go.
+async fn pipeline(server: std::net::SocketAddr, queries: &[Vec<u8>]) -> TcpStream {
+    let mut s = TcpStream::connect(server).await.unwrap();
+    let mut wire = Vec::new();
+    for q in queries {
+        wire.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        wire.extend_from_slice(q);
+    }
+    s.write_all(&wire).await.unwrap();
+    s
+}
+
+async fn read_message(s: &mut TcpStream) -> Message {
+    let len = s.read_u16().await.unwrap();
+    let mut buf = vec![0u8; len as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+/// RFC 7766 §6.2.1.1: a slow forwarded query does not hold up the in-zone answer sent after
+/// it on the same connection; each is answered when ready.
+#[tokio::test]
+async fn a_slow_forward_does_not_delay_an_in_zone_answer_on_the_same_tcp_connection() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(700))).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings.budget = Duration::from_secs(2);
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let started = Instant::now();
+    let mut s = pipeline(
+        server.addr,
+        &[
+            query_bytes(1, "slow.example.com.", RecordType::A, false),
+            query_bytes(2, "httpbin.bar.global.", RecordType::A, false),
+        ],
+    )
+    .await;
+    let first = read_message(&mut s).await;
+    let took = started.elapsed();
+    assert_eq!(first.metadata.id, 2, "the in-zone answer first");
+    assert_eq!(addresses(&first), ["240.0.0.2"]);
+    assert!(took < Duration::from_millis(500), "not after the forward: {took:?}");
+    let second = read_message(&mut s).await;
+    assert_eq!(second.metadata.id, 1);
+    assert_eq!(addresses(&second), ["192.0.2.1"], "then the forwarded one");
+    server.stop().await;
+}
+
+/// At most 32 queries of a connection in flight: the 33rd and what follows wait until one
+/// is answered; every query is answered in the end.
+#[tokio::test]
+async fn a_tcp_connection_has_at_most_32_queries_in_flight() {
+    let up = Upstream::start(Behaviour::Silent).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.attempt_timeout = Duration::from_millis(1500);
+    settings.budget = Duration::from_millis(1500);
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let mut queries: Vec<Vec<u8>> = (0..33u16)
+        .map(|i| query_bytes(100 + i, &format!("q{i}.example.com."), RecordType::A, false))
+        .collect();
+    queries.push(query_bytes(1, "httpbin.bar.global.", RecordType::A, false));
+    let started = Instant::now();
+    let mut s = pipeline(server.addr, &queries).await;
+    assert!(
+        eventually(Duration::from_secs(1), || async { forwarded(&up) >= 32 }).await,
+        "32 forwarded at once: {}",
+        forwarded(&up)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(forwarded(&up), 32, "the 33rd waits");
+    let mut ids = Vec::new();
+    for _ in 0..queries.len() {
+        let m = read_message(&mut s).await;
+        if ids.is_empty() {
+            assert!(
+                started.elapsed() >= Duration::from_millis(1000),
+                "nothing before a place is free"
+            );
+        }
+        ids.push(m.metadata.id);
+    }
+    ids.sort();
+    let mut want: Vec<u16> = (100..133).collect();
+    want.insert(0, 1);
+    assert_eq!(ids, want, "every query answered once");
     server.stop().await;
 }
