@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Side-by-side load benchmark: globaldns beside Knot DNS, NSD and gdnsd, serving the same data.
+"""Side-by-side load benchmark: globaldns beside Knot DNS, NSD, gdnsd and the C echo responder.
 
-    python3 benches/load.py [--names 1000] [--rounds 3] [--seconds 10] [--servers globaldns,knot,nsd,gdnsd]
+    python3 benches/load.py [--names 1000] [--rounds 3] [--seconds 10] [--servers globaldns,knot,nsd,gdnsd,echo]
     python3 benches/load.py --forwarding [--names 1000] [--rounds 3] [--seconds 10] [--pinning pinned,unpinned]
 
 Generates N names (1-4 A records each, every fifth with AAAA, a few wildcards) as ServiceEntry
@@ -9,11 +9,15 @@ YAML for globaldns and, through `globaldns records --format zone`, as the zone f
 load. Queries: ~80 % existing A, 10 % AAAA, 10 % NXDOMAIN. Each server runs pinned to CPU 1 and
 dnsperf to CPU 0 (`taskset`, `nice -n -5`), interleaved A B C D over the rounds. Printed per
 server: QPS at full load (dnsperf -q 100), lost queries, server CPU per query and QPS per server
-core (from /proc/PID/stat), latency p50/p99 at a fixed rate (dnsperf -Q with -v), and ratios to
-Knot from the same run. Knot's UDP workers are set to one, and since knotd pins each worker to a
-CPU of its own choosing (CPU 0, dnsperf's, here) every thread is moved back to CPU 1 once it
-runs; NSD's response-rate-limiting is off. Needs: a release build (cargo build --release), dnsperf,
-knotd, nsd, gdnsd (Debian packages). Targets only 127.0.0.1.
+core (from /proc/PID/stat), latency p50/p99 at a fixed rate (dnsperf -Q with -v), the time from
+start to the first answer (and the server's CPU time by then: the machine may be shared), its RSS
+after the run and its peak RSS (VmHWM), and ratios to the C echo responder and to Knot from the
+same run. The echo responder (benches/echo.c, built with cc into the temp dir) answers every
+query with one fixed A record through recvmmsg/sendmmsg in batches of 64: no server can answer
+more cheaply, so it is the ceiling. Knot's UDP workers are set to one, and since knotd pins each
+worker to a CPU of its own choosing (CPU 0, dnsperf's, here) every thread is moved back to CPU 1
+once it runs; NSD's response-rate-limiting is off. Needs: a release build (cargo build --release), dnsperf,
+knotd, nsd, gdnsd (Debian packages), cc. Targets only 127.0.0.1.
 
 --forwarding: the names live in `cluster.local` on a Knot upstream (kube-dns' part); the same
 queries (90 % existing A, 10 % NXDOMAIN) go to Knot directly and through each forwarder, none
@@ -32,6 +36,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,7 +61,7 @@ def generate(n, workdir):
         count = 1 + i % 4
         addrs = [f"240.{1 + i // 65025 % 200}.{i // 255 % 255}.{1 + (i * 4 + k) % 254}" for k in range(count)]
         if i % 5 == 0:
-            addrs.append(f"2001:db8::{i:x}")
+            addrs.append(f"2001:db8::{i >> 16:x}:{i & 0xFFFF:x}")
             v6names.append(host)
         names.append(host)
         docs.append(
@@ -92,13 +97,33 @@ def generate(n, workdir):
     return entries, zone_file, queries
 
 
-def answers(port, name):
-    """Whether the server on `port` answers `name` with an address."""
-    dig = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+short", "+time=1", "+tries=1", name], capture_output=True, text=True)
-    return dig.returncode == 0 and re.match(r"^[0-9a-f.:]+$", dig.stdout.strip().split("\n")[0]) is not None
+def answers(port, name, timeout=0.05):
+    """Whether the server on `port` answers `name` A with NOERROR and at least one record."""
+    qid = random.randrange(1 << 16)
+    query = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0\0\1\0\1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(query, ("127.0.0.1", port))
+            reply = s.recv(4096)
+        except OSError:  # not bound yet (port unreachable) or no answer in time
+            return False
+    if len(reply) < 12:
+        return False
+    rid, flags, _, ancount = struct.unpack(">HHHH", reply[:8])
+    return rid == qid and flags & 0x800F == 0x8000 and ancount > 0
+
+
+def build_echo(workdir):
+    """The C echo responder, compiled into `workdir`."""
+    exe = os.path.join(workdir, "echo-responder")
+    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(ROOT, "benches", "echo.c")], check=True)
+    return exe
 
 
 def start(server, port, workdir, entries, zone_file):
+    """Starts `server` pinned to CPU 1; returns it and the seconds until it answered."""
     d = os.path.join(workdir, server)
     os.makedirs(d, exist_ok=True)
     pin = ["taskset", "-c", "1", "nice", "-n", "-5"]
@@ -128,16 +153,19 @@ def start(server, port, workdir, entries, zone_file):
             f.write(f"options => {{\n  listen => [ 127.0.0.1 ]\n  dns_port => {port}\n  udp_threads => 1\n  tcp_threads => 1\n"
                     f"  run_dir => {d}/run\n  state_dir => {d}/state\n}}\n")
         cmd = ["gdnsd", "-c", d, "start"]
+    elif server == "echo":
+        cmd = [os.path.join(workdir, "echo-responder"), str(port)]
     else:
         raise SystemExit(f"unknown server {server}")
     log = open(os.path.join(d, "log"), "w")
+    started = time.monotonic()
     proc = subprocess.Popen(pin + cmd, stdout=log, stderr=log)
-    for _ in range(600):  # large zones take a while to load
+    while time.monotonic() - started < 120:  # large zones take a while to load
         if answers(port, "svc1.ns1.global"):
-            return proc
+            return proc, time.monotonic() - started
         if proc.poll() is not None:
             break
-        time.sleep(0.1)
+        time.sleep(0.005)
     proc.kill()
     raise SystemExit(f"{server} did not start: see {d}/log")
 
@@ -179,7 +207,7 @@ def spawn(cmd, d, port, probe, cpu=1):
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     proc = subprocess.Popen(pin + ["nice", "-n", "-5"] + cmd, stdout=log, stderr=log)
     for _ in range(600):
-        if answers(port, probe):
+        if answers(port, probe, timeout=1):
             return proc
         if proc.poll() is not None:
             break
@@ -295,6 +323,19 @@ def repin(pid, cpu):
         subprocess.run(["taskset", "-p", "-c", str(cpu), tid], capture_output=True)
 
 
+def memory(pids):
+    """(RSS, peak RSS) in MiB, summed over `pids` (VmRSS and VmHWM of /proc/PID/status)."""
+    rss = peak = 0
+    for pid in pids:
+        try:
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        rss += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+        peak += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+    return rss / 1024, peak / 1024
+
+
 def cpu_seconds(pid):
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -343,7 +384,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=20000, help="fixed rate for the latency runs")
-    ap.add_argument("--servers", default="globaldns,knot,nsd,gdnsd")
+    ap.add_argument("--servers", default="globaldns,knot,nsd,gdnsd,echo")
     ap.add_argument("--forwarding", action="store_true", help="the forwarding benchmark instead")
     ap.add_argument("--upstream-cpu", type=int, default=1, help="CPU of the forwarding upstream when pinned (1: beside the forwarder; 0: beside dnsperf)")
     ap.add_argument("--pinning", default="pinned,unpinned", help="forwarding: modes measured in the same run, interleaved (pinned, unpinned)")
@@ -354,31 +395,49 @@ def main():
     if args.forwarding:
         return forwarding(args)
     servers = args.servers.split(",")
-    results = {s: {"qps": [], "lost": [], "cpu": [], "p50": [], "p99": []} for s in servers}
+    keys = ["qps", "lost", "cpu", "p50", "p99", "start", "start_cpu", "rss", "peak"]
+    results = {s: {k: [] for k in keys} for s in servers}
     with tempfile.TemporaryDirectory() as workdir:
         entries, zone_file, queries = generate(args.names, workdir)
+        if "echo" in servers:
+            build_echo(workdir)
         for rnd in range(args.rounds):
             for server in servers:
                 port = free_port()
-                proc = start(server, port, workdir, entries, zone_file)
+                proc, took = start(server, port, workdir, entries, zone_file)
+                r = results[server]
+                r["start"].append(took)
+                r["start_cpu"].append(sum(cpu_seconds(p) for p in descendants(proc.pid)))
                 for pid in descendants(proc.pid):
                     repin(pid, 1)
                 try:
-                    qps = measure(port, descendants(proc.pid), queries, args.seconds, args.rate, results[server])
+                    qps = measure(port, descendants(proc.pid), queries, args.seconds, args.rate, r)
+                    rss, peak = memory(descendants(proc.pid))
+                    r["rss"].append(rss)
+                    r["peak"].append(peak)
                 finally:
                     stop(proc)
-                print(f"round {rnd + 1} {server:9}: {qps:9.0f} q/s, cpu/query {results[server]['cpu'][-1] * 1e6:6.2f} us", flush=True)
+                print(f"round {rnd + 1} {server:9}: {qps:9.0f} q/s, cpu/query {r['cpu'][-1] * 1e6:6.2f} us, "
+                      f"answering after {took:.2f} s ({r['start_cpu'][-1]:.2f} s CPU), RSS {rss:.0f} MiB (peak {peak:.0f})", flush=True)
 
-    base = "knot" if "knot" in servers else servers[0]
-    print(f"\nN = {args.names} names, {args.rounds} rounds of {args.seconds} s, medians; latency at {args.rate} q/s")
-    print(f"{'server':10} {'QPS':>9} {'lost':>6} {'CPU/query':>10} {'QPS/core':>9} {'p50':>8} {'p99':>8}   ratios to {base}: QPS, QPS/core")
+    bases = [b for b in ("echo", "knot") if b in servers] or servers[:1]
+
+    def per_core(s):
+        cpu = med(results[s]["cpu"])
+        return 1 / cpu if cpu == cpu and cpu > 0 else float("nan")
+
+    print(f"\nN = {args.names} names, {args.rounds} rounds of {args.seconds} s, medians; latency at {args.rate} q/s;"
+          f" start: to the first answer (server CPU time by then); RSS after the run (peak)")
+    ratios = "".join(f"  {'vs ' + b + ': QPS, /core':>21}" for b in bases)
+    print(f"{'server':10} {'QPS':>9} {'lost':>6} {'CPU/query':>10} {'QPS/core':>9} {'p50':>8} {'p99':>8} {'start':>15} {'RSS':>15}{ratios}")
     for s in servers:
         r = results[s]
-        qps, cpu = med(r["qps"]), med(r["cpu"])
-        per_core = 1 / cpu if cpu == cpu and cpu > 0 else float("nan")
-        bq, bc = med(results[base]["qps"]), med(results[base]["cpu"])
-        b_core = 1 / bc if bc == bc and bc > 0 else float("nan")
-        print(f"{s:10} {qps:9.0f} {med(r['lost']):6.0f} {cpu * 1e6:8.2f}us {per_core:9.0f} {med(r['p50']) * 1e6:6.0f}us {med(r['p99']) * 1e6:6.0f}us   {qps / bq:5.2f}x  {per_core / b_core:5.2f}x")
+        qps = med(r["qps"])
+        start_text = f"{med(r['start']):.2f}s ({med(r['start_cpu']):.2f})"
+        rss_text = f"{med(r['rss']):.0f} ({med(r['peak']):.0f}) MiB"
+        ratio = "".join(f"  {qps / med(results[b]['qps']):9.2f}x {per_core(s) / per_core(b):9.2f}x" for b in bases)
+        print(f"{s:10} {qps:9.0f} {med(r['lost']):6.0f} {med(r['cpu']) * 1e6:8.2f}us {per_core(s):9.0f} {med(r['p50']) * 1e6:6.0f}us"
+              f" {med(r['p99']) * 1e6:6.0f}us {start_text:>15} {rss_text:>15}{ratio}")
 
 
 if __name__ == "__main__":

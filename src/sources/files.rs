@@ -5,6 +5,11 @@
 //! Files are polled: a change of size, modification time or inode (a ConfigMap swaps its
 //! symlink) reloads that file within one poll interval. A file that stops parsing keeps its
 //! last good entries; a file that disappears takes its entries with it.
+//!
+//! Between changes the source keeps each file's entries packed with [`postcard`] (~52 bytes an
+//! entry against ~270 as values; 5.4 MB instead of ~28 MB for 100 000): the registry holds the
+//! entries themselves, and a change sends the complete set again, unpacked (~0.05 s for
+//! 100 000), so this copy only has to be small, not fast.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::serviceentry::{Entry, Invalid, yaml};
+use crate::serviceentry::{Entry, Invalid, Namespaces, yaml};
 use crate::source::{Event, SourceId, Update};
 
 /// Namespace of file entries that name none.
@@ -72,10 +77,36 @@ impl Stamp {
     }
 }
 
+/// A file's entries, packed with postcard.
+#[derive(Debug, Default)]
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn pack(entries: &[Entry]) -> Self {
+        // Serializing plain data into a Vec cannot fail (postcard fails only on a full buffer
+        // or on sequences of unknown length, neither of which arises here).
+        Packed(postcard::to_allocvec(entries).expect("entries pack").into_boxed_slice())
+    }
+
+    /// The entries as packed, their namespace names shared through `namespaces`.
+    fn unpack(&self, namespaces: &mut Namespaces, out: &mut Vec<Entry>) {
+        if self.0.is_empty() {
+            return;
+        }
+        let entries: Vec<Entry> = postcard::from_bytes(&self.0).expect("packed by Packed::pack");
+        for mut entry in entries {
+            entry.id.namespace = namespaces.share(entry.id.namespace);
+            out.push(entry);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Loaded {
     stamp: Stamp,
-    entries: Vec<Entry>,
+    /// How many entries `packed` holds.
+    count: usize,
+    packed: Packed,
 }
 
 /// The state of the `--entries` paths.
@@ -165,20 +196,22 @@ impl FileSource {
                             diagnostics.push(Diagnostic::Warning(path.clone(), format!("files/{}: {w}", entry.id)));
                         }
                     }
-                    self.files.insert(
-                        path,
-                        Loaded {
-                            stamp,
-                            entries: parsed.entries,
-                        },
-                    );
+                    let loaded = Loaded {
+                        stamp,
+                        count: parsed.entries.len(),
+                        packed: Packed::pack(&parsed.entries),
+                    };
+                    self.files.insert(path, loaded);
                     changed = true;
                 }
                 Err(e) => {
                     diagnostics.push(Diagnostic::Unreadable(path.clone(), e));
                     // Remember the stamp so the same failure is told once; keep the entries.
-                    let entries = self.files.remove(&path).map(|l| l.entries).unwrap_or_default();
-                    self.files.insert(path, Loaded { stamp, entries });
+                    let (count, packed) = self
+                        .files
+                        .remove(&path)
+                        .map_or((0, Packed::default()), |l| (l.count, l.packed));
+                    self.files.insert(path, Loaded { stamp, count, packed });
                 }
             }
         }
@@ -187,7 +220,12 @@ impl FileSource {
 
     /// Every loaded entry, files in path order.
     pub fn entries(&self) -> Vec<Entry> {
-        self.files.values().flat_map(|l| l.entries.iter().cloned()).collect()
+        let mut entries = Vec::with_capacity(self.files.values().map(|l| l.count).sum());
+        let mut namespaces = Namespaces::default();
+        for loaded in self.files.values() {
+            loaded.packed.unpack(&mut namespaces, &mut entries);
+        }
+        entries
     }
 }
 
