@@ -349,3 +349,16 @@ async fn before_the_first_sync_nothing_is_transferred_or_notified() {
     running.shutdown_token().cancel();
     running.wait().await;
 }
+
+#[test]
+fn the_readme_shows_the_secondary_configs_the_tests_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for name in ["knot.conf", "nsd.conf"] {
+        let conf = std::fs::read_to_string(root.join("deploy/secondaries").join(name)).unwrap();
+        assert!(
+            readme.contains(&format!("```yaml\n{conf}```")),
+            "README shows {name} verbatim"
+        );
+    }
+}

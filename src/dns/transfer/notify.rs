@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 use crate::source::Status;
 use crate::table::{Soa, Table};
 
-/// Waits after each NOTIFY for its acknowledgement; a retry follows each but the last.
+/// Waits for the acknowledgement of the first NOTIFY and of each retry; a retry follows
+/// each wait in vain, the last retry waits as long as the one before.
 pub const BACKOFF: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(2),
@@ -110,7 +111,8 @@ async fn sender(
             let Some(soa) = soas.borrow_and_update().clone() else {
                 continue 'next;
             };
-            for wait in BACKOFF {
+            let last = BACKOFF[BACKOFF.len() - 1];
+            for wait in BACKOFF.into_iter().chain([last]) {
                 id = id.wrapping_add(1);
                 let notify = message::notify(&soa, id);
                 if let Err(e) = socket.send_to(&notify, target).await {
