@@ -55,6 +55,7 @@ async fn main() {
         },
         limits: Limits::default(),
         forward: None,
+        transfer: Default::default(),
     })
     .await
     .unwrap();

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::dns::forward::{ForwardSettings, Forwarder};
 use crate::dns::server::{BindError, Limits, Listeners, tcp_listener};
+use crate::dns::transfer::{TransferSettings, Transfers, notify};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::source::{Event, Rank, SourceId, SourceKey, Status, Update};
@@ -62,6 +63,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Forwarding of other names; `None` answers them REFUSED.
     pub forward: Option<ForwardSettings>,
+    /// Zone transfers and NOTIFY (`--transfer-to`, `--notify`); default: none.
+    pub transfer: TransferSettings,
 }
 
 /// Why the server did not start.
@@ -121,6 +124,8 @@ pub struct Running {
 struct Published {
     table: Arc<ArcSwap<Table>>,
     status: Arc<ArcSwap<Status>>,
+    /// Every table published, for NOTIFY.
+    tables: tokio::sync::watch::Receiver<Arc<Table>>,
 }
 
 impl Running {
@@ -261,6 +266,7 @@ async fn start_sources(
     let published = Published {
         table: registry.table(),
         status: registry.status(),
+        tables: registry.subscribe(),
     };
     let stopped = registry
         .spawn(rx, shutdown.clone())
@@ -327,11 +333,22 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         in_cluster = ?config.sources.in_cluster,
         remote_secrets = ?config.sources.remote_secrets,
         upstreams = ?config.forward.as_ref().map(|f| &f.upstreams),
+        transfer_to = ?config.transfer.allow,
+        notify = ?config.transfer.notify,
         hosts = handle.load().host_count(),
         "globaldns serving"
     );
     let forwarder = config.forward.map(|f| Forwarder::new(f, metrics.clone()));
+    tasks.spawn(notify::run(
+        config.transfer.notify.clone(),
+        published.tables.clone(),
+        published.status.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let transfers = Transfers::new(config.transfer.allow.clone(), published.status.clone(), metrics.clone());
     let serving = listeners
+        .with_transfers(Arc::new(transfers))
         .serve(handle, forwarder, config.limits, metrics, shutdown.clone())
         .map_err(|source| StartError::Serve { source })?;
     tasks.spawn(serving);

@@ -15,7 +15,9 @@ use crate::app::{ServeConfig, Sources};
 use crate::dns::batch::to_std;
 use crate::dns::forward::{self, BadUpstream, ForwardSettings};
 use crate::dns::server::{Limits, is_dual_stack};
+use crate::dns::transfer::TransferSettings;
 use crate::table::{AutoAllocate, ExportMode, SettingsError, TableSettings};
+use ipnet::IpNet;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -146,6 +148,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub sources: SourceArgs,
+    /// Clients allowed AXFR/IXFR (a CIDR, or an IP), repeatable; others are REFUSED [default: none].
+    #[arg(long = "transfer-to", env = "GLOBALDNS_TRANSFER_TO", value_delimiter = ',')]
+    pub transfer_to: Vec<String>,
+    /// Secondary to NOTIFY when a zone's serial changes, IP or IP:PORT (53 by default), repeatable.
+    #[arg(long = "notify", env = "GLOBALDNS_NOTIFY", value_delimiter = ',')]
+    pub notify: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub forward: ForwardArgs,
@@ -247,6 +255,12 @@ pub enum ConfigError {
         /// The listening address it reaches.
         listen: SocketAddr,
     },
+    /// A `--transfer-to` that is neither a CIDR nor an IP.
+    #[error("--transfer-to {0:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP")]
+    TransferTo(String),
+    /// A `--notify` that is neither IP nor IP:PORT.
+    #[error("--notify {0:?} is neither IP nor IP:PORT")]
+    Notify(String),
     /// A listening address given twice, or one that a wildcard address already covers.
     #[error("--listen {addr} is already served by --listen {by}")]
     ListenCovered {
@@ -388,8 +402,29 @@ impl ServeArgs {
                 || std::fs::read_to_string("/etc/resolv.conf").map_err(|e| format!("cannot be read ({e})")),
                 host_ips,
             )?),
+            transfer: self.transfer_settings()?,
             listen,
         })
+    }
+
+    /// `--transfer-to` and `--notify`, parsed.
+    fn transfer_settings(&self) -> Result<TransferSettings, ConfigError> {
+        let allow = self
+            .transfer_to
+            .iter()
+            .map(|t| {
+                t.parse::<IpNet>()
+                    .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| ConfigError::TransferTo(t.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        let notify = self
+            .notify
+            .iter()
+            .map(|n| forward::parse_upstream(n).map_err(|_| ConfigError::Notify(n.clone())))
+            .collect::<Result<_, _>>()?;
+        Ok(TransferSettings { allow, notify })
     }
 }
 

@@ -84,6 +84,22 @@ struct ForwardLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransferLabels {
+    r#type: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabels {
     cluster: String,
 }
@@ -139,7 +155,7 @@ pub struct Metrics {
     forwards: Family<ForwardLabels, Counter>,
     forward_overload: Counter,
     table_hosts: Gauge,
-    table_serial: Gauge,
+    table_serial: Family<ZoneLabels, Gauge>,
     publish: Histogram,
     conflicts: Gauge,
     rejected: Family<ReasonLabels, Counter>,
@@ -148,6 +164,8 @@ pub struct Metrics {
     cluster_entries: Family<ClusterLabels, Gauge>,
     cluster_last_event: Family<ClusterLabels, Gauge>,
     upstreams: UpstreamFamilies,
+    transfers: Family<TransferLabels, Counter>,
+    notifies: Family<NotifyLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,7 +227,7 @@ impl Metrics {
         let forwards = Family::default();
         let forward_overload = Counter::default();
         let table_hosts = Gauge::default();
-        let table_serial = Gauge::default();
+        let table_serial = Family::<ZoneLabels, Gauge>::default();
         let publish = Histogram::new(durations::bounds());
         let conflicts = Gauge::default();
         let rejected = Family::default();
@@ -226,7 +244,7 @@ impl Metrics {
         registry.register("table_hosts", "Hosts in the published table", table_hosts.clone());
         registry.register(
             "table_serial",
-            "SOA serial (generation) of the published table",
+            "SOA serial of each zone of the published table",
             table_serial.clone(),
         );
         registry.register(
@@ -261,6 +279,18 @@ impl Metrics {
             cluster_last_event.clone(),
         );
         let upstreams = UpstreamFamilies::register(&mut registry);
+        let transfers = Family::<TransferLabels, Counter>::default();
+        registry.register(
+            "transfers",
+            "Zone transfers asked over TCP, by type (AXFR, IXFR) and result (full, incremental, current, refused, not_ready, not_auth, error)",
+            transfers.clone(),
+        );
+        let notifies = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifies",
+            "NOTIFY messages, by result (sent, acknowledged, failed: no acknowledgement after every retry)",
+            notifies.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -278,7 +308,21 @@ impl Metrics {
             cluster_entries,
             cluster_last_event,
             upstreams,
+            transfers,
+            notifies,
         }
+    }
+
+    /// A zone transfer of `kind` (`AXFR`, `IXFR`) ended with `result`.
+    pub fn transfer(&self, kind: &'static str, result: &'static str) {
+        self.transfers
+            .get_or_create(&TransferLabels { r#type: kind, result })
+            .inc();
+    }
+
+    /// A NOTIFY was `sent`, `acknowledged`, or `failed` (no acknowledgement after every retry).
+    pub fn notify(&self, result: &'static str) {
+        self.notifies.get_or_create(&NotifyLabels { result }).inc();
     }
 
     /// Adds what `tally` counted (queries received over `transport`, responses made on `path`)
@@ -321,11 +365,14 @@ impl Metrics {
     }
 
     /// A table was published.
-    pub fn table(&self, hosts: usize, serial: u32, conflicts: usize, took: Duration) {
+    pub fn table(&self, table: &crate::table::Table, took: Duration) {
         self.publish.observe(took.as_secs_f64());
-        self.table_hosts.set(hosts as i64);
-        self.table_serial.set(i64::from(serial));
-        self.conflicts.set(conflicts as i64);
+        self.table_hosts.set(table.host_count() as i64);
+        for (zone, serial) in table.serials() {
+            let zone = ZoneLabels { zone: zone.into() };
+            self.table_serial.get_or_create(&zone).set(i64::from(serial));
+        }
+        self.conflicts.set(table.conflict_count() as i64);
     }
 
     /// An entry was rejected for `reason` (Istio's validation message).

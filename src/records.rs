@@ -26,11 +26,11 @@ pub fn zone_file(table: &Table) -> String {
     let mut out = String::new();
     for zone in table.zones() {
         let z = &zone.name;
-        let _ = writeln!(out, "; zone {z}, serial {}", table.serial());
+        let serial = table.zone_serial(zone);
+        let _ = writeln!(out, "; zone {z}, serial {serial}");
         let _ = writeln!(
             out,
-            "{z}.\t{ttl}\tIN\tSOA\tns.dns.{z}. hostmaster.{z}. {} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {ttl}",
-            table.serial()
+            "{z}.\t{ttl}\tIN\tSOA\tns.dns.{z}. hostmaster.{z}. {serial} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {ttl}"
         );
         let _ = writeln!(out, "{z}.\t{ttl}\tIN\tNS\tns.dns.{z}.");
         for host in table.hosts().iter().filter(|h| &h.zone == z) {
@@ -71,7 +71,7 @@ pub fn zone_file(table: &Table) -> String {
 /// The table as JSON: zones, hosts with their origins, conflicts and skipped hosts.
 pub fn json(table: &Table) -> serde_json::Value {
     json!({
-        "serial": table.serial(),
+        "serials": table.serials().collect::<std::collections::BTreeMap<_, _>>(),
         "ttl": table.ttl(),
         "synced": table.synced(),
         "zones": table.zones(),

@@ -15,8 +15,12 @@
 //!   ahead of the table.
 //! - A cluster other than the local one that has not synced within the sync timeout stops
 //!   holding readiness back; the registry's own timer decides it, and logs it once.
-//! - The SOA serial changes only when the served records do (or the local cluster's first
-//!   sync), and never goes backwards across restarts (it is at least the current Unix time).
+//! - Each zone's SOA serial changes only when that zone's served records do (never on a
+//!   sync-state change), and never goes backwards across restarts (it is at least the Unix
+//!   time of its last change: [`crate::table::Version`]); each zone keeps its recent changes
+//!   for IXFR.
+//! - Every published table is also sent on a watch channel ([`Registry::subscribe`]), for
+//!   the tasks that act on changes (NOTIFY).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::source::{Event, Generation, SourceId, SourceKey, SourceStatus, Status, Update};
-use crate::table::{Live, Source, Table, TableSettings};
+use crate::table::{Live, Source, Table, TableSettings, advance};
 
 #[cfg(test)]
 mod tests;
@@ -51,6 +55,8 @@ struct Tracked {
 pub struct Registry {
     live: Live<SourceKey>,
     published: Arc<ArcSwap<Table>>,
+    /// The same tables, for tasks that wait for changes.
+    watch: tokio::sync::watch::Sender<Arc<Table>>,
     status: Arc<ArcSwap<Status>>,
     /// The local cluster: in-zone answers are SERVFAIL until it has sent a complete set.
     local: Option<SourceKey>,
@@ -85,10 +91,11 @@ impl Registry {
         metrics: Arc<Metrics>,
     ) -> Self {
         let live = Live::new(settings);
-        let table = live.table(unix_now(), local.is_none());
+        let table = Arc::new(live.table(unix_now(), local.is_none()));
         Registry {
             live,
-            published: Arc::new(ArcSwap::from_pointee(table)),
+            published: Arc::new(ArcSwap::new(table.clone())),
+            watch: tokio::sync::watch::Sender::new(table),
             status: Arc::default(),
             local,
             sources: BTreeMap::new(),
@@ -108,6 +115,11 @@ impl Registry {
     /// The handle the answer path reads.
     pub fn table(&self) -> Arc<ArcSwap<Table>> {
         self.published.clone()
+    }
+
+    /// Every table published from now on (the current one marked seen).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Table>> {
+        self.watch.subscribe()
     }
 
     /// The handle readiness, `/debug/sources` and the metrics read.
@@ -250,16 +262,7 @@ impl Registry {
         let previous = self.published.load_full();
         let commit = self.live.commit();
         let synced = self.synced();
-        let serial = if commit.records_changed || synced != previous.synced() {
-            let now = unix_now();
-            if now > previous.serial() {
-                now
-            } else {
-                previous.serial().wrapping_add(1)
-            }
-        } else {
-            previous.serial()
-        };
+        let versions = advance(previous.zones(), previous.versions(), &commit.changed, unix_now());
         for c in &commit.new_conflicts {
             tracing::warn!(
                 host = %c.host,
@@ -268,8 +271,9 @@ impl Registry {
                 "conflict: sources disagree on a host's addresses; the higher source is served"
             );
         }
-        let table = Arc::new(self.live.table(serial, synced));
+        let table = Arc::new(self.live.table_at(versions, synced));
         self.published.store(table.clone());
+        self.watch.send_replace(table.clone());
         for (key, entries) in self.live.sources() {
             if let Some(t) = self.sources.get_mut(key) {
                 t.status.synced = true;
@@ -278,11 +282,10 @@ impl Registry {
         }
         self.status_changed = true;
         let took = started.elapsed();
-        self.metrics
-            .table(table.host_count(), table.serial(), table.conflict_count(), took);
+        self.metrics.table(&table, took);
         tracing::debug!(
             hosts = table.host_count(),
-            serial = table.serial(),
+            serials = ?table.serials().collect::<Vec<_>>(),
             ?took,
             "table published"
         );

@@ -18,6 +18,7 @@
 mod allocate;
 mod build;
 mod live;
+mod zone;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -31,6 +32,10 @@ use crate::serviceentry::EntryId;
 
 pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSettings, build};
 pub use live::{Commit, Live, Source};
+pub use zone::{
+    Delta, HISTORY_BYTES, HISTORY_CHANGES, HostChange, RData, Soa, Version, ZoneRecord, advance, host_records,
+    serial_gt,
+};
 
 /// SOA REFRESH of every zone (unused without secondaries; a conventional value).
 pub const SOA_REFRESH: u32 = 3600;
@@ -165,7 +170,8 @@ pub struct Table {
     conflict_count: usize,
     skipped: Arc<[Skipped]>,
     ttl: u32,
-    serial: u32,
+    /// Each zone's serial and recent changes, index-aligned with `zones`.
+    versions: Arc<[Version]>,
     synced: bool,
 }
 
@@ -236,9 +242,9 @@ impl Table {
         self.ttl
     }
 
-    /// SOA serial; changes whenever the table changes.
-    pub fn serial(&self) -> u32 {
-        self.serial
+    /// Each zone's serial and recent changes, index-aligned with [`Table::zones`].
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
     }
 
     /// Whether the local cluster has synced once; before that in-zone queries get SERVFAIL.

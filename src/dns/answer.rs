@@ -44,6 +44,9 @@ pub enum Outcome {
     Drop,
     /// Out of every served zone: forward the query (the buffer is empty).
     Forward,
+    /// AXFR or IXFR over TCP in a served zone: a zone transfer, answered off the hot path
+    /// (`dns/transfer.rs`: access, readiness, the zone) (the buffer is empty).
+    Transfer,
 }
 
 /// A small, fast generator for shuffling answers (xorshift64*); not for secrets.
@@ -134,12 +137,17 @@ pub fn answer(
             r.finish(rcode::REFUSED, ra);
             return Outcome::Reply;
         }
-        _ if !table.synced() => {
-            r.finish(rcode::SERVFAIL, ra);
+        // Never a transfer over UDP (RFC 5936 §4.2, as Knot and NSD answer).
+        _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) && transport == Transport::Udp => {
+            r.finish(rcode::NOTIMP, ra);
             return Outcome::Reply;
         }
         _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) => {
-            r.finish(rcode::REFUSED, ra);
+            r.out.clear();
+            return Outcome::Transfer;
+        }
+        _ if !table.synced() => {
+            r.finish(rcode::SERVFAIL, ra);
             return Outcome::Reply;
         }
         Lookup::NxDomain { zone } => {
@@ -306,7 +314,7 @@ impl<'q, 'o> Response<'q, 'o> {
         self.out.extend_from_slice(&apex);
         self.out.extend_from_slice(HOSTMASTER_LABEL);
         self.out.extend_from_slice(&apex);
-        for v in [table.serial(), SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, minimum] {
+        for v in [table.zone_serial(zone), SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, minimum] {
             self.out.extend_from_slice(&v.to_be_bytes());
         }
         self.counts[section as usize] += 1;

@@ -9,7 +9,8 @@
 //! TCP (RFC 7766): the queries of a connection processed concurrently and each answered when
 //! ready (§6.2.1.1), at most [`TCP_IN_FLIGHT`] in flight per connection, a bound on open
 //! connections across the addresses (beyond it a new connection is closed at once) and an
-//! idle timeout. How each address is bound (dual-stack `[::]`, its fallback): `server/bind.rs`.
+//! idle timeout. An AXFR/IXFR over TCP goes to [`Transfers`] (built off the hot path, its
+//! messages written in one piece when ready, like a forward's answer). How each address is bound (dual-stack `[::]`, its fallback): `server/bind.rs`.
 //!
 //! [`batch`]: super::batch
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -32,6 +34,7 @@ mod bind;
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use super::batch::{self, Batch, Peer, to_std};
 use super::forward::Forwarder;
+use super::transfer::{self, Transfers};
 use super::wire;
 use crate::metrics::{Metrics, Path, Tally};
 
@@ -92,6 +95,7 @@ struct Bound {
 #[derive(Debug)]
 pub struct Listeners {
     bound: Vec<Bound>,
+    transfers: Option<Arc<Transfers>>,
 }
 
 /// How long a UDP thread waits for a query before it looks for shutdown.
@@ -116,7 +120,13 @@ impl Listeners {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Listeners { bound })
+        Ok(Listeners { bound, transfers: None })
+    }
+
+    /// Serves zone transfers as `transfers` says; without, every AXFR/IXFR over TCP is REFUSED.
+    pub fn with_transfers(mut self, transfers: Arc<Transfers>) -> Self {
+        self.transfers = Some(transfers);
+        self
     }
 
     /// The bound addresses, in the order given (UDP and TCP share each).
@@ -142,6 +152,7 @@ impl Listeners {
                 forwarding: forwarder.is_some(),
             },
             forwarder,
+            transfers: self.transfers,
             metrics,
             tracker: tokio_util::task::TaskTracker::new(),
         };
@@ -201,6 +212,7 @@ struct Shared {
     table: Arc<ArcSwap<Table>>,
     mode: Mode,
     forwarder: Option<Forwarder>,
+    transfers: Option<Arc<Transfers>>,
     metrics: Arc<Metrics>,
     /// Forwards and TCP connections in flight, drained at shutdown.
     tracker: tokio_util::task::TaskTracker,
@@ -216,6 +228,18 @@ impl Shared {
         let started = Instant::now();
         self.forwarder().forward(query, Transport::Tcp, out).await;
         forwarded(&self.metrics, Transport::Tcp, out, started);
+    }
+
+    /// Answers a TCP client's zone transfer request `query` from `table`: the frames to write.
+    async fn transfer(&self, table: Arc<Table>, query: &[u8], peer: std::net::IpAddr) -> Vec<u8> {
+        match &self.transfers {
+            Some(t) => t.serve(table, query.to_vec(), peer).await,
+            None => {
+                let (messages, kind, _) = transfer::respond(&table, query, false, false);
+                self.metrics.transfer(kind, "refused");
+                messages.iter().flat_map(|m| frame(m)).collect()
+            }
+        }
     }
 
     /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket`, from the
@@ -290,7 +314,7 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
         batch.respond(|query, peer, out| {
             match answer_tallied(&table, query, Transport::Udp, shared.mode, &mut rng, out, &mut tally) {
                 Outcome::Reply => true,
-                Outcome::Drop => false,
+                Outcome::Drop | Outcome::Transfer => false,
                 Outcome::Forward => {
                     shared.forward_udp(query, socket, *peer);
                     false
@@ -346,7 +370,7 @@ async fn tcp_accept(
         };
         let (conn_shared, shutdown) = (shared.clone(), shutdown.clone());
         shared.tracker.spawn(async move {
-            if let Err(e) = tcp_connection(stream, &conn_shared, idle, &shutdown).await {
+            if let Err(e) = tcp_connection(stream, peer.ip(), &conn_shared, idle, &shutdown).await {
                 tracing::debug!(error = %e, %peer, "tcp connection");
             }
             drop(permit);
@@ -366,6 +390,7 @@ pub const TCP_IN_FLIGHT: usize = 32;
 /// or at shutdown, each once what is in flight is answered.
 async fn tcp_connection(
     mut stream: TcpStream,
+    peer: std::net::IpAddr,
     shared: &Shared,
     idle: Duration,
     shutdown: &CancellationToken,
@@ -389,8 +414,9 @@ async fn tcp_connection(
             idle_until.as_mut().reset(tokio::time::Instant::now() + idle);
             let query = frames.get(message);
             let started = Instant::now();
+            let table = shared.table.load_full();
             let outcome = answer_tallied(
-                &shared.table.load(),
+                &table,
                 query,
                 Transport::Tcp,
                 shared.mode,
@@ -406,11 +432,17 @@ async fn tcp_connection(
                 Outcome::Drop => {}
                 Outcome::Forward => {
                     let query = query.to_vec();
-                    forwards.push(async move {
+                    forwards.push(Either::Left(async move {
                         let mut out = Vec::new();
                         shared.forward(&query, &mut out).await;
-                        out
-                    });
+                        Ready::Message(out)
+                    }));
+                }
+                Outcome::Transfer => {
+                    let query = query.to_vec();
+                    forwards.push(Either::Right(async move {
+                        Ready::Frames(shared.transfer(table, &query, peer).await)
+                    }));
                 }
             }
         }
@@ -420,7 +452,10 @@ async fn tcp_connection(
         tokio::select! {
             biased;
             Some(answer) = forwards.next(), if !forwards.is_empty() => {
-                write_frame(&mut writer, &answer, &mut frame).await?;
+                match answer {
+                    Ready::Message(m) => write_frame(&mut writer, &m, &mut frame).await?,
+                    Ready::Frames(frames) => writer.write_all(&frames).await?,
+                }
                 idle_until.as_mut().reset(tokio::time::Instant::now() + idle);
             }
             _ = shutdown.cancelled(), if taking => taking = false,
@@ -433,6 +468,22 @@ async fn tcp_connection(
             () = &mut idle_until, if reading && forwards.is_empty() => return Ok(()),
         }
     }
+}
+
+/// A TCP answer that was not ready at once.
+enum Ready {
+    /// A forwarded answer, to be framed.
+    Message(Vec<u8>),
+    /// A zone transfer's messages, framed.
+    Frames(Vec<u8>),
+}
+
+/// `message` behind its length.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
 }
 
 /// Writes `message` behind its length, in one write.

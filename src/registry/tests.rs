@@ -156,7 +156,7 @@ fn failed_makes_a_synced_source_stale_and_resumed_clears_it() {
         &mut r,
         [id.says(Event::Listed(vec![entry("a", "a.global", "240.0.0.1")]))],
     );
-    let serial = r.table().load().serial();
+    let serial = r.table().load().versions()[0].serial;
     assert!(r.status().load().ready() && r.table().load().synced());
     apply_all(&mut r, [id.says(Event::Failed("watch failed".into()))]);
     let published = r.status().load_full();
@@ -169,7 +169,7 @@ fn failed_makes_a_synced_source_stale_and_resumed_clears_it() {
     assert!(!published.is_stale("local") && !published.any_stale());
     assert_eq!(published.sources()[0].error, None);
     assert_eq!(
-        r.table().load().serial(),
+        r.table().load().versions()[0].serial,
         serial,
         "status events leave the serial alone"
     );

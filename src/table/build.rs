@@ -321,7 +321,7 @@ impl Source for (usize, Arc<str>) {
 
 /// Builds the table from the sources, highest precedence first (the rules of DESIGN.md
 /// "ServiceEntry → records"; see [`merge`] for how sources combine). Within a source,
-/// entries are taken in `namespace/name` order.
+/// entries are taken in `namespace/name` order. Every zone is at `serial`, with no history.
 pub fn build(settings: &TableSettings, sources: &[SourceInput<'_>], serial: u32, synced: bool) -> Table {
     let mut live = Live::new(settings.clone());
     for (i, source) in sources.iter().enumerate() {

@@ -20,7 +20,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use super::build::{Allocation, allocation, merge, named_hosts, source_host};
-use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Zone};
+use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Version, Zone};
 use crate::name;
 use crate::serviceentry::{Entry, EntryId};
 
@@ -138,6 +138,8 @@ pub struct Commit {
     pub records_changed: bool,
     /// Conflicts that did not exist before.
     pub new_conflicts: Vec<Conflict>,
+    /// Hosts whose served records changed: (before, after).
+    pub changed: Vec<super::HostChange>,
 }
 
 /// Every source's entries and the table they make, kept current incrementally.
@@ -367,8 +369,13 @@ impl<K: Source> Live<K> {
         std::mem::take(&mut self.commit)
     }
 
-    /// The current table.
+    /// The current table, every zone at `serial` with no change history.
     pub fn table(&self, serial: u32, synced: bool) -> Table {
+        self.table_at(self.zones.iter().map(|_| Version::new(serial)).collect(), synced)
+    }
+
+    /// The current table, its zones at `versions` (index-aligned with the settings' zones).
+    pub fn table_at(&self, versions: Arc<[Version]>, synced: bool) -> Table {
         Table {
             zones: self.zones.clone(),
             hasher: self.hasher.clone(),
@@ -378,7 +385,7 @@ impl<K: Source> Live<K> {
             conflict_count: self.conflicts,
             skipped: self.skipped.clone(),
             ttl: self.settings.ttl,
-            serial,
+            versions,
             synced,
         }
     }
@@ -407,9 +414,8 @@ impl<K: Source> Live<K> {
             return;
         }
         let served = |h: Option<&Host>| h.filter(|h| h.has_addresses()).map(|h| (h.a.clone(), h.aaaa.clone()));
-        if served(old.as_deref()) != served(new.as_ref()) {
-            self.commit.records_changed = true;
-        }
+        let served_changed = served(old.as_deref()) != served(new.as_ref());
+        self.commit.records_changed |= served_changed;
         if let Some(host) = &new
             && !fits_one_message(host, wire.len())
         {
@@ -442,6 +448,9 @@ impl<K: Source> Live<K> {
             }
         }
         let new = new.map(Arc::new);
+        if served_changed {
+            self.commit.changed.push((old.clone(), new.clone()));
+        }
         if wildcard {
             let wildcards = Arc::make_mut(&mut self.wildcards);
             match new {

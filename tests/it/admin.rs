@@ -108,6 +108,7 @@ async fn readyz_waits_for_the_local_cluster() {
         },
         limits: Limits::default(),
         forward: None,
+        transfer: Default::default(),
     })
     .await
     .unwrap();

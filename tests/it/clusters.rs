@@ -45,6 +45,7 @@ impl Mesh {
             },
             limits: Limits::default(),
             forward: None,
+            transfer: Default::default(),
         };
         let running = app::start(config).await.expect("starts");
         let client = udp_client(running.dns_addr()).await;

@@ -77,6 +77,7 @@ fn the_base_renders_with_kustomize_and_validates_against_the_kubernetes_schemas(
             "Role",
             "RoleBinding",
             "Service",
+            "Service",
             "ServiceAccount",
         ],
         "nothing that needs prometheus-operator's CRDs: that is deploy/monitoring/"
@@ -184,7 +185,10 @@ fn the_deployment_is_hardened_and_uses_real_flags() {
         let name = env["name"].as_str().unwrap();
         assert!(help.contains(&format!("env: {name}")), "{name} is not read by serve");
     }
-    let service = find(&objects, "Service")[0];
+    let service = find(&objects, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "globaldns")
+        .unwrap();
     let ports: Vec<(String, i64, String, String)> = service["spec"]["ports"]
         .as_array()
         .unwrap()
@@ -242,7 +246,10 @@ fn the_network_policy_admits_dns_from_everywhere_and_the_admin_port_from_monitor
         ingress[0]["ports"],
         json!([container_port("dns-udp"), container_port("dns-tcp")])
     );
-    let service = find(&objects, "Service")[0];
+    let service = find(&objects, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "globaldns")
+        .unwrap();
     for p in service["spec"]["ports"].as_array().unwrap() {
         assert!(
             ingress[0]["ports"]

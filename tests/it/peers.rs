@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A daemon killed when the test ends.
-struct Daemon(Child, &'static str);
+pub(crate) struct Daemon(pub(crate) Child, pub(crate) &'static str);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Daemon {
 /// Distinct loopback ports free for both UDP and TCP right now. They are held until all are
 /// chosen: ports picked one at a time can repeat, and Knot and unbound bind with SO_REUSEPORT,
 /// so two daemons on one port would silently share its queries.
-fn free_ports<const N: usize>() -> [u16; N] {
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
     let mut held = Vec::new();
     while held.len() < N {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -35,7 +35,7 @@ fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| held[i].0)
 }
 
-fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Daemon {
+pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Daemon {
     let log = std::fs::File::create(log).unwrap();
     let child = cmd
         .stdout(log.try_clone().unwrap())

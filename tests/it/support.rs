@@ -66,6 +66,7 @@ impl Server {
             },
             limits,
             forward,
+            transfer: Default::default(),
         };
         let running = app::start(config).await.expect("server starts");
         Server {
@@ -84,7 +85,7 @@ impl Server {
     }
 
     pub(crate) fn serial(&self) -> u32 {
-        self.table().serial()
+        self.table().versions()[0].serial
     }
 
     /// The table it serves now.

@@ -95,6 +95,23 @@ fn respond(table: &Table, msg: &[u8], transport: Transport) -> Option<Vec<u8>> {
         Outcome::Reply => Some(out),
         Outcome::Drop => None,
         Outcome::Forward => panic!("nothing is forwarded without forwarding"),
+        Outcome::Transfer => panic!("a transfer is not a reply of the answer path"),
+    }
+}
+
+#[test]
+fn axfr_and_ixfr_over_tcp_go_to_the_transfer_path_even_before_the_first_sync() {
+    for synced in [true, false] {
+        let t = crate::table::build(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
+        for qtype in [RecordType::AXFR, RecordType::IXFR] {
+            let mut out = vec![1, 2, 3];
+            let q = query("global.", qtype, false);
+            let outcome = answer(&t, &q, Transport::Tcp, Mode::default(), &mut Shuffler::new(1), &mut out);
+            assert_eq!(outcome, Outcome::Transfer, "{qtype}");
+            assert!(out.is_empty());
+            let m = ask(&t, &q, Transport::Udp);
+            assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{qtype} over UDP");
+        }
     }
 }
 
@@ -321,14 +338,14 @@ fn answers_row_by_row() {
         Case {
             name: "global.",
             qtype: AXFR,
-            rcode: Refused,
+            rcode: NotImp,
             answer: &[],
             authority: &[],
         },
         Case {
             name: "global.",
             qtype: IXFR,
-            rcode: Refused,
+            rcode: NotImp,
             answer: &[],
             authority: &[],
         },
@@ -356,7 +373,7 @@ fn answers_row_by_row() {
             assert_eq!(records(&m.answers), c.answer, "{what}");
             assert_eq!(records(&m.authorities), c.authority, "{what}");
             assert!(m.additionals.is_empty(), "{what}");
-            let authoritative = !matches!(c.rcode, Refused);
+            let authoritative = !matches!(c.rcode, Refused | NotImp);
             assert_eq!(m.metadata.authoritative, authoritative, "{what}: AA");
             assert!(!m.metadata.truncation, "{what}");
             assert!(m.metadata.recursion_desired, "{what}: RD copied");

@@ -1,0 +1,278 @@
+//! Each zone as a secondary holds it, its serial and its recent changes: what zone transfers
+//! (RFC 5936 AXFR, RFC 1995 IXFR) send, read from one published [`Table`].
+//!
+//! - [`Table::zone_records`] walks a zone: the apex NS, every exact host's A/AAAA and every
+//!   wildcard's as owner `*.suffix` (a secondary then answers wildcards by RFC 4592). The
+//!   SOA brackets it ([`Table::soa`]). Records of a host come from [`host_records`] alone, so
+//!   a new record type joins the walk and the change history in one place.
+//! - Each zone has its own serial ([`Version`]): it grows with every published change that
+//!   touches the zone, by RFC 1982 arithmetic, and is at least the Unix time of the change, so
+//!   it never goes back across restarts (unless changes ran ahead of the clock); sync-state
+//!   changes never move it.
+//! - Each zone keeps its last [`HISTORY_CHANGES`] changes, at most [`HISTORY_BYTES`] of them
+//!   (the oldest go first): an IXFR from a serial still in it is answered with the changes
+//!   since, any other with the whole zone.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use super::{Host, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone};
+
+/// Changes kept per zone at most.
+pub const HISTORY_CHANGES: usize = 100;
+/// Bytes of changes kept per zone at most (counted as [`ZoneRecord::size`]).
+pub const HISTORY_BYTES: usize = 16 << 20;
+
+/// A host's served records changed: the host before and after (`None`: not there).
+pub type HostChange = (Option<Arc<Host>>, Option<Arc<Host>>);
+
+/// The data of a record of a zone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RData {
+    /// A name server (the apex NS), presentation form, no trailing dot.
+    Ns(Arc<str>),
+    /// An IPv4 address.
+    A(Ipv4Addr),
+    /// An IPv6 address.
+    Aaaa(Ipv6Addr),
+}
+
+/// One record of a zone (class IN, TTL the table's).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneRecord {
+    /// Owner, presentation form, lower case, no trailing dot (`*.shop.global` for a wildcard).
+    pub owner: Arc<str>,
+    /// Data.
+    pub data: RData,
+}
+
+impl ZoneRecord {
+    /// Bytes it takes in the change history, about its wire size.
+    pub fn size(&self) -> usize {
+        let data = match &self.data {
+            RData::Ns(n) => n.len() + 2,
+            RData::A(_) => 4,
+            RData::Aaaa(_) => 16,
+        };
+        self.owner.len() + 2 + 10 + data
+    }
+}
+
+/// The served records of `host` (none when it has no address: then it is no name).
+pub fn host_records(host: &Host) -> impl Iterator<Item = ZoneRecord> + '_ {
+    let owner: Arc<str> = host.name.as_str().into();
+    let served = host.has_addresses();
+    let a = host.a.iter().map(|ip| RData::A(*ip));
+    let aaaa = host.aaaa.iter().map(|ip| RData::Aaaa(*ip));
+    a.chain(aaaa).filter(move |_| served).map(move |data| ZoneRecord {
+        owner: owner.clone(),
+        data,
+    })
+}
+
+/// The SOA of a zone (RFC 1035 §3.3.13), names in presentation form without trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soa {
+    /// The zone apex.
+    pub zone: Arc<str>,
+    /// MNAME: `ns.dns.<zone>`.
+    pub mname: String,
+    /// RNAME: `hostmaster.<zone>`.
+    pub rname: String,
+    /// SERIAL.
+    pub serial: u32,
+    /// REFRESH, seconds.
+    pub refresh: u32,
+    /// RETRY, seconds.
+    pub retry: u32,
+    /// EXPIRE, seconds.
+    pub expire: u32,
+    /// MINIMUM, seconds (the negative TTL).
+    pub minimum: u32,
+    /// TTL of the SOA record itself.
+    pub ttl: u32,
+}
+
+/// One change of a zone: from serial `from` to `to`, records `removed` and `added` (RFC 1995
+/// §4: the difference sequence of one version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Serial before.
+    pub from: u32,
+    /// Serial after.
+    pub to: u32,
+    /// Records gone, sorted.
+    pub removed: Vec<ZoneRecord>,
+    /// Records new, sorted.
+    pub added: Vec<ZoneRecord>,
+}
+
+impl Delta {
+    fn size(&self) -> usize {
+        self.removed
+            .iter()
+            .chain(&self.added)
+            .map(ZoneRecord::size)
+            .sum::<usize>()
+            + 64
+    }
+}
+
+/// A zone's serial and its recent changes, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct Version {
+    /// The zone's SOA serial.
+    pub serial: u32,
+    history: VecDeque<Arc<Delta>>,
+    bytes: usize,
+}
+
+/// Whether serial `a` is greater than `b` (RFC 1982 §3.2).
+pub fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+impl Version {
+    /// A zone at `serial`, with no history.
+    pub fn new(serial: u32) -> Self {
+        Version {
+            serial,
+            ..Default::default()
+        }
+    }
+
+    /// The next serial: `now` (Unix time) when it is later, else one more (RFC 1982 §3.1).
+    fn next_serial(&self, now: u32) -> u32 {
+        if serial_gt(now, self.serial) {
+            now
+        } else {
+            self.serial.wrapping_add(1)
+        }
+    }
+
+    /// The version after a change that removed and added these records (no-op when both are
+    /// empty), kept within the history's bounds.
+    pub fn advance(&self, mut removed: Vec<ZoneRecord>, mut added: Vec<ZoneRecord>, now: u32) -> Version {
+        if removed.is_empty() && added.is_empty() {
+            return self.clone();
+        }
+        removed.sort();
+        added.sort();
+        let delta = Delta {
+            from: self.serial,
+            to: self.next_serial(now),
+            removed,
+            added,
+        };
+        let mut next = Version {
+            serial: delta.to,
+            history: self.history.clone(),
+            bytes: self.bytes + delta.size(),
+        };
+        next.history.push_back(Arc::new(delta));
+        while next.history.len() > HISTORY_CHANGES || next.bytes > HISTORY_BYTES {
+            let Some(old) = next.history.pop_front() else { break };
+            next.bytes -= old.size();
+        }
+        next
+    }
+
+    /// The changes from serial `from` to the current one, oldest first (empty when `from` is
+    /// current); `None` when `from` is not in the history.
+    pub fn changes_since(&self, from: u32) -> Option<Vec<Arc<Delta>>> {
+        if from == self.serial {
+            return Some(Vec::new());
+        }
+        let at = self.history.iter().position(|d| d.from == from)?;
+        Some(self.history.range(at..).cloned().collect())
+    }
+}
+
+/// The versions after a commit: each changed host's old and new records go to its zone's
+/// change (`zones` and `versions` index-aligned). Zones without a change keep theirs.
+pub fn advance(zones: &[Zone], versions: &[Version], changed: &[HostChange], now: u32) -> Arc<[Version]> {
+    let mut per_zone: Vec<(BTreeSet<ZoneRecord>, BTreeSet<ZoneRecord>)> = vec![Default::default(); zones.len()];
+    for (old, new) in changed {
+        let Some(zone) = old.as_ref().or(new.as_ref()).map(|h| h.zone.clone()) else {
+            continue;
+        };
+        let Some(i) = zones.iter().position(|z| z.name == zone) else {
+            continue;
+        };
+        let old: BTreeSet<ZoneRecord> = old.iter().flat_map(|h| host_records(h)).collect();
+        let new: BTreeSet<ZoneRecord> = new.iter().flat_map(|h| host_records(h)).collect();
+        let (removed, added) = &mut per_zone[i];
+        removed.extend(old.difference(&new).cloned());
+        added.extend(new.difference(&old).cloned());
+    }
+    versions
+        .iter()
+        .zip(per_zone)
+        .map(|(v, (removed, added))| v.advance(removed.into_iter().collect(), added.into_iter().collect(), now))
+        .collect()
+}
+
+impl Table {
+    fn version(&self, zone: &Zone) -> &Version {
+        let i = self
+            .zones
+            .iter()
+            .position(|z| std::ptr::eq(z, zone) || z.wire == zone.wire);
+        &self.versions[i.expect("a zone of this table")]
+    }
+
+    /// The SOA serial of `zone` (one of [`Table::zones`]).
+    pub fn zone_serial(&self, zone: &Zone) -> u32 {
+        self.version(zone).serial
+    }
+
+    /// The version (serial, recent changes) of `zone`.
+    pub fn zone_version(&self, zone: &Zone) -> &Version {
+        self.version(zone)
+    }
+
+    /// Every served zone's serial, by zone name.
+    pub fn serials(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.zones
+            .iter()
+            .zip(self.versions.iter())
+            .map(|(z, v)| (&*z.name, v.serial))
+    }
+
+    /// The SOA of `zone`.
+    pub fn soa(&self, zone: &Zone) -> Soa {
+        Soa {
+            zone: zone.name.clone(),
+            mname: format!("ns.dns.{}", zone.name),
+            rname: format!("hostmaster.{}", zone.name),
+            serial: self.zone_serial(zone),
+            refresh: SOA_REFRESH,
+            retry: SOA_RETRY,
+            expire: SOA_EXPIRE,
+            minimum: self.ttl,
+            ttl: self.ttl,
+        }
+    }
+
+    /// The records of `zone` as a secondary holds them, SOA aside: the apex NS, then every
+    /// host's records ([`host_records`]), sorted (walks the zone: not for the query path).
+    pub fn zone_records(&self, zone: &Zone) -> Vec<ZoneRecord> {
+        let ns = ZoneRecord {
+            owner: zone.name.clone(),
+            data: RData::Ns(format!("ns.dns.{}", zone.name).into()),
+        };
+        let mut records: Vec<ZoneRecord> = self
+            .hosts()
+            .into_iter()
+            .filter(|h| h.zone == zone.name)
+            .flat_map(host_records)
+            .collect();
+        records.sort();
+        records.insert(0, ns);
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests;
