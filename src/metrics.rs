@@ -148,6 +148,7 @@ pub struct Metrics {
     cluster_entries: Family<ClusterLabels, Gauge>,
     cluster_last_event: Family<ClusterLabels, Gauge>,
     upstreams: UpstreamFamilies,
+    ready: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -261,6 +262,7 @@ impl Metrics {
             cluster_last_event.clone(),
         );
         let upstreams = UpstreamFamilies::register(&mut registry);
+        let ready = register_ready(&mut registry);
         Metrics {
             registry,
             requests,
@@ -278,6 +280,7 @@ impl Metrics {
             cluster_entries,
             cluster_last_event,
             upstreams,
+            ready,
         }
     }
 
@@ -449,6 +452,25 @@ impl Metrics {
     /// A forward got SERVFAIL at once, without an attempt: no upstream was up.
     pub fn forward_fast_failure(&self) {
         self.upstreams.fast_failures.inc();
+    }
+}
+
+// Readiness: what `/readyz` answers, set by the registry whenever it publishes the status.
+
+fn register_ready(registry: &mut Registry) -> Gauge {
+    let ready = Gauge::default();
+    registry.register(
+        "ready",
+        "1 while /readyz answers 200 (every source synced once, a remote cluster past --sync-timeout excepted), else 0",
+        ready.clone(),
+    );
+    ready
+}
+
+impl Metrics {
+    /// The server is now ready (`true`: `/readyz` answers 200) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 }
 

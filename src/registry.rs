@@ -15,6 +15,8 @@
 //!   ahead of the table.
 //! - A cluster other than the local one that has not synced within the sync timeout stops
 //!   holding readiness back; the registry's own timer decides it, and logs it once.
+//! - The `globaldns_ready` gauge is set with every status it publishes (the timer's decisions
+//!   included): 1 exactly when `/readyz`, reading that status, answers 200.
 //! - The SOA serial changes only when the served records do (or the local cluster's first
 //!   sync), and never goes backwards across restarts (it is at least the current Unix time).
 
@@ -86,10 +88,12 @@ impl Registry {
     ) -> Self {
         let live = Live::new(settings);
         let table = live.table(unix_now(), local.is_none());
+        let status = Status::default();
+        metrics.set_ready(status.ready());
         Registry {
             live,
             published: Arc::new(ArcSwap::from_pointee(table)),
-            status: Arc::default(),
+            status: Arc::new(ArcSwap::from_pointee(status)),
             local,
             sources: BTreeMap::new(),
             removed: HashMap::new(),
@@ -242,7 +246,9 @@ impl Registry {
         }
         if std::mem::take(&mut self.status_changed) {
             let status = Status::new(self.sources.values().map(|t| t.status.clone()).collect());
+            let ready = status.ready();
             self.status.store(Arc::new(status));
+            self.metrics.set_ready(ready);
         }
     }
 
