@@ -166,6 +166,7 @@ pub struct Metrics {
     upstreams: UpstreamFamilies,
     transfers: Family<TransferLabels, Counter>,
     notifies: Family<NotifyLabels, Counter>,
+    ready: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -291,6 +292,7 @@ impl Metrics {
             "NOTIFY messages, by result (sent, acknowledged, failed: no acknowledgement after every retry)",
             notifies.clone(),
         );
+        let ready = register_ready(&mut registry);
         Metrics {
             registry,
             requests,
@@ -310,6 +312,7 @@ impl Metrics {
             upstreams,
             transfers,
             notifies,
+            ready,
         }
     }
 
@@ -496,6 +499,25 @@ impl Metrics {
     /// A forward got SERVFAIL at once, without an attempt: no upstream was up.
     pub fn forward_fast_failure(&self) {
         self.upstreams.fast_failures.inc();
+    }
+}
+
+// Readiness: what `/readyz` answers, set by the registry whenever it publishes the status.
+
+fn register_ready(registry: &mut Registry) -> Gauge {
+    let ready = Gauge::default();
+    registry.register(
+        "ready",
+        "1 while /readyz answers 200 (every source synced once, a remote cluster past --sync-timeout excepted), else 0",
+        ready.clone(),
+    );
+    ready
+}
+
+impl Metrics {
+    /// The server is now ready (`true`: `/readyz` answers 200) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 }
 

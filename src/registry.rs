@@ -21,6 +21,8 @@
 //!   for IXFR.
 //! - Every published table is also sent on a watch channel ([`Registry::subscribe`]), for
 //!   the tasks that act on changes (NOTIFY).
+//! - The `globaldns_ready` gauge is set with every status it publishes (the timer's decisions
+//!   included): 1 exactly when `/readyz`, reading that status, answers 200.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -92,11 +94,13 @@ impl Registry {
     ) -> Self {
         let live = Live::new(settings);
         let table = Arc::new(live.table(unix_now(), local.is_none()));
+        let status = Status::default();
+        metrics.set_ready(status.ready());
         Registry {
             live,
             published: Arc::new(ArcSwap::new(table.clone())),
             watch: tokio::sync::watch::Sender::new(table),
-            status: Arc::default(),
+            status: Arc::new(ArcSwap::from_pointee(status)),
             local,
             sources: BTreeMap::new(),
             removed: HashMap::new(),
@@ -254,7 +258,9 @@ impl Registry {
         }
         if std::mem::take(&mut self.status_changed) {
             let status = Status::new(self.sources.values().map(|t| t.status.clone()).collect());
+            let ready = status.ready();
             self.status.store(Arc::new(status));
+            self.metrics.set_ready(ready);
         }
     }
 

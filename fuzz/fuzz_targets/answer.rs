@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Outcome::Drop => assert!(data.len() < 12 || data[2] & 0x80 != 0),
                 Outcome::Forward => assert!(forwarding),
+                Outcome::Transfer => assert!(transport == Transport::Tcp && out.is_empty(), "transfers only over TCP"),
             }
         }
     }

@@ -202,6 +202,40 @@ fn the_registry_stops_waiting_for_a_remote_cluster_past_the_sync_timeout_not_for
     assert!(r.status().load().ready());
 }
 
+/// The value of `globaldns_ready` in the registry's metrics.
+fn ready_gauge(registry: &Registry) -> String {
+    let text = registry.metrics.encode(&[]);
+    let line = text.lines().find(|l| l.starts_with("globaldns_ready "));
+    line.unwrap_or_else(|| panic!("no globaldns_ready in:\n{text}"))["globaldns_ready ".len()..].to_string()
+}
+
+#[test]
+fn the_ready_gauge_follows_every_published_status_the_sync_timeout_included() {
+    let local = SourceKey {
+        rank: Rank::Local,
+        name: "local".into(),
+    };
+    let mut r = registry(Some(local.clone()), Duration::from_secs(5));
+    assert_eq!(ready_gauge(&r), "1", "nothing to wait for yet, as /readyz says");
+    let (l, remote) = (SourceId::new(local), SourceId::new(SourceKey::remote("east")));
+    apply_all(&mut r, [l.says(Event::Started), remote.says(Event::Started)]);
+    let started = Instant::now();
+    assert_eq!(ready_gauge(&r), "0");
+    apply_all(&mut r, [l.says(Event::Listed(Vec::new()))]);
+    assert!(!r.status().load().ready());
+    assert_eq!(ready_gauge(&r), "0", "still waiting for east");
+    // The timer's decision: east stops holding readiness back.
+    r.give_up_waiting(started + Duration::from_secs(6));
+    r.publish();
+    assert!(r.status().load().ready());
+    assert_eq!(ready_gauge(&r), "1");
+    // A cluster added later is waited for (until its own sync timeout).
+    let west = SourceId::new(SourceKey::remote("west"));
+    apply_all(&mut r, [west.says(Event::Started)]);
+    assert!(!r.status().load().ready());
+    assert_eq!(ready_gauge(&r), "0");
+}
+
 #[test]
 fn a_spawned_registry_applies_updates_from_another_runtime_and_stops() {
     let runtime = tokio::runtime::Builder::new_current_thread()

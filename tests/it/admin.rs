@@ -124,6 +124,7 @@ async fn readyz_waits_for_the_local_cluster() {
         metrics.contains("globaldns_source_synced{cluster=\"east\"} 0"),
         "{metrics}"
     );
+    assert!(metrics.contains("\nglobaldns_ready 0\n"), "{metrics}");
     local.set_down(false);
     assert!(
         eventually(Duration::from_secs(15), || async {
@@ -131,6 +132,8 @@ async fn readyz_waits_for_the_local_cluster() {
         })
         .await
     );
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert!(metrics.contains("\nglobaldns_ready 1\n"), "{metrics}");
     running.shutdown_token().cancel();
     running.wait().await;
 }

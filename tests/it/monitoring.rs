@@ -2,14 +2,17 @@
 //! `promtool check rules` and their unit tests (`promtool test rules`, each alert firing and
 //! quiet), the PrometheusRule holds the same rules, and a real Prometheus, scraping running
 //! globaldns servers with the shipped scrape job and evaluating the shipped rules, finds a
-//! series for every selector of the rules and the dashboard and fires the not-ready and down
-//! alerts when a server cannot sync and when it stops.
+//! series for every selector of the rules and the dashboard and fires the alerts: not ready
+//! for a server that cannot sync its local cluster (and not for one ready without a remote
+//! cluster past --sync-timeout), an upstream down and every upstream down as the test kills
+//! them, and down when a server stops.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
@@ -384,39 +387,65 @@ impl Prometheus {
     }
 }
 
+/// The series of `upstream`'s state (1 up, 0 down) in globaldns's /metrics.
+fn upstream_up(upstream: SocketAddr) -> String {
+    format!("globaldns_forward_upstream_up{{upstream=\"{upstream}\"}}")
+}
+
+/// Forwards a name through `server` until it has marked `upstream` down (within 10 s); the
+/// rcodes of the answers meanwhile.
+async fn forward_until_down(server: &Server, upstream: SocketAddr) -> Vec<ResponseCode> {
+    let client = udp_client(server.addr).await;
+    let rcodes = std::sync::Mutex::new(Vec::new());
+    let down = eventually(Duration::from_secs(10), || async {
+        let answer = ask(&mut client.clone(), "example.com.", RecordType::A).await;
+        rcodes.lock().unwrap().push(answer.metadata.response_code);
+        metric(&get(server.admin_addr(), "/metrics").await.1, &upstream_up(upstream)) == 0.0
+    })
+    .await;
+    assert!(down, "{upstream} not marked down");
+    rcodes.into_inner().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_not_ready_and_down() {
-    // a: entry files (one rejected), forwarding to an upstream; b: a cluster that never answers.
-    let up = Upstream::start(Behaviour::Answer).await;
+async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_its_alerts() {
+    // a: entry files (one rejected), forwarding to two upstreams; b: a local cluster that
+    // never answers; c: ready without a remote cluster past --sync-timeout.
+    let ups = [
+        Upstream::start(Behaviour::Answer).await,
+        Upstream::start(Behaviour::Answer).await,
+    ];
     let entries = [
         std::fs::read_to_string(examples_dir().join("httpbin-bar-global.yaml")).unwrap(),
         se("bar", "bad", "{hosts: [\"*\"], addresses: [1.1.1.1]}"),
     ]
     .concat();
-    let a = Server::start_forwarding(&[("se.yaml", &entries)], Some(forwarding(&[up.addr]))).await;
+    let a = Server::start_forwarding(&[("se.yaml", &entries)], Some(forwarding(&[ups[0].addr, ups[1].addr]))).await;
     let mut client = udp_client(a.addr).await;
     for name in ["httpbin.bar.global.", "nope.global.", "example.com."] {
         ask(&mut client, name, RecordType::A).await;
     }
-    let api = KubeApi::start(&["v1"]).await;
-    api.set_down(true);
-    let b = Mesh::start(&[(&api, "unreachable")], None, Duration::from_secs(10)).await;
-    let b_admin = b.running.admin_addr().unwrap();
+    let unreachable = KubeApi::start(&["v1"]).await;
+    unreachable.set_down(true);
+    let b = Mesh::start(&[(&unreachable, "unreachable")], None, Duration::from_secs(10)).await;
+    let west = KubeApi::start(&["v1"]).await;
+    let c = Mesh::start(&[(&west, "west"), (&unreachable, "east")], None, Duration::from_secs(1)).await;
     let prometheus = Prometheus::start(json!([
         pod_target(a.admin_addr(), "globaldns-a", "http-admin"),
-        pod_target(b_admin, "globaldns-b", "http-admin"),
+        pod_target(b.running.admin_addr().unwrap(), "globaldns-b", "http-admin"),
+        pod_target(c.running.admin_addr().unwrap(), "globaldns-c", "http-admin"),
         // The DNS port of a pod: the job's relabelling drops it.
         pod_target(a.addr, "globaldns-a", "dns-tcp"),
     ]))
     .await;
 
     let both_up = eventually(Duration::from_secs(30), || async {
-        prometheus.query("up{job=\"globaldns\"} == 1").await.len() == 2
+        prometheus.query("up{job=\"globaldns\"} == 1").await.len() == 3
     })
     .await;
     assert!(both_up, "{:?}", prometheus.api("targets").await);
     let targets = prometheus.api("targets").await;
-    assert_eq!(targets["activeTargets"].as_array().unwrap().len(), 2, "{targets}");
+    assert_eq!(targets["activeTargets"].as_array().unwrap().len(), 3, "{targets}");
     let series = prometheus.query("globaldns_table_hosts").await;
     let mut pods: Vec<(&str, &str)> = series
         .iter()
@@ -428,7 +457,14 @@ async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_not_ready_a
         })
         .collect();
     pods.sort();
-    assert_eq!(pods, [("istio-system", "globaldns-a"), ("istio-system", "globaldns-b")]);
+    assert_eq!(
+        pods,
+        [
+            ("istio-system", "globaldns-a"),
+            ("istio-system", "globaldns-b"),
+            ("istio-system", "globaldns-c")
+        ]
+    );
 
     // Every selector of the rules and the dashboard matches series: a name globaldns does not
     // export (or a recording rule does not record) fails here.
@@ -478,15 +514,58 @@ async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_not_ready_a
     .await;
     assert!(healthy, "{}", prometheus.api("rules").await);
 
-    // b cannot sync its cluster: not ready; a is.
+    // b cannot sync its local cluster: not ready. c has not synced a remote cluster, but is
+    // past --sync-timeout and ready: that cluster is named, and c is not "not ready".
     prometheus.until_firing("GlobalDNSNotReady", &["globaldns-b"]).await;
+    prometheus
+        .until_firing("GlobalDNSClusterNotSynced", &["globaldns-b", "globaldns-c"])
+        .await;
+    let mut not_synced: Vec<(String, String)> = prometheus
+        .firing("GlobalDNSClusterNotSynced")
+        .await
+        .iter()
+        .map(|l| (l["pod"].as_str().unwrap().into(), l["cluster"].as_str().unwrap().into()))
+        .collect();
+    not_synced.sort();
     assert_eq!(
-        prometheus.firing("GlobalDNSNotReady").await[0]["cluster"],
-        "unreachable"
+        not_synced,
+        [
+            ("globaldns-b".to_string(), "unreachable".to_string()),
+            ("globaldns-c".to_string(), "east".to_string())
+        ]
     );
+    assert!(prometheus.firing("GlobalDNSUpstreamDown").await.is_empty());
     assert!(prometheus.firing("GlobalDNSDown").await.is_empty());
+
+    // The first upstream of a is killed: forwards fail there (and go to the second) until a
+    // marks it down, and the alert names it; the second answers, so only it is down.
+    let (_, text) = get(a.admin_addr(), "/metrics").await;
+    for up in &ups {
+        assert!(text.contains(&format!("{} 1\n", upstream_up(up.addr))), "{text}");
+    }
+    ups[0].kill();
+    let rcodes = forward_until_down(&a, ups[0].addr).await;
+    assert!(rcodes.iter().all(|r| *r == ResponseCode::NoError), "{rcodes:?}");
+    prometheus.until_firing("GlobalDNSUpstreamDown", &["globaldns-a"]).await;
+    assert_eq!(
+        prometheus.firing("GlobalDNSUpstreamDown").await[0]["upstream"],
+        ups[0].addr.to_string()
+    );
+    assert!(prometheus.firing("GlobalDNSAllUpstreamsDown").await.is_empty());
+
+    // The second too: every forward fails, at once.
+    ups[1].kill();
+    forward_until_down(&a, ups[1].addr).await;
+    prometheus
+        .until_firing("GlobalDNSAllUpstreamsDown", &["globaldns-a"])
+        .await;
+    prometheus
+        .until_firing("GlobalDNSUpstreamDown", &["globaldns-a", "globaldns-a"])
+        .await;
+
     // b stops: down.
     b.stop().await;
     prometheus.until_firing("GlobalDNSDown", &["globaldns-b"]).await;
+    c.stop().await;
     a.stop().await;
 }

@@ -1,5 +1,5 @@
 //! An upstream DNS server the tests control: it answers, or is slow, silent, truncating or
-//! spoofed, and it records what it received.
+//! spoofed, or is killed, and it records what it received.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,8 @@ pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
     pub(crate) behaviour: Arc<Mutex<Behaviour>>,
     pub(crate) seen: Arc<Mutex<Seen>>,
+    /// The tasks that own its sockets.
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 /// The answer the upstream gives: rcode from the first label (`nxdomain.…`, `refused.…`),
@@ -98,7 +100,7 @@ impl Upstream {
         let behaviour = Arc::new(Mutex::new(behaviour));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (b, s) = (behaviour.clone(), seen.clone());
-        tokio::spawn(async move {
+        let udp_task = tokio::spawn(async move {
             let udp = Arc::new(udp);
             let mut buf = vec![0u8; 65535];
             loop {
@@ -120,7 +122,7 @@ impl Upstream {
             }
         });
         let (b, s) = (behaviour.clone(), seen.clone());
-        tokio::spawn(async move {
+        let tcp_task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = tcp.accept().await else {
                     return;
@@ -146,7 +148,20 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, behaviour, seen }
+        Upstream {
+            addr,
+            behaviour,
+            seen,
+            tasks: [udp_task.abort_handle(), tcp_task.abort_handle()],
+        }
+    }
+
+    /// Stops it for good: its sockets close (a datagram to its port then gets an ICMP port
+    /// unreachable back; connections that are open stay so).
+    pub(crate) fn kill(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 
     pub(crate) fn set(&self, behaviour: Behaviour) {
