@@ -7,7 +7,7 @@
 
 use thiserror::Error;
 
-use super::{Entry, EntryId, Invalid, Resource};
+use super::{Entry, EntryId, Invalid, Reason, Resource};
 
 /// The API group of Istio's networking resources.
 pub const GROUP: &str = "networking.istio.io";
@@ -84,14 +84,14 @@ fn visit(doc: serde_json::Value, default_namespace: &str, out: &mut Parsed) {
     if !VERSIONS.contains(&version) {
         out.invalid.push(Invalid {
             id,
-            reason: format!("unsupported apiVersion {api_version:?}"),
+            reason: Reason::ApiVersion(api_version),
         });
         return;
     }
     let result = serde_json::from_value::<Resource>(doc)
         .map_err(|e| Invalid {
             id,
-            reason: e.to_string(),
+            reason: Reason::Schema(e.to_string()),
         })
         .and_then(|r| r.into_entry(default_namespace));
     match result {

@@ -1,7 +1,9 @@
 //! One cluster's ServiceEntries, watched live with `kube::runtime`.
 //!
 //! Discovery picks the newest served version of `serviceentries.networking.istio.io` (v1,
-//! else v1beta1, else v1alpha3). The watcher lists, then watches, all namespaces, in the
+//! else v1beta1, else v1alpha3), and runs again whenever the watched version answers 404 Not
+//! Found (a CRD version that stops being served, a CRD deleted): the watch moves to the
+//! version served then, and lists it. The watcher lists, then watches, all namespaces, in the
 //! default list-then-watch mode (streaming lists fail forever against API servers without
 //! WatchList), with kube's default backoff. It resumes dropped watches from the last
 //! resource version and relists on 410 Gone; a relist replaces the whole set when it is
@@ -17,23 +19,29 @@
 //!
 //! A list (and a relist) is sent as the complete set; each later event as the one entry it
 //! changes, so that the registry recomputes only the hosts that entry names. The entries
-//! themselves are held by the registry; the watcher keeps only their keys.
+//! themselves are held by the registry; the watcher keeps only the invalid objects' keys (each
+//! is warned about once). Objects arrive as `DynamicObject`s, so that one object of a wrong
+//! shape is rejected alone (`Reason::Schema`) rather than failing the whole list.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::core::NamespaceResourceScope;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Error;
 use crate::metrics::Metrics;
 use crate::serviceentry::yaml::{GROUP, VERSIONS};
-use crate::serviceentry::{Entry, EntryId, Metadata, Resource, Spec, Status};
+use crate::serviceentry::{Entry, EntryId, Metadata, Reason, Resource, Spec, Status};
 use crate::source::{Event, SourceId, Update};
 
 /// How often the API server of a failing cluster is probed, and how long a probe may take.
@@ -55,10 +63,8 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// Finds the newest served version of the ServiceEntry resource.
-async fn discover(client: &Client) -> Result<ApiResource, String> {
-    let group = kube::discovery::group(client, GROUP)
-        .await
-        .map_err(|e| format!("discovery of {GROUP}: {e}"))?;
+async fn discover(client: &Client) -> Result<ApiResource, Error> {
+    let group = kube::discovery::group(client, GROUP).await.map_err(Error::Discovery)?;
     for version in VERSIONS {
         let found = group
             .versioned_resources(version)
@@ -68,9 +74,7 @@ async fn discover(client: &Client) -> Result<ApiResource, String> {
             return Ok(ar);
         }
     }
-    Err(format!(
-        "the API server serves no serviceentries.{GROUP} in {VERSIONS:?}"
-    ))
+    Err(Error::NotServed)
 }
 
 type Key = (String, String);
@@ -81,17 +85,48 @@ struct Objects {
     cluster: Arc<str>,
     metrics: Arc<Metrics>,
     /// Invalid objects already warned about, with the reason.
-    warned: HashMap<Key, String>,
+    warned: HashMap<Key, Reason>,
     /// Namespace names, shared by the entries of each namespace.
     namespaces: HashSet<Arc<str>>,
 }
 
-/// `spec` and `status` of an object as the watcher delivers it.
+/// A ServiceEntry with the fields DNS uses, typed from the watcher's `DynamicObject` by
+/// [`DynamicObject::try_parse`].
 #[derive(serde::Deserialize)]
-struct Body {
+struct ServiceEntry {
+    metadata: ObjectMeta,
     spec: Option<Spec>,
     #[serde(default)]
     status: Option<Status>,
+}
+
+impl kube::Resource for ServiceEntry {
+    type DynamicType = ApiResource;
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.kind)
+    }
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.group)
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.version)
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.plural)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 impl Objects {
@@ -102,23 +137,24 @@ impl Objects {
         )
     }
 
-    fn resource(obj: DynamicObject) -> Result<Resource, String> {
-        let created = match obj.metadata.creation_timestamp {
-            Some(t) => serde_json::to_value(t)
-                .map_err(|e| e.to_string())?
-                .as_str()
-                .map(str::to_owned),
-            None => None,
-        };
-        let body: Body = serde_json::from_value(obj.data).map_err(|e| e.to_string())?;
+    fn resource(obj: DynamicObject) -> Result<Resource, Reason> {
+        let se: ServiceEntry = obj.try_parse().map_err(|e| {
+            // The decoder's message alone, as files report it.
+            let decoder = std::error::Error::source(&e).unwrap_or(&e);
+            Reason::Schema(decoder.to_string())
+        })?;
         Ok(Resource {
             metadata: Metadata {
-                name: obj.metadata.name,
-                namespace: obj.metadata.namespace,
-                creation_timestamp: created,
+                name: se.metadata.name,
+                namespace: se.metadata.namespace,
+                // RFC 3339 in UTC to the second, as the API server writes it: sorts as text.
+                creation_timestamp: se
+                    .metadata
+                    .creation_timestamp
+                    .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
             },
-            spec: body.spec,
-            status: body.status,
+            spec: se.spec,
+            status: se.status,
         })
     }
 
@@ -167,45 +203,71 @@ async fn answers(api: &Api<DynamicObject>) -> bool {
     matches!(tokio::time::timeout(PROBE, api.list(&one)).await, Ok(Ok(_)))
 }
 
-/// Watches `cluster` until `shutdown`, sending its complete entry set after each list, each
-/// changed entry after that, and its failures and recoveries.
-pub async fn watch(
+/// The watcher must stop: shut down, or the registry is gone.
+struct Stop;
+
+/// The first wait before discovery runs again after it failed or the watched version went,
+/// doubled each time up to [`RETRY_MAX`] until a list succeeds.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+/// The longest wait before discovery runs again.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// One cluster's watcher: what it sends to, and what it remembers between discoveries.
+struct Watcher {
     cluster: Cluster,
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) {
-    let id = cluster.id.clone();
-    let mut objects = Objects {
-        cluster: id.name().clone(),
-        metrics,
-        namespaces: HashSet::new(),
-        warned: HashMap::new(),
-    };
-    let send = |event: Event| updates.send(id.says(event));
-    let mut retry = Duration::from_millis(500);
-    loop {
-        let resource = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = discover(&cluster.client) => r,
-        };
-        let resource = match resource {
-            Ok(r) => r,
-            Err(e) => {
-                if send(Event::Failed(e)).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(retry) => {}
-                }
-                retry = (retry * 2).min(Duration::from_secs(30));
-                continue;
+    objects: Objects,
+    retry: Duration,
+}
+
+impl Watcher {
+    /// Sends `event`, unless shut down first.
+    async fn send(&self, event: Event) -> Result<(), Stop> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(Stop),
+            sent = self.updates.send(self.cluster.id.says(event)) => sent.map_err(|_| Stop),
+        }
+    }
+
+    /// Tells of `error`: counted, and sent for the logs and `/debug`.
+    async fn failed(&self, error: &Error) -> Result<(), Stop> {
+        self.metrics.source_error(self.cluster.id.name(), error.metric_label());
+        self.send(Event::Failed(error.to_string())).await
+    }
+
+    /// Waits the retry delay (doubling it), unless shut down first.
+    async fn back_off(&mut self) -> Result<(), Stop> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(Stop),
+            _ = tokio::time::sleep(self.retry) => {}
+        }
+        self.retry = (self.retry * 2).min(RETRY_MAX);
+        Ok(())
+    }
+
+    /// Discovers the served version and watches it, again each time it goes, until stopped.
+    async fn run(&mut self) -> Result<(), Stop> {
+        loop {
+            let discovered = tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Stop),
+                r = discover(&self.cluster.client) => r,
+            };
+            match discovered {
+                Ok(resource) => self.follow(resource).await?,
+                Err(e) => self.failed(&e).await?,
             }
-        };
-        retry = Duration::from_millis(500);
-        tracing::info!(cluster = %id.name(), version = %resource.version, "watching ServiceEntries");
-        let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
+            self.back_off().await?;
+        }
+    }
+
+    /// Watches `resource` until stopped, or until it is no longer served (`Ok`: discover again).
+    async fn follow(&mut self, resource: ApiResource) -> Result<(), Stop> {
+        let name = self.cluster.id.name().clone();
+        tracing::info!(cluster = %name, version = %resource.version, "watching ServiceEntries");
+        let api: Api<DynamicObject> = Api::all_with(self.cluster.client.clone(), &resource);
         let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
         futures_util::pin_mut!(stream);
         let mut listing: Option<Vec<Entry>> = None;
@@ -213,53 +275,83 @@ pub async fn watch(
         let mut probe = tokio::time::interval(PROBE);
         loop {
             let event = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return Err(Stop),
                 e = stream.next() => e,
                 _ = probe.tick(), if failing => {
                     if answers(&api).await {
                         failing = false;
-                        if send(Event::Resumed).await.is_err() {
-                            return;
-                        }
+                        self.send(Event::Resumed).await?;
                     }
                     continue;
                 }
             };
             let event = match event {
-                None => break,
+                None => return Ok(()),
                 Some(Err(e)) => {
+                    let error = Error::from(e);
                     if !failing {
                         failing = true;
                         probe.reset();
                     }
-                    Event::Failed(e.to_string())
+                    self.failed(&error).await?;
+                    if error.is_not_found() {
+                        tracing::info!(cluster = %name, version = %resource.version, "ServiceEntries no longer served at this version: discovering again");
+                        return Ok(());
+                    }
+                    continue;
                 }
                 Some(Ok(WatchEvent::Init)) => {
                     listing = Some(Vec::new());
                     continue;
                 }
                 Some(Ok(WatchEvent::InitApply(obj))) => {
-                    let (_, entry) = objects.strip(obj);
+                    let (_, entry) = self.objects.strip(obj);
                     listing.get_or_insert_with(Vec::new).extend(entry);
                     continue;
                 }
-                Some(Ok(WatchEvent::InitDone)) => Event::Listed(listing.take().unwrap_or_default()),
+                Some(Ok(WatchEvent::InitDone)) => {
+                    self.retry = RETRY_MIN;
+                    Event::Listed(listing.take().unwrap_or_default())
+                }
                 Some(Ok(WatchEvent::Apply(obj))) => {
-                    let (key, entry) = objects.strip(obj);
-                    Event::Changed(vec![(objects.entry_id(&key), entry)])
+                    let (key, entry) = self.objects.strip(obj);
+                    Event::Changed(vec![(self.objects.entry_id(&key), entry)])
                 }
                 Some(Ok(WatchEvent::Delete(obj))) => {
                     let key = Objects::key(&obj);
-                    objects.warned.remove(&key);
-                    Event::Changed(vec![(objects.entry_id(&key), None)])
+                    self.objects.warned.remove(&key);
+                    Event::Changed(vec![(self.objects.entry_id(&key), None)])
                 }
             };
-            if matches!(event, Event::Listed(_) | Event::Changed(_)) {
-                failing = false;
-            }
-            if send(event).await.is_err() {
-                return;
-            }
+            failing = false;
+            self.send(event).await?;
         }
     }
+}
+
+/// Watches `cluster` until `shutdown`, sending its complete entry set after each list, each
+/// changed entry after that, and its failures (counted in `metrics` by
+/// [`Error::metric_label`]) and recoveries. Returns when shut down, or when the registry has
+/// gone.
+pub async fn watch(
+    cluster: Cluster,
+    updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let objects = Objects {
+        cluster: cluster.id.name().clone(),
+        metrics: metrics.clone(),
+        namespaces: HashSet::new(),
+        warned: HashMap::new(),
+    };
+    let mut watcher = Watcher {
+        cluster,
+        updates,
+        metrics,
+        shutdown,
+        objects,
+        retry: RETRY_MIN,
+    };
+    let _: Result<(), Stop> = watcher.run().await;
 }

@@ -13,10 +13,10 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
-use crate::support::get;
 use crate::clusters::Mesh;
 use crate::deploy::{deploy_dir, kustomize, objects, validate};
 use crate::kubeapi::KubeApi;
+use crate::support::get;
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
