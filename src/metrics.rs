@@ -3,8 +3,9 @@
 //! One set per server, made by `app::start` and handed to every part that counts (sources,
 //! registry, listeners, forwarder, admin), as controller-rs hands its `Context`: no global.
 //! Label values come from small fixed sets (protocol, query
-//! type class, rcode, answer path, forward result) or from configuration (upstreams, cluster
-//! IDs), never from query names, so cardinality is bounded. Per-query counters are created
+//! type class, rcode, answer path, forward result, rejection reason, source error kind) or
+//! from configuration (upstreams, cluster IDs), never from query names or messages, so
+//! cardinality is bounded. Per-query counters are created
 //! once up front and kept as handles: the query path does atomic increments only.
 
 use std::time::Duration;

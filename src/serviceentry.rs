@@ -145,6 +145,10 @@ pub fn normalize_host(host: &str) -> String {
 impl Resource {
     /// Strips and validates the resource. `default_namespace` is used when the object has
     /// none (files).
+    ///
+    /// # Errors
+    /// [`Invalid`]: the entry's `namespace/name` and the first [`Reason`] Istio's validation
+    /// would give; the entry is rejected whole.
     pub fn into_entry(self, default_namespace: &str) -> Result<Entry, Invalid> {
         let name = self.metadata.name.filter(|n| !n.is_empty());
         let id = EntryId {
