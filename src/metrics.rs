@@ -3,8 +3,9 @@
 //! One set per server, made by `app::start` and handed to every part that counts (sources,
 //! registry, listeners, forwarder, admin), as controller-rs hands its `Context`: no global.
 //! Label values come from small fixed sets (protocol, query
-//! type class, rcode, answer path, forward result) or from configuration (upstreams, cluster
-//! IDs), never from query names, so cardinality is bounded. Per-query counters are created
+//! type class, rcode, answer path, forward result, rejection reason, source error kind) or
+//! from configuration (upstreams, cluster IDs), never from query names or messages, so
+//! cardinality is bounded. Per-query counters are created
 //! once up front and kept as handles: the query path does atomic increments only.
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::dns::answer::Transport;
+use crate::serviceentry::Reason;
 use crate::source::SourceStatus;
 
 mod durations;
@@ -109,6 +111,12 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceErrorLabels {
+    cluster: String,
+    error: &'static str,
+}
+
 /// Queries and responses counted by one loop, added to the shared counters in one go
 /// ([`Metrics::add`]): the query path touches no shared memory per query.
 #[derive(Debug, Default)]
@@ -159,6 +167,7 @@ pub struct Metrics {
     publish: Histogram,
     conflicts: Gauge,
     rejected: Family<ReasonLabels, Counter>,
+    source_errors: Family<SourceErrorLabels, Counter>,
     cluster_synced: Family<ClusterLabels, Gauge>,
     cluster_stale: Family<ClusterLabels, Gauge>,
     cluster_entries: Family<ClusterLabels, Gauge>,
@@ -232,6 +241,7 @@ impl Metrics {
         let publish = Histogram::new(durations::bounds());
         let conflicts = Gauge::default();
         let rejected = Family::default();
+        let source_errors = Family::default();
         let cluster_synced = Family::default();
         let cluster_stale = Family::default();
         let cluster_entries = Family::default();
@@ -262,6 +272,11 @@ impl Metrics {
             "entries_rejected",
             "ServiceEntries rejected, by reason",
             rejected.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Failures of a cluster's watch (or its discovery), by cluster and kind of error",
+            source_errors.clone(),
         );
         registry.register(
             "source_synced",
@@ -305,6 +320,7 @@ impl Metrics {
             publish,
             conflicts,
             rejected,
+            source_errors,
             cluster_synced,
             cluster_stale,
             cluster_entries,
@@ -378,11 +394,20 @@ impl Metrics {
         self.conflicts.set(table.conflict_count() as i64);
     }
 
-    /// An entry was rejected for `reason` (Istio's validation message).
-    pub fn rejected(&self, reason: &str) {
+    /// An entry was rejected for `reason`, counted by its [`Reason::label`].
+    pub fn rejected(&self, reason: &Reason) {
         self.rejected
-            .get_or_create(&ReasonLabels {
-                reason: reason_class(reason),
+            .get_or_create(&ReasonLabels { reason: reason.label() })
+            .inc();
+    }
+
+    /// A source failed with an error of kind `error` (a label from a fixed set:
+    /// `sources::Error::metric_label`).
+    pub fn source_error(&self, cluster: &str, error: &'static str) {
+        self.source_errors
+            .get_or_create(&SourceErrorLabels {
+                cluster: cluster.to_owned(),
+                error,
             })
             .inc();
     }
@@ -521,36 +546,26 @@ impl Metrics {
     }
 }
 
-/// A bounded label for a rejection reason.
-fn reason_class(reason: &str) -> &'static str {
-    const CLASSES: [(&str, &str); 8] = [
-        ("host", "host"),
-        ("address", "address"),
-        ("resolution", "resolution"),
-        ("exportTo", "export_to"),
-        ("apiVersion", "api_version"),
-        ("is required", "missing_field"),
-        ("invalid type", "schema"),
-        ("YAML", "yaml"),
-    ];
-    CLASSES
-        .iter()
-        .find(|(needle, _)| reason.contains(needle))
-        .map_or("other", |(_, class)| class)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reasons_are_classified_into_a_bounded_set() {
-        assert_eq!(reason_class("host \"*\" is not allowed in a ServiceEntry"), "host");
-        assert_eq!(reason_class("address \"x\" is not an IP or CIDR"), "address");
-        assert_eq!(reason_class("spec.hosts is required"), "host");
-        assert_eq!(reason_class("spec is required"), "missing_field");
-        assert_eq!(reason_class("invalid type: map, expected a string"), "schema");
-        assert_eq!(reason_class("something new"), "other");
+    fn rejections_are_counted_by_the_label_of_their_reason() {
+        let m = Metrics::new();
+        m.rejected(&Reason::MissingField("spec.hosts"));
+        m.rejected(&Reason::MissingField("spec"));
+        m.rejected(&Reason::Address("x".into()));
+        let text = m.encode(&[]);
+        assert!(
+            text.contains("globaldns_entries_rejected_total{reason=\"missing_field\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("globaldns_entries_rejected_total{reason=\"address\"} 1"));
+        assert!(
+            !text.contains("reason=\"host\""),
+            "spec.hosts missing is no bad host: {text}"
+        );
     }
 
     #[test]

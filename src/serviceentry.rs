@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::Invalid;
+pub use validate::{BadExportTo, BadHost, BadResolution, Invalid, Reason};
 
 /// A ServiceEntry reduced to what DNS needs. Hosts are validated and lower-case, without a
 /// trailing dot. (De)serializable so the file source can keep its copy packed.
@@ -164,6 +164,10 @@ pub fn normalize_host(host: &str) -> String {
 impl Resource {
     /// Strips and validates the resource. `default_namespace` is used when the object has
     /// none (files).
+    ///
+    /// # Errors
+    /// [`Invalid`]: the entry's `namespace/name` and the first [`Reason`] Istio's validation
+    /// would give; the entry is rejected whole.
     pub fn into_entry(self, default_namespace: &str) -> Result<Entry, Invalid> {
         let name = self.metadata.name.filter(|n| !n.is_empty());
         let id = EntryId {
@@ -175,16 +179,16 @@ impl Resource {
                 .into(),
             name: name.clone().unwrap_or_else(|| "<unnamed>".into()).into(),
         };
-        let reject = |reason: String| Invalid { id: id.clone(), reason };
+        let reject = |reason: Reason| Invalid { id: id.clone(), reason };
         if name.is_none() {
-            return Err(reject("metadata.name is required".into()));
+            return Err(reject(Reason::MissingField("metadata.name")));
         }
-        let spec = self.spec.ok_or_else(|| reject("spec is required".into()))?;
+        let spec = self.spec.ok_or_else(|| reject(Reason::MissingField("spec")))?;
         if spec.hosts.is_empty() {
-            return Err(reject("spec.hosts is required".into()));
+            return Err(reject(Reason::MissingField("spec.hosts")));
         }
         for host in &spec.hosts {
-            validate::host(host).map_err(reject)?;
+            validate::host(host).map_err(|e| reject(e.into()))?;
         }
         let hosts = spec.hosts;
         let mut warnings = Vec::new();
@@ -198,8 +202,8 @@ impl Resource {
                 )),
             }
         }
-        let resolution_none = validate::resolution_is_none(spec.resolution.as_ref()).map_err(reject)?;
-        let export = validate::export_to(&spec.export_to).map_err(reject)?;
+        let resolution_none = validate::resolution_is_none(spec.resolution.as_ref()).map_err(|e| reject(e.into()))?;
+        let export = validate::export_to(&spec.export_to).map_err(|e| reject(e.into()))?;
         let mut status_addresses = Vec::new();
         for a in self.status.map(|s| s.addresses).unwrap_or_default() {
             match a.value.parse::<IpAddr>() {

@@ -1,8 +1,10 @@
 //! The compiled name table: an immutable snapshot of every served name.
 //!
-//! Built by the pure function [`build`] from the per-source entry sets, published whole
-//! (through `ArcSwap` by the registry) and only read by the answer path: one hash lookup for
-//! the query name, a few more for wildcards, no lock, no allocation.
+//! Kept current change by change by [`Live`] (the registry's; [`build`] is a fresh `Live` fed
+//! every source's entries), published as a whole snapshot (through `ArcSwap`, by the
+//! registry) that shares every unchanged shard with the one before, and only read by the
+//! answer path: one hash lookup for the query name, a few more for wildcards, no lock, no
+//! allocation.
 //!
 //! Invariants of a built table:
 //! - every host lies in exactly one zone, the most specific served zone containing it;

@@ -7,7 +7,7 @@ fn doc(spec: &str) -> String {
     format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: se\n  namespace: ns\n{spec}")
 }
 
-fn one(spec: &str) -> Result<Entry, String> {
+fn one(spec: &str) -> Result<Entry, Reason> {
     let parsed = parse(&doc(spec), "default").expect("yaml");
     match (parsed.entries.as_slice(), parsed.invalid.as_slice()) {
         ([e], []) => Ok(e.clone()),
@@ -104,24 +104,23 @@ fn hosts_follow_istio_validation() {
                 assert_eq!(e.hosts, vec![c.host.to_string()], "kept as written");
                 assert_eq!(normalize_host(&e.hosts[0]), want, "{}", c.host);
             }
-            (None, Err(reason)) => assert!(reason.contains("host"), "{}: {reason}", c.host),
+            (None, Err(reason)) => assert!(matches!(reason, Reason::Host(_)), "{}: {reason}", c.host),
             (want, got) => panic!("{}: want {want:?}, got {got:?}", c.host),
         }
     }
     let long_label = format!("{}.global", "a".repeat(64));
     assert!(one(&format!("spec:\n  hosts: [{long_label}]\n")).is_err());
     let long_host = vec!["abcdefghij"; 24].join(".");
-    assert!(
-        one(&format!("spec:\n  hosts: [{long_host}]\n"))
-            .unwrap_err()
-            .contains("too long")
+    assert_eq!(
+        one(&format!("spec:\n  hosts: [{long_host}]\n")).unwrap_err(),
+        Reason::Host(BadHost::TooLong(long_host))
     );
 }
 
 #[test]
 fn one_bad_host_rejects_the_whole_entry() {
     let err = one("spec:\n  hosts: [good.global, \"*\"]\n  addresses: [1.2.3.4]\n").unwrap_err();
-    assert!(err.contains("\"*\""), "{err}");
+    assert_eq!(err, Reason::Host(BadHost::Star));
 }
 
 #[test]
@@ -140,7 +139,7 @@ fn addresses_ips_full_length_cidrs_and_ranges() {
         "1.2.3.4/-1",
     ] {
         let err = one(&format!("spec:\n  hosts: [a.global]\n  addresses: [\"{bad}\"]\n")).unwrap_err();
-        assert!(err.contains("not an IP or CIDR"), "{bad}: {err}");
+        assert_eq!(err, Reason::Address(bad.to_string()), "{bad}");
     }
 }
 
@@ -184,14 +183,109 @@ fn export_to_values() {
 
 #[test]
 fn required_fields() {
-    assert_eq!(one("").unwrap_err(), "spec is required");
-    assert_eq!(one("spec: {}\n").unwrap_err(), "spec.hosts is required");
+    assert_eq!(one("").unwrap_err(), Reason::MissingField("spec"));
+    assert_eq!(one("spec: {}\n").unwrap_err(), Reason::MissingField("spec.hosts"));
     let parsed = parse(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nspec:\n  hosts: [a.global]\n",
         "default",
     )
     .unwrap();
-    assert_eq!(parsed.invalid[0].reason, "metadata.name is required");
+    assert_eq!(parsed.invalid[0].reason, Reason::MissingField("metadata.name"));
+}
+
+/// The text each reason gives (logs, `globaldns check`) and its metric label: the label says
+/// what kind of fault it is, whatever words the text uses ("spec.hosts is required" is a
+/// missing field, not a bad host).
+#[test]
+fn reasons_read_as_before_and_carry_a_bounded_label() {
+    let cases = [
+        ("", "spec is required", "missing_field"),
+        ("spec: {}\n", "spec.hosts is required", "missing_field"),
+        ("spec: {hosts: []}\n", "spec.hosts is required", "missing_field"),
+        (
+            "spec: {hosts: [\"*\"]}\n",
+            "host \"*\" is not allowed in a ServiceEntry",
+            "host",
+        ),
+        ("spec: {hosts: [\"\"]}\n", "empty host", "host"),
+        (
+            "spec: {hosts: [a_b.global]}\n",
+            "host \"a_b.global\" is invalid (label \"a_b\")",
+            "host",
+        ),
+        (
+            "spec: {hosts: [a..global]}\n",
+            "host \"a..global\" is invalid (label \"\")",
+            "host",
+        ),
+        (
+            "spec: {hosts: [foo.123]}\n",
+            "host \"foo.123\" is invalid (top-level label \"123\" is all digits)",
+            "host",
+        ),
+        (
+            "spec: {hosts: [a.global], addresses: [1.2.3]}\n",
+            "address \"1.2.3\" is not an IP or CIDR",
+            "address",
+        ),
+        (
+            "spec: {hosts: [a.global], resolution: MAGIC}\n",
+            "unknown resolution \"MAGIC\"",
+            "resolution",
+        ),
+        (
+            "spec: {hosts: [a.global], resolution: 9}\n",
+            "unknown resolution 9",
+            "resolution",
+        ),
+        (
+            "spec: {hosts: [a.global], resolution: [x]}\n",
+            "resolution must be a string, not [\"x\"]",
+            "resolution",
+        ),
+        (
+            "spec: {hosts: [a.global], exportTo: [\"*\", ns]}\n",
+            "exportTo [\"*\", \"ns\"]: \"*\" and \"~\" cannot be combined with other values",
+            "export_to",
+        ),
+        (
+            "spec: {hosts: [a.global], exportTo: [a, a]}\n",
+            "exportTo lists \"a\" twice",
+            "export_to",
+        ),
+        (
+            "spec: {hosts: [a.global], exportTo: [Bad_NS]}\n",
+            "exportTo \"Bad_NS\" is not \".\", \"*\", \"~\" or a namespace",
+            "export_to",
+        ),
+        (
+            "spec: {hosts: a.global}\n",
+            "invalid type: string \"a.global\", expected a sequence",
+            "schema",
+        ),
+    ];
+    let mut labels = std::collections::BTreeSet::new();
+    for (spec, text, label) in cases {
+        let reason = one(spec).unwrap_err();
+        assert_eq!((reason.to_string().as_str(), reason.label()), (text, label), "{spec:?}");
+        labels.insert(label);
+    }
+    let parsed = parse(
+        "apiVersion: networking.istio.io/v2\nkind: ServiceEntry\nmetadata: {name: x}\n",
+        "default",
+    )
+    .unwrap();
+    let reason = &parsed.invalid[0].reason;
+    assert_eq!(
+        (reason.to_string().as_str(), reason.label()),
+        ("unsupported apiVersion \"networking.istio.io/v2\"", "api_version")
+    );
+    labels.insert(reason.label());
+    assert_eq!(
+        labels,
+        Reason::LABELS.into_iter().collect(),
+        "every label is reached, and no other"
+    );
 }
 
 #[test]
@@ -209,10 +303,16 @@ fn status_addresses_keep_their_host() {
 
 #[test]
 fn wrong_types_name_the_entry() {
-    let err = one("spec:\n  hosts: a.global\n").unwrap_err();
-    assert!(err.contains("invalid type"), "{err}");
-    let err = one("spec:\n  hosts: [a.global]\n  addresses: {a: b}\n").unwrap_err();
-    assert!(err.contains("invalid type"), "{err}");
+    for spec in [
+        "spec:\n  hosts: a.global\n",
+        "spec:\n  hosts: [a.global]\n  addresses: {a: b}\n",
+    ] {
+        let err = one(spec).unwrap_err();
+        assert!(
+            matches!(&err, Reason::Schema(text) if text.contains("invalid type")),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
@@ -249,7 +349,10 @@ metadata: {name: foreign}
     let ids: Vec<String> = parsed.entries.iter().map(|e| e.id.to_string()).collect();
     assert_eq!(ids, ["dflt/one", "other/two"]);
     assert_eq!(parsed.invalid.len(), 1);
-    assert!(parsed.invalid[0].reason.contains("unsupported apiVersion"));
+    assert_eq!(
+        parsed.invalid[0].reason,
+        Reason::ApiVersion("networking.istio.io/v2".into())
+    );
 }
 
 #[test]

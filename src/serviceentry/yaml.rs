@@ -12,7 +12,7 @@
 
 use thiserror::Error;
 
-use super::{Entry, EntryId, Invalid, Namespaces, Resource};
+use super::{Entry, EntryId, Invalid, Namespaces, Reason, Resource};
 
 /// The API group of Istio's networking resources.
 pub const GROUP: &str = "networking.istio.io";
@@ -120,7 +120,7 @@ impl Documents {
             name: meta("name").unwrap_or("<unnamed>").into(),
         };
         if !VERSIONS.contains(&version) {
-            let reason = format!("unsupported apiVersion {api_version:?}");
+            let reason = Reason::ApiVersion(api_version.to_owned());
             return self.reject(Invalid { id, reason }, from);
         }
         let resource = match serde_json::from_value::<Resource>(doc) {
@@ -129,7 +129,7 @@ impl Documents {
                 return self.reject(
                     Invalid {
                         id,
-                        reason: e.to_string(),
+                        reason: Reason::Schema(e.to_string()),
                     },
                     from,
                 );

@@ -5,8 +5,12 @@
 //! kubeconfig. Clusters are added, replaced (their kubeconfig changed: the new watcher's first
 //! complete list replaces the old entries, which are served until then) and removed (their
 //! entries go) live. Each watcher started is a new instance of its cluster's source (a new
-//! generation), so that whatever a stopped watcher still delivers is dropped by the registry. A key naming the local cluster is ignored. Kubeconfig contents are never
-//! logged, not even in parse errors, since they hold credentials.
+//! generation), so that whatever a stopped watcher still delivers is dropped by the registry.
+//! A key naming the local cluster is ignored. Kubeconfig contents are never logged, not even
+//! in parse errors, since they hold credentials.
+//!
+//! The cluster watchers are this task's children: it stops them on shutdown and returns only
+//! once every one of them has returned.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +25,9 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::Error;
 use super::cluster::{self, Cluster};
 use crate::metrics::Metrics;
 use crate::source::{Event, SourceId, SourceKey, Update};
@@ -30,13 +36,18 @@ use crate::source::{Event, SourceId, SourceKey, Update};
 pub const LABEL: &str = "istio/multiCluster=true";
 
 /// Builds a client from kubeconfig text, without ever echoing the text.
-pub async fn client_from_kubeconfig(text: &[u8]) -> Result<Client, &'static str> {
-    let text = std::str::from_utf8(text).map_err(|_| "is not UTF-8")?;
-    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| "is not a kubeconfig")?;
+///
+/// # Errors
+/// [`Error::Kubeconfig`] saying what is wrong (not UTF-8, not a kubeconfig, no current
+/// context, cluster or user, no usable client configuration), never how: the errors of the
+/// parser would quote the text.
+pub async fn client_from_kubeconfig(text: &[u8]) -> Result<Client, Error> {
+    let text = std::str::from_utf8(text).map_err(|_| Error::Kubeconfig("is not UTF-8"))?;
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| Error::Kubeconfig("is not a kubeconfig"))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|_| "is not a usable kubeconfig (no current context, cluster or user)")?;
-    Client::try_from(config).map_err(|_| "gives no usable client configuration")
+        .map_err(|_| Error::Kubeconfig("is not a usable kubeconfig (no current context, cluster or user)"))?;
+    Client::try_from(config).map_err(|_| Error::Kubeconfig("gives no usable client configuration"))
 }
 
 struct Running {
@@ -46,7 +57,9 @@ struct Running {
 }
 
 /// Watches the remote secrets in `namespace` of the local cluster and runs one cluster
-/// watcher per cluster they name.
+/// watcher per cluster they name, until `shutdown`; then stops them and returns once they
+/// have all returned. Failures are logged and counted in `metrics` under the local cluster's
+/// name (`local_name`).
 pub async fn watch(
     local: Client,
     local_name: Arc<str>,
@@ -61,6 +74,7 @@ pub async fn watch(
     let mut secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
     let mut listing: Option<BTreeMap<String, BTreeMap<String, Vec<u8>>>> = None;
     let mut running: HashMap<String, Running> = HashMap::new();
+    let watchers = TaskTracker::new();
     let data = |s: Secret| {
         let name = s.metadata.name.unwrap_or_default();
         let data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
@@ -74,6 +88,8 @@ pub async fn watch(
         match event {
             None => break,
             Some(Err(e)) => {
+                let e = Error::from(e);
+                metrics.source_error(&local_name, e.metric_label());
                 tracing::warn!(namespace, error = %e, "watching remote secrets failed; the clusters found so far stay");
                 continue;
             }
@@ -127,13 +143,9 @@ pub async fn watch(
             }
             let client = match client_from_kubeconfig(kubeconfig).await {
                 Ok(c) => c,
-                Err(why) => {
-                    tracing::warn!(
-                        namespace,
-                        secret,
-                        cluster,
-                        "remote secret key {why}; cluster not watched"
-                    );
+                Err(e) => {
+                    metrics.source_error(&local_name, e.metric_label());
+                    tracing::warn!(namespace, secret, cluster, "{e}; cluster not watched");
                     continue;
                 }
             };
@@ -145,7 +157,7 @@ pub async fn watch(
                 break 'watching;
             }
             let stop = shutdown.child_token();
-            tokio::spawn(cluster::watch(
+            watchers.spawn(cluster::watch(
                 Cluster { id: id.clone(), client },
                 updates.clone(),
                 metrics.clone(),
@@ -157,4 +169,6 @@ pub async fn watch(
     for r in running.into_values() {
         r.stop.cancel();
     }
+    watchers.close();
+    watchers.wait().await;
 }

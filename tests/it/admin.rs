@@ -22,6 +22,7 @@ async fn endpoints_answer_and_metrics_move_with_queries() {
             "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
         ),
         se("bar", "bad", "{hosts: [\"*\"], addresses: [1.1.1.1]}"),
+        se("bar", "nohosts", "{addresses: [1.1.1.2]}"),
     ]
     .concat();
     let server = Server::start(&[("se.yaml", &entries)]).await;
@@ -58,9 +59,17 @@ async fn endpoints_answer_and_metrics_move_with_queries() {
         after.contains("globaldns_dns_answer_duration_seconds_bucket{"),
         "histogram"
     );
-    assert!(
-        after.contains("globaldns_entries_rejected_total{reason=\"host\"}"),
-        "rejected entries by reason"
+    // By the kind of fault: a missing spec.hosts is a missing field, not a bad host.
+    let rejected = |reason: &str| {
+        metric(
+            &after,
+            &format!("globaldns_entries_rejected_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(
+        (rejected("host"), rejected("missing_field")),
+        (1.0, 1.0),
+        "rejected entries by reason: {after}"
     );
     assert!(
         after.contains("globaldns_source_synced{cluster=\"files\"} 1"),

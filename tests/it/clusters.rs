@@ -4,13 +4,20 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use globaldns::app::{self, Running, ServeConfig, Sources};
 use globaldns::dns::server::Limits;
+use globaldns::metrics::Metrics;
+use globaldns::source::{Event, Update};
+use globaldns::sources::remote_secrets;
 use globaldns::table::TableSettings;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
 use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::kubeapi::{KubeApi, merged_kubeconfig};
 use crate::support::*;
@@ -86,6 +93,26 @@ impl Mesh {
 
 fn spec(host: &str, addresses: &[&str]) -> serde_json::Value {
     json!({"hosts": [host], "addresses": addresses, "resolution": "STATIC"})
+}
+
+/// The remote-secret watcher of `istio-system` in `local` (named `local`), sending to `updates`.
+async fn watch_remote_secrets(
+    local: &KubeApi,
+    updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let client = remote_secrets::client_from_kubeconfig(local.kubeconfig("local", "t").as_bytes())
+        .await
+        .unwrap();
+    tokio::spawn(remote_secrets::watch(
+        client,
+        "local".into(),
+        "istio-system".into(),
+        updates,
+        metrics,
+        shutdown,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,6 +317,80 @@ async fn dropped_watches_resume_and_410_relists() {
         local.requests()
     );
     mesh.stop().await;
+}
+
+/// A CRD version that stops being served (the watched version answers 404): discovery runs
+/// again, the watch moves to the version served now and lists it; the entries stay served
+/// meanwhile, and the failure is counted by its kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_stops_being_served_is_discovered_again() {
+    let local = KubeApi::start(&["v1beta1"]).await;
+    local.apply_se("a", "one", spec("one.global", &["240.0.0.1"]), None);
+    let mesh = Mesh::start(&[(&local, "local")], None, Duration::from_secs(10)).await;
+    mesh.until("one.global.", &["240.0.0.1"]).await;
+
+    // An Istio upgrade: v1 served, v1beta1 no longer.
+    local.set_versions(&["v1"]);
+    local.apply_se("a", "two", spec("two.global", &["240.0.0.2"]), None);
+    mesh.until("two.global.", &["240.0.0.2"]).await;
+    assert_eq!(mesh.a("one.global.").await.1, ["240.0.0.1"]);
+    assert!(
+        local
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("/apis/networking.istio.io/v1/serviceentries")),
+        "watching v1: {:#?}",
+        local.requests()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async { !mesh.stale("local") }).await,
+        "not stale once listed at v1"
+    );
+    let admin = mesh.running.admin_addr().unwrap();
+    let (_, text) = get(admin, "/metrics").await;
+    let series = "globaldns_source_errors_total{cluster=\"local\",error=\"not_found\"}";
+    assert!(metric(&text, series) >= 1.0, "{series}: {text}");
+    mesh.stop().await;
+}
+
+/// Shutting the remote-secret watcher down stops the cluster watchers it started, and it
+/// returns only once they have returned: here one is waiting to send into a full channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_cluster_watchers_are_stopped_and_awaited_on_shutdown() {
+    let (local, remote) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1"]).await);
+    remote.apply_se("b", "svc", spec("svc.global", &["240.0.1.1"]), None);
+    let label = json!({"istio/multiCluster": "true"});
+    let kubeconfig = remote.kubeconfig("east", "t");
+    local.apply_secret("istio-system", "east", label, &[("east", &kubeconfig)]);
+    let (updates, mut received) = mpsc::channel::<Update>(1);
+    let shutdown = CancellationToken::new();
+    let watching = watch_remote_secrets(&local, updates, Arc::new(Metrics::new()), shutdown.clone()).await;
+    let listed = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(u) = received.recv().await {
+            if matches!(u.event, Event::Listed(_)) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(listed, Ok(true), "the remote cluster is watched and listed");
+
+    // Two changes: the first fills the channel, the watcher waits to send the second.
+    remote.apply_se("b", "one", spec("one.global", &["240.0.1.2"]), None);
+    remote.apply_se("b", "two", spec("two.global", &["240.0.1.3"]), None);
+    assert!(eventually(Duration::from_secs(10), || std::future::ready(received.len() == 1)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), watching)
+        .await
+        .expect("returns on shutdown")
+        .unwrap();
+    assert!(
+        received.is_closed(),
+        "every cluster watcher has returned (and dropped its sender) by then"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,13 +672,9 @@ async fn stale_clears_when_a_failed_watch_resumes_without_any_change() {
 /// same cluster ID added back later is served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_update_of_a_removed_remote_cluster_is_dropped() {
-    use globaldns::metrics::Metrics;
     use globaldns::registry::Registry;
-    use globaldns::source::{Event, SourceId, SourceKey, Update};
-    use globaldns::sources::remote_secrets;
-    use std::sync::Arc;
-    use tokio::sync::{mpsc, watch};
-    use tokio_util::sync::CancellationToken;
+    use globaldns::source::{SourceId, SourceKey};
+    use tokio::sync::watch;
 
     let (local, remote) = (KubeApi::start(&["v1"]).await, KubeApi::start(&["v1"]).await);
     remote.apply_se("b", "svc", spec("svc.global", &["240.0.1.1"]), None);
@@ -594,17 +691,7 @@ async fn a_late_update_of_a_removed_remote_cluster_is_dropped() {
     let (to_registry, from_relay) = mpsc::channel::<Update>(64);
     let stopped = tokio::spawn(registry.run(from_relay, shutdown.clone()));
     let (to_relay, mut from_sources) = mpsc::channel::<Update>(64);
-    let client = remote_secrets::client_from_kubeconfig(local.kubeconfig("local", "t").as_bytes())
-        .await
-        .unwrap();
-    let watching = tokio::spawn(remote_secrets::watch(
-        client,
-        "local".into(),
-        "istio-system".into(),
-        to_relay,
-        metrics,
-        shutdown.clone(),
-    ));
+    let watching = watch_remote_secrets(&local, to_relay, metrics, shutdown.clone()).await;
     // The relay: the first instance's updates after its start are held until its removal has
     // been passed on, then delivered. It tells how many it holds, and when it let them go.
     let (held_tx, mut held) = watch::channel((0usize, false));

@@ -2,8 +2,9 @@
 //! kustomize`, what `kubectl apply -k` sends), every object validates against the Kubernetes
 //! schemas (kubernetes-validate, strict), the RBAC grants nothing beyond what the sources need,
 //! the Deployment is hardened and passes only flags the binary knows, the NetworkPolicy admits
-//! DNS from everywhere and the admin port from monitoring only, and deploy/smoke.sh passes
-//! against a live server and fails when it should.
+//! DNS from everywhere and the admin port from monitoring only, the Dockerfile ships the
+//! glibc release build as non-root at the path the Deployment runs, and deploy/smoke.sh
+//! passes against a live server and fails when it should.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -162,25 +163,14 @@ fn the_deployment_is_hardened_and_uses_real_flags() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
-    let help = Command::new(env!("CARGO_BIN_EXE_globaldns"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
+    let help = serve_help();
     let args: Vec<&str> = c["args"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert_eq!(args[0], "serve");
-    for flag in &args[1..] {
-        let flag = flag.split('=').next().unwrap();
-        assert!(
-            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
-            "{flag} is not a serve flag"
-        );
-    }
+    assert_serve_args(&args);
     for env in c["env"].as_array().unwrap() {
         let name = env["name"].as_str().unwrap();
         assert!(help.contains(&format!("env: {name}")), "{name} is not read by serve");
@@ -214,6 +204,153 @@ fn the_deployment_is_hardened_and_uses_real_flags() {
         readme.contains("kubectl apply -k deploy/"),
         "the README deploys what deploy/ holds"
     );
+}
+
+/// `globaldns serve --help`.
+fn serve_help() -> String {
+    let help = Command::new(env!("CARGO_BIN_EXE_globaldns"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    String::from_utf8(help.stdout).unwrap()
+}
+
+/// `args` are `serve` and flags it knows.
+fn assert_serve_args(args: &[&str]) {
+    let help = serve_help();
+    assert_eq!(args[0], "serve");
+    for flag in &args[1..] {
+        let flag = flag.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{flag} is not a serve flag"
+        );
+    }
+}
+
+/// The Dockerfile's instructions as (keyword, arguments), continuation lines joined and
+/// comments dropped.
+fn dockerfile() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let joined = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|l| l.trim().split_once(' '))
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The image ships the build every figure is measured on: a release binary against glibc, on
+/// a base of the same Debian release as the build stage (so the glibc it runs on is the one
+/// it was linked against) that holds every library the binary needs, at the path the
+/// Deployment runs (it gives only args: the image's ENTRYPOINT runs), as the non-root user
+/// the Deployment names. Images cannot be built here (no image registry); this is what can be
+/// checked without building one.
+#[test]
+fn the_image_ships_the_measured_glibc_build_as_non_root() {
+    let instructions = dockerfile();
+    let all = |keyword: &str| -> Vec<&str> {
+        instructions
+            .iter()
+            .filter(|(k, _)| k == keyword)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let from = all("FROM");
+    assert_eq!(from.len(), 2, "a build stage and the image: {from:?}");
+    let (build, stage) = from[0].split_once(" AS ").expect("a named build stage");
+    let base = from[1];
+    // Debian releases by codename (the Rust images) and by number (distroless).
+    let release = |image: &str| {
+        [("bookworm", "debian12"), ("trixie", "debian13")]
+            .into_iter()
+            .find(|(codename, number)| image.contains(codename) || image.contains(number))
+            .map(|(_, number)| number)
+    };
+    assert!(
+        build.starts_with("rust:") && release(build).is_some(),
+        "built with glibc on Debian: {build}"
+    );
+    assert!(
+        base.starts_with("gcr.io/distroless/cc-") && base.ends_with(":nonroot"),
+        "a minimal glibc base (distroless cc: glibc, libgcc, CA certificates), non-root: {base}"
+    );
+    assert_eq!(release(base), release(build), "the glibc it was linked against");
+    let dockerfile_text = format!("{instructions:?}").to_ascii_lowercase();
+    for foreign in ["musl", "alpine", "static"] {
+        assert!(!dockerfile_text.contains(foreign), "{foreign} in the Dockerfile");
+    }
+    assert!(
+        all("RUN")
+            .iter()
+            .any(|r| r.starts_with("cargo build --release --locked --bin globaldns ")),
+        "the release profile, the locked dependencies: {:?}",
+        all("RUN")
+    );
+
+    let copy = all("COPY");
+    let from_build = format!("--from={stage} ");
+    let installed = copy
+        .iter()
+        .find_map(|c| c.strip_prefix(&from_build))
+        .and_then(|c| c.split_whitespace().nth(1))
+        .expect("the binary copied from the build stage");
+    let entrypoint: Vec<String> = serde_json::from_str(all("ENTRYPOINT")[0]).unwrap();
+    assert_eq!(entrypoint, [installed], "the image runs the binary it ships");
+
+    let objects = render();
+    let pod = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert!(
+        container["command"].is_null(),
+        "the Deployment runs the image's ENTRYPOINT"
+    );
+    let user = all("USER");
+    let (uid, gid) = user[0].split_once(':').expect("USER uid:gid");
+    let (uid, gid): (i64, i64) = (uid.parse().unwrap(), gid.parse().unwrap());
+    assert_ne!(uid, 0, "not root");
+    assert_eq!(
+        (uid, gid),
+        (
+            pod["securityContext"]["runAsUser"].as_i64().unwrap(),
+            pod["securityContext"]["runAsGroup"].as_i64().unwrap()
+        ),
+        "the user the Deployment runs as"
+    );
+    let cmd: Vec<String> = serde_json::from_str(all("CMD")[0]).unwrap();
+    assert_serve_args(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Every library the binary loads is in the base: glibc's and libgcc's, nothing else.
+    require("ldd");
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_globaldns"))
+        .output()
+        .unwrap();
+    let libraries = String::from_utf8(out.stdout).unwrap();
+    for line in libraries.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let name = name.rsplit('/').next().unwrap();
+        assert!(
+            [
+                "linux-vdso.so",
+                "ld-linux-",
+                "libc.so",
+                "libm.so",
+                "libgcc_s.so",
+                "libpthread.so",
+                "libdl.so",
+                "librt.so"
+            ]
+            .iter()
+            .any(|known| name.starts_with(known)),
+            "{name} is not in the base image: {libraries}"
+        );
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! - what `kubectl` also needs ([`objects`]): core discovery, one object's get, create and
 //!   delete, field selectors;
 //! - faults: dropped watches (the connection is cut), 500 errors, full outages (connections
-//!   refused and cut) and return.
+//!   refused and cut) and return, CRD versions that stop being served (404).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -280,6 +280,13 @@ impl KubeApi {
         if failing {
             self.drop_connections();
         }
+    }
+
+    /// Serves ServiceEntries at `versions` from now on (a CRD version starts or stops being
+    /// served); open connections are cut, as an API server ends the watches of a changed CRD.
+    pub(crate) fn set_versions(&self, versions: &[&str]) {
+        self.state.lock().unwrap().versions = versions.iter().map(|v| v.to_string()).collect();
+        self.drop_connections();
     }
 
     /// Paths requested so far.
