@@ -77,7 +77,7 @@ pub enum StartError {
     #[error(transparent)]
     Listen(#[from] BindError),
     /// The admin address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -94,14 +94,14 @@ pub enum StartError {
         reason: String,
     },
     /// The UDP threads could not be started.
-    #[error("cannot start the UDP threads: {source}")]
+    #[error("cannot start the UDP threads")]
     Serve {
         /// Why.
         #[source]
         source: io::Error,
     },
     /// The registry's thread could not be started.
-    #[error("cannot start the registry: {source}")]
+    #[error("cannot start the registry")]
     Registry {
         /// Why.
         #[source]

@@ -67,7 +67,7 @@ impl Default for Limits {
 
 /// An address that could not be listened on.
 #[derive(Debug, Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}")]
 pub struct BindError {
     /// The address.
     pub addr: SocketAddr,

@@ -8,24 +8,38 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use thiserror::Error;
 
-/// An `--upstream` that is not an IP or IP:PORT, or names an interface that does not exist.
+/// An `--upstream` that is not an IP or IP:PORT, names an interface that does not exist, or
+/// could never be dialled: port 0, or a link-local IPv6 address without its interface.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("upstream {0:?} is not an IP or IP:PORT (a link-local IPv6 address with an existing %interface)")]
+#[error(
+    "upstream {0:?} is not a usable IP or IP:PORT (port 1-65535, a link-local IPv6 address with an existing %interface)"
+)]
 pub struct BadUpstream(pub String);
+
+/// Whether `addr` can be dialled at all: not port 0 (nothing answers there), and a link-local IPv6 address (fe80::/10) only with its zone (RFC 4007 §6: without
+/// one, `connect` fails with EINVAL and every forward to it would fail).
+fn dialable(addr: &SocketAddr) -> bool {
+    let link_local_without_zone = match addr {
+        SocketAddr::V6(v6) => (v6.ip().segments()[0] & 0xffc0) == 0xfe80 && v6.scope_id() == 0,
+        SocketAddr::V4(_) => false,
+    };
+    addr.port() != 0 && !link_local_without_zone
+}
 
 /// Parses `IP` (port 53) or `IP:PORT` (`[v6]:PORT` for IPv6); an IPv6 address may carry a
 /// zone, `fe80::1%eth0` or `[fe80::1%eth0]:53` (an interface name or index).
 pub fn parse_upstream(text: &str) -> Result<SocketAddr, BadUpstream> {
     let bad = || BadUpstream(text.into());
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if let Some(rest) = text.strip_prefix('[') {
+    let addr = if let Ok(addr) = text.parse::<SocketAddr>() {
+        addr
+    } else if let Some(rest) = text.strip_prefix('[') {
         let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
         let port = port.parse::<u16>().map_err(|_| bad())?;
-        return host_with_zone(host, port).ok_or_else(bad);
-    }
-    host_with_zone(text, 53).ok_or_else(bad)
+        host_with_zone(host, port).ok_or_else(bad)?
+    } else {
+        host_with_zone(text, 53).ok_or_else(bad)?
+    };
+    if dialable(&addr) { Ok(addr) } else { Err(bad()) }
 }
 
 /// `IP` or `IPv6%zone`, at `port`.
@@ -63,7 +77,15 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
             if addr.is_none() && word.contains('%') && word.split('%').next()?.parse::<Ipv6Addr>().is_ok() {
                 tracing::warn!(nameserver = word, "resolv.conf: no such interface; nameserver skipped");
             }
-            addr
+            let addr = addr?;
+            if !dialable(&addr) {
+                tracing::warn!(
+                    nameserver = word,
+                    "resolv.conf: cannot be dialled (a link-local address needs its %interface); nameserver skipped"
+                );
+                return None;
+            }
+            Some(addr)
         })
         .collect()
 }
@@ -92,6 +114,16 @@ mod tests {
         assert!(parse_upstream("1.2.3.4:99999").is_err());
         assert!(parse_upstream("[fe80::1%lo]").is_err(), "brackets need a port");
         assert!(parse_upstream("10.0.0.1%lo").is_err(), "zones are IPv6's");
+    }
+
+    #[test]
+    fn upstreams_that_could_never_answer_are_refused() {
+        for bad in ["fe80::1", "[fe80::1]:53", "febf::1", "127.0.0.1:0", "[::1]:0"] {
+            assert_eq!(parse_upstream(bad), Err(BadUpstream(bad.into())), "{bad}");
+        }
+        assert!(parse_upstream("fec0::1").is_ok(), "not link-local");
+        let got = resolv_conf_nameservers("nameserver fe80::1\nnameserver 10.96.0.10\n");
+        assert_eq!(got, vec!["10.96.0.10:53".parse::<SocketAddr>().unwrap()]);
     }
 
     #[test]
