@@ -51,6 +51,7 @@ fn entries(n: usize) -> Vec<Entry> {
                 spec_addresses_given: true,
                 created: None,
                 status_addresses: Vec::new(),
+                ports: Vec::new(),
                 resolution_none: false,
                 export: Export::Mesh,
                 warnings: Vec::new(),

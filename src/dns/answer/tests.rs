@@ -134,7 +134,10 @@ struct Case {
     authority: &'static [&'static str],
 }
 
-const SOA_RR: &str = "global. 30 SOA ns.dns.global. hostmaster.global. 2024 3600 600 86400 30";
+/// The apex SOA as an answer: TTL `--ttl`, MINIMUM `--negative-ttl` (default 5).
+const SOA_RR: &str = "global. 30 SOA ns.dns.global. hostmaster.global. 2024 3600 600 86400 5";
+/// The SOA of a negative answer: TTL min(SOA TTL, MINIMUM) (RFC 2308 §3).
+const SOA_NEG: &str = "global. 5 SOA ns.dns.global. hostmaster.global. 2024 3600 600 86400 5";
 
 #[test]
 fn answers_row_by_row() {
@@ -153,28 +156,28 @@ fn answers_row_by_row() {
             qtype: AAAA,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "httpbin.bar.global.",
             qtype: MX,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "httpbin.bar.global.",
             qtype: TXT,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "httpbin.bar.global.",
             qtype: SOA,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "dual.global.",
@@ -195,7 +198,7 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         // Hosts that no rule gives an address, and wildcards without addresses, are not
         // names, and make no empty non-terminals (RFC 8020).
@@ -204,42 +207,42 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "bare.global.",
             qtype: AAAA,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "a.deep.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "deep.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "x.nowhere.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "nowhere.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "bare.shop.global.",
@@ -260,14 +263,14 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "x.httpbin.bar.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "api.shop.global.",
@@ -288,7 +291,7 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "global.",
@@ -309,7 +312,7 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "global.",
@@ -659,4 +662,6 @@ fn garbage_never_panics_and_replies_always_parse() {
     }
 }
 
+mod derived;
+mod extended_errors;
 mod oracle;
