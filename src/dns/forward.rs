@@ -33,8 +33,8 @@ mod channel;
 
 use channel::Channels;
 
-use super::answer::{Transport, error_reply};
-use super::wire::{self, rcode};
+use super::answer::{Transport, error_reply, error_reply_with_ede};
+use super::wire::{self, ede, rcode};
 use crate::metrics::{self, ForwardResult, Metrics};
 
 /// How long an upstream that failed is tried only after the healthy ones.
@@ -235,6 +235,8 @@ impl Forwarder {
     async fn attempts(&self, query: &[u8], transport: Transport, deadline: Instant, out: &mut Vec<u8>) {
         let mut msg = query.to_vec();
         let order = self.order();
+        // RFC 8914: 23 once an attempt failed with a network error, else 22 (timeouts).
+        let mut failure = ede::NO_REACHABLE_AUTHORITY;
         'attempts: for upstream in order.iter().cycle().take(order.len() * 8) {
             let now = Instant::now();
             if now >= deadline {
@@ -250,6 +252,7 @@ impl Forwarder {
                 Err(e) => {
                     let e = AttemptError::Io(e);
                     self.mark_down(upstream, &e);
+                    failure = ede::NETWORK_ERROR;
                     continue;
                 }
             };
@@ -274,7 +277,7 @@ impl Forwarder {
             return;
         }
         tracing::debug!("every upstream failed: SERVFAIL");
-        error_reply(query, rcode::SERVFAIL, true, out);
+        error_reply_with_ede(query, rcode::SERVFAIL, true, Some(failure), out);
     }
 
     fn mark_down(&self, upstream: &Upstream, error: &AttemptError) {
