@@ -430,6 +430,32 @@ mod tests {
     }
 
     #[test]
+    fn extended_errors_are_counted_by_code() {
+        let m = Metrics::new();
+        let mut tally = Tally::default();
+        // A header with one additional record, then an OPT ending in an EDE option.
+        let with = |code: u16| {
+            let mut reply = vec![0, 0, 0x81, 0x82, 0, 0, 0, 0, 0, 0, 0, 1];
+            reply.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2]);
+            reply.extend_from_slice(&code.to_be_bytes());
+            reply
+        };
+        for code in [3, 3, 22, 99] {
+            tally.response(&with(code));
+        }
+        // An OPT without options, as most replies end: none.
+        tally.response(&[
+            0, 0, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0,
+        ]);
+        m.add(Transport::Udp, Path::Authoritative, &mut tally, Duration::ZERO);
+        let text = m.encode(&[]);
+        for (code, n) in [("3", 2), ("22", 1), ("other", 1), ("14", 0)] {
+            let series = format!("globaldns_dns_extended_errors_total{{code=\"{code}\"}} {n}");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+    }
+
+    #[test]
     fn encodes_with_the_prefix_and_bounded_labels() {
         let m = Metrics::new();
         let mut tally = Tally::default();
