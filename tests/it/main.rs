@@ -19,4 +19,5 @@ mod kubectl;
 mod listen;
 mod monitoring;
 mod peers;
+mod records;
 mod truncation;
