@@ -7,8 +7,12 @@
 //! (AAAA of a v4-only name), NXDOMAIN, a wildcard match, each without and with EDNS(0), and
 //! a host with 40 A records: over UDP without EDNS more than 512 bytes (truncated), over TCP
 //! whole.
-//! Table building is measured at 1k and 100k entries. Under `cargo test --bench answer` each
-//! benchmark runs once, as a smoke test.
+//! SRV and PTR (issue 14) on the 1k table with named ports and the reverse zone
+//! `240.in-addr.arpa`: an SRV answer with its additional A record, a PTR answer, NXDOMAIN in
+//! the reverse zone, a stale answer (EDE 3), and the plain hit on that table (three zones to
+//! match instead of one).
+//! Table building is measured at 1k and 100k entries (and 1k with ports and the reverse zone).
+//! Under `cargo test --bench answer` each benchmark runs once, as a smoke test.
 
 #![allow(missing_docs)]
 
@@ -21,7 +25,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use globaldns::serviceentry::{Entry, EntryId, Export};
+use globaldns::serviceentry::{Entry, EntryId, Export, Port, Protocol};
 use globaldns::table::{SourceInput, Table, TableSettings, build};
 use wire::query;
 
@@ -51,6 +55,7 @@ fn entries(n: usize) -> Vec<Entry> {
                 spec_addresses_given: true,
                 created: None,
                 status_addresses: Vec::new(),
+                ports: Vec::new(),
                 resolution_none: false,
                 export: Export::Mesh,
                 warnings: Vec::new(),
@@ -71,15 +76,40 @@ fn many() -> Entry {
 }
 
 fn table(entries: &[Entry]) -> Table {
-    let settings = TableSettings::new(&["global"]).unwrap();
+    table_in(&["global"], entries)
+}
+
+fn table_in(zones: &[&str], entries: &[Entry]) -> Table {
+    let settings = TableSettings::new(zones).unwrap();
     let name: Arc<str> = "bench".into();
     build(&settings, &[SourceInput { name: &name, entries }], 1, true)
 }
 
+/// `entries(n)`, each with the named ports `http` (80) and `grpc` (9000).
+fn with_ports(n: usize) -> Vec<Entry> {
+    let mut entries = entries(n);
+    for e in &mut entries {
+        e.ports = [("http", 80), ("grpc", 9000)]
+            .map(|(name, number)| Port {
+                name: name.into(),
+                number,
+                protocol: Protocol::Tcp,
+            })
+            .to_vec();
+    }
+    entries
+}
+
+/// Zones of the SRV/PTR rows: the addresses of `entries` are 240.0.x.y.
+const REVERSE: [&str; 3] = ["global", "240.in-addr.arpa", "ip6.arpa"];
+
 fn answer_path(c: &mut Criterion) {
     let small = table(&[entries(1_000), vec![many()]].concat());
     let large = table(&entries(100_000));
-    let cases: [(&str, &Table, &str, u16, Transport); 8] = [
+    let derived = table_in(&REVERSE, &with_ports(1_000));
+    let stale = derived.clone().with_stale(Arc::new(["bench".into()]));
+    // svc-4's address: 0xF000_0000 + 4 × 4 = 240.0.0.16.
+    let cases: [(&str, &Table, &str, u16, Transport); 13] = [
         ("hit", &small, "svc-4.ns-4.global", 1, Transport::Udp),
         ("multi", &small, "sVc-7.Ns-7.global", 1, Transport::Udp),
         ("nodata", &small, "svc-5.ns-5.global", 28, Transport::Udp),
@@ -88,6 +118,11 @@ fn answer_path(c: &mut Criterion) {
         ("hit-100k", &large, "svc-54321.ns-21.global", 1, Transport::Udp),
         ("many-40", &small, "many.global", 1, Transport::Udp),
         ("many-40-tcp", &small, "many.global", 1, Transport::Tcp),
+        ("srv", &derived, "_http._tcp.svc-4.ns-4.global", 33, Transport::Udp),
+        ("ptr", &derived, "16.0.0.240.in-addr.arpa", 12, Transport::Udp),
+        ("ptr-nxdomain", &derived, "17.0.0.240.in-addr.arpa", 12, Transport::Udp),
+        ("stale", &stale, "svc-4.ns-4.global", 1, Transport::Udp),
+        ("hit-3-zones", &derived, "svc-4.ns-4.global", 1, Transport::Udp),
     ];
     let mut group = c.benchmark_group("answer");
     let mut rng = Shuffler::new(7);
@@ -97,6 +132,9 @@ fn answer_path(c: &mut Criterion) {
             let msg = query(0x1234, name, qtype, edns);
             let outcome = answer(table, &msg, transport, Mode::default(), &mut rng, &mut out);
             assert_eq!(outcome, Outcome::Reply, "{case}");
+            if matches!(case, "srv" | "ptr" | "stale" | "hit-3-zones") {
+                assert!(out[7] > 0, "{case}: an answer");
+            }
             let label = if edns { format!("{case}/edns") } else { case.to_string() };
             group.bench_function(label, |b| {
                 b.iter(|| answer(table, black_box(&msg), transport, Mode::default(), &mut rng, &mut out))
@@ -115,6 +153,14 @@ fn table_build(c: &mut Criterion) {
             b.iter_batched(|| (), |()| table(black_box(&input)), BatchSize::PerIteration)
         });
     }
+    let input = with_ports(1_000);
+    group.bench_function("1000-srv-ptr", |b| {
+        b.iter_batched(
+            || (),
+            |()| table_in(&REVERSE, black_box(&input)),
+            BatchSize::PerIteration,
+        )
+    });
     group.finish();
 }
 

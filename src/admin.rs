@@ -8,6 +8,8 @@
 //! - `GET /debug/records`: the table as JSON, each host with its addresses, source and the
 //!   entries (namespace/name) and rules they came from.
 //! - `GET /debug/sources`: each source's status as JSON.
+//! - `GET /debug/explain?name=N&type=T`: what the server answers for a name and why, as JSON
+//!   ([`explain`]); 400 for a malformed name or type.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use crate::records;
 use crate::source::Status;
 use crate::table::Table;
 
+pub mod explain;
+
 /// What the endpoint reads.
 #[derive(Debug, Clone)]
 pub struct AdminState {
@@ -35,6 +39,9 @@ pub struct AdminState {
     pub status: Arc<ArcSwap<Status>>,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether names outside the served zones are forwarded (else REFUSED): what `explain`
+    /// says of them.
+    pub forwarding: bool,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -49,8 +56,8 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", format!("{value:#}\n"))
 }
 
-/// Answers one admin request.
-pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+/// Answers one admin request for `path` with the query string `query` (empty if none).
+pub fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
@@ -79,10 +86,17 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
             StatusCode::OK,
             serde_json::json!({ "sources": state.status.load().sources() }),
         ),
+        "/debug/explain" => match explain::Question::from_query(query) {
+            Ok(q) => json(
+                StatusCode::OK,
+                explain::explain(&state.table.load(), state.forwarding, &q),
+            ),
+            Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e.to_string() })),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: /healthz /readyz /metrics /debug/records /debug/sources\n".into(),
+            "not found: /healthz /readyz /metrics /debug/records /debug/sources /debug/explain\n".into(),
         ),
     }
 }
@@ -105,7 +119,8 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
         let (state, shutdown) = (state.clone(), shutdown.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = route(&state, req.method(), req.uri().path());
+                let uri = req.uri();
+                let response = route(&state, req.method(), uri.path(), uri.query().unwrap_or(""));
                 async move { Ok::<_, Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

@@ -315,6 +315,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
             table: handle.clone(),
             status: published.status.clone(),
             metrics: metrics.clone(),
+            forwarding: config.forward.is_some(),
         };
         tasks.spawn(admin::serve(listener, state, shutdown.clone()));
     }

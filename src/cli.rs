@@ -44,6 +44,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the current table from the sources, as a zone file or JSON.
     Records(RecordsArgs),
+    /// Say why a running server answers a name as it does (asks its admin endpoint).
+    Explain(ExplainArgs),
 }
 
 /// Log formats.
@@ -69,6 +71,9 @@ pub struct TableArgs {
     /// TTL of answers, in seconds.
     #[arg(long, env = "GLOBALDNS_TTL", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     pub ttl: u32,
+    /// SOA MINIMUM of every zone, the TTL of negative answers (when below --ttl), in seconds.
+    #[arg(long, env = "GLOBALDNS_NEGATIVE_TTL", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
+    pub negative_ttl: u32,
     /// Addresses for entries that have none: Istio 1.17–1.24's allocation (`istio-legacy`).
     #[arg(long, env = "GLOBALDNS_AUTO_ALLOCATE", value_enum, default_value_t = AutoAllocate::None)]
     pub auto_allocate: AutoAllocate,
@@ -88,6 +93,7 @@ impl TableArgs {
     pub fn settings(&self) -> Result<TableSettings, SettingsError> {
         let mut settings = TableSettings::new(&self.zones)?;
         settings.ttl = self.ttl;
+        settings.negative_ttl = self.negative_ttl;
         settings.export = self.export_to;
         settings.skip_resolution_none = self.skip_resolution_none;
         settings.default_address = self.default_address;
@@ -227,6 +233,21 @@ pub struct RecordsArgs {
     /// Output format.
     #[arg(long, env = "GLOBALDNS_FORMAT", value_enum, default_value_t = Format::Zone)]
     pub format: Format,
+}
+
+/// `globaldns explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The name asked (`httpbin.bar.global`, `_http._tcp.httpbin.bar.global`,
+    /// `2.0.0.240.in-addr.arpa`).
+    pub name: String,
+    /// The query type: a name (A, AAAA, SRV, PTR, ANY, …) or a number.
+    #[arg(long = "type", env = "GLOBALDNS_TYPE", default_value = "A")]
+    pub qtype: String,
+    /// The running server's admin endpoint, HOST:PORT as `serve --admin` takes it (a wildcard
+    /// address reaches the server on this host).
+    #[arg(long, env = "GLOBALDNS_ADMIN", default_value = "127.0.0.1:8080")]
+    pub admin: SocketAddr,
 }
 
 /// A command line that parses but cannot be served.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use globaldns::cli::{CheckArgs, Cli, Command, Format, LogFormat, RecordsArgs, ServeArgs};
+use globaldns::admin::explain;
+use globaldns::cli::{CheckArgs, Cli, Command, ExplainArgs, Format, LogFormat, RecordsArgs, ServeArgs};
 use globaldns::sources::files::FileSource;
 use globaldns::table::{self, SourceInput, TableSettings};
 use globaldns::{app, records};
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
         Command::Records(args) => print_records(args),
+        Command::Explain(args) => print_explanation(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("globaldns: {e:#}");
@@ -110,4 +112,26 @@ fn print_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{:#}", records::json(&table)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks a running server's admin endpoint why it answers a name as it does; exit 1 when the
+/// question is malformed (HTTP 400), 2 when the server cannot be asked.
+fn print_explanation(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let (status, body) = runtime.block_on(explain::fetch(args.admin, &args.name, &args.qtype))?;
+    let value: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("{} answered HTTP {status} with no JSON: {body}", args.admin))?;
+    match status {
+        200 => {
+            print!("{}", explain::render(&value));
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("globaldns: {}", value["error"].as_str().unwrap_or(&body));
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::dns::answer::Transport;
+use crate::dns::wire::{self, ede};
 use crate::serviceentry::Reason;
 use crate::source::SourceStatus;
 
@@ -41,6 +42,14 @@ const QTYPES: [(u16, &str); 11] = [
 ];
 /// Response codes counted by name (the header's four bits); others are `other`.
 const RCODES: [&str; 6] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
+/// Extended DNS Errors counted (RFC 8914 INFO-CODEs globaldns sends; others are `other`).
+const EDES: [(u16, &str); 5] = [
+    (ede::STALE_ANSWER, "3"),
+    (ede::NOT_READY, "14"),
+    (ede::PROHIBITED, "18"),
+    (ede::NO_REACHABLE_AUTHORITY, "22"),
+    (ede::NETWORK_ERROR, "23"),
+];
 
 /// How an answer was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +81,11 @@ struct RequestLabels {
 struct ResponseLabels {
     rcode: &'static str,
     path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdeLabels {
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +137,7 @@ struct SourceErrorLabels {
 pub struct Tally {
     requests: [u64; QTYPES.len() + 1],
     responses: [u64; RCODES.len() + 1],
+    extended_errors: [u64; EDES.len() + 1],
 }
 
 impl Tally {
@@ -140,6 +155,10 @@ impl Tally {
             .get(3)
             .map_or(RCODES.len(), |b| ((b & 0x0f) as usize).min(RCODES.len()));
         self.responses[rcode] += 1;
+        if let Some(code) = wire::extended_error(response) {
+            let i = EDES.iter().position(|(c, _)| *c == code).unwrap_or(EDES.len());
+            self.extended_errors[i] += 1;
+        }
     }
 }
 
@@ -159,6 +178,7 @@ pub struct Metrics {
     registry: Registry,
     requests: [[Counter; QTYPES.len() + 1]; 2],
     responses: [[Counter; RCODES.len() + 1]; 2],
+    extended_errors: [Counter; EDES.len() + 1],
     durations: [Durations; 2],
     forwards: Family<ForwardLabels, Counter>,
     forward_overload: Counter,
@@ -219,6 +239,16 @@ impl Metrics {
             })
         });
         let durations = paths.map(|path| durations_family.get_or_create(&PathLabels { path }).clone());
+        let edes_family = Family::<EdeLabels, Counter>::default();
+        let extended_errors = std::array::from_fn(|i| {
+            let code = EDES.get(i).map_or("other", |(_, code)| code);
+            edes_family.get_or_create(&EdeLabels { code }).clone()
+        });
+        registry.register(
+            "dns_extended_errors",
+            "Responses carrying an Extended DNS Error (RFC 8914), by INFO-CODE: 3 stale answer, 14 not ready, 18 prohibited, 22 no reachable authority, 23 network error",
+            edes_family,
+        );
         registry.register(
             "dns_requests",
             "DNS queries received, by protocol and query type",
@@ -312,6 +342,7 @@ impl Metrics {
             registry,
             requests,
             responses,
+            extended_errors,
             durations,
             forwards,
             forward_overload,
@@ -361,6 +392,11 @@ impl Metrics {
         }
         if responses > 0 {
             self.durations[path as usize].observe(took, responses);
+        }
+        for (counter, n) in self.extended_errors.iter().zip(&mut tally.extended_errors) {
+            if *n > 0 {
+                counter.inc_by(std::mem::take(n));
+            }
         }
     }
 
@@ -566,6 +602,32 @@ mod tests {
             !text.contains("reason=\"host\""),
             "spec.hosts missing is no bad host: {text}"
         );
+    }
+
+    #[test]
+    fn extended_errors_are_counted_by_code() {
+        let m = Metrics::new();
+        let mut tally = Tally::default();
+        // A header with one additional record, then an OPT ending in an EDE option.
+        let with = |code: u16| {
+            let mut reply = vec![0, 0, 0x81, 0x82, 0, 0, 0, 0, 0, 0, 0, 1];
+            reply.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2]);
+            reply.extend_from_slice(&code.to_be_bytes());
+            reply
+        };
+        for code in [3, 3, 22, 99] {
+            tally.response(&with(code));
+        }
+        // An OPT without options, as most replies end: none.
+        tally.response(&[
+            0, 0, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0,
+        ]);
+        m.add(Transport::Udp, Path::Authoritative, &mut tally, Duration::ZERO);
+        let text = m.encode(&[]);
+        for (code, n) in [("3", 2), ("22", 1), ("other", 1), ("14", 0)] {
+            let series = format!("globaldns_dns_extended_errors_total{{code=\"{code}\"}} {n}");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 
     #[test]

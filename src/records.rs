@@ -2,13 +2,15 @@
 //! `records` and `/debug/records`.
 //!
 //! The zone file loads into other DNS servers unchanged (the load benchmark serves the same
-//! data from Knot DNS and NSD with it); provenance is written as comments.
+//! data from Knot DNS and NSD with it); provenance is written as comments. SRV records follow
+//! the hosts of their zone; a reverse zone lists its PTR records.
 
 use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::table::{Rule, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table};
+use crate::table::derived::{SRV_PRIORITY, SRV_WEIGHT};
+use crate::table::{RecordData, Rule, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table};
 
 fn rule_name(rule: Rule) -> &'static str {
     match rule {
@@ -23,6 +25,7 @@ fn rule_name(rule: Rule) -> &'static str {
 /// The table as a zone file, one `$ORIGIN`-free block per zone.
 pub fn zone_file(table: &Table) -> String {
     let ttl = table.ttl();
+    let minimum = table.negative_ttl();
     let mut out = String::new();
     for zone in table.zones() {
         let z = &zone.name;
@@ -30,7 +33,7 @@ pub fn zone_file(table: &Table) -> String {
         let _ = writeln!(out, "; zone {z}, serial {serial}");
         let _ = writeln!(
             out,
-            "{z}.\t{ttl}\tIN\tSOA\tns.dns.{z}. hostmaster.{z}. {serial} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {ttl}"
+            "{z}.\t{ttl}\tIN\tSOA\tns.dns.{z}. hostmaster.{z}. {serial} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {minimum}"
         );
         let _ = writeln!(out, "{z}.\t{ttl}\tIN\tNS\tns.dns.{z}.");
         for host in table.hosts().iter().filter(|h| &h.zone == z) {
@@ -48,6 +51,21 @@ pub fn zone_file(table: &Table) -> String {
             }
             for a in &host.aaaa {
                 let _ = writeln!(out, "{}.\t{ttl}\tIN\tAAAA\t{a}\t; {from}", host.name);
+            }
+        }
+        for record in table.records(zone) {
+            match record.data {
+                RecordData::Srv { port, target } => {
+                    let _ = writeln!(
+                        out,
+                        "{}.\t{ttl}\tIN\tSRV\t{SRV_PRIORITY} {SRV_WEIGHT} {port} {target}.",
+                        record.owner
+                    );
+                }
+                RecordData::Ptr(target) => {
+                    let _ = writeln!(out, "{}.\t{ttl}\tIN\tPTR\t{target}.", record.owner);
+                }
+                RecordData::A(_) | RecordData::Aaaa(_) => {}
             }
         }
     }
@@ -68,14 +86,29 @@ pub fn zone_file(table: &Table) -> String {
     out
 }
 
-/// The table as JSON: zones, hosts with their origins, conflicts and skipped hosts.
+/// The table as JSON: zones, hosts with their origins and ports, the SRV and PTR records,
+/// conflicts and skipped hosts.
 pub fn json(table: &Table) -> serde_json::Value {
+    let (mut srv, mut ptr) = (Vec::new(), Vec::new());
+    for record in table.zones().iter().flat_map(|z| table.records(z)) {
+        match record.data {
+            RecordData::Srv { port, target } => srv.push(json!({
+                "name": record.owner, "priority": SRV_PRIORITY, "weight": SRV_WEIGHT, "port": port, "target": target,
+            })),
+            RecordData::Ptr(target) => ptr.push(json!({ "name": record.owner, "target": target })),
+            RecordData::A(_) | RecordData::Aaaa(_) => {}
+        }
+    }
     json!({
         "serials": table.serials().collect::<std::collections::BTreeMap<_, _>>(),
         "ttl": table.ttl(),
+        "negative_ttl": table.negative_ttl(),
         "synced": table.synced(),
+        "stale": table.stale(),
         "zones": table.zones(),
         "hosts": table.hosts(),
+        "srv": srv,
+        "ptr": ptr,
         "conflicts": table.conflicts(),
         "skipped": table.skipped(),
     })

@@ -23,6 +23,9 @@
 //!   the tasks that act on changes (NOTIFY).
 //! - The `globaldns_ready` gauge is set with every status it publishes (the timer's decisions
 //!   included): 1 exactly when `/readyz`, reading that status, answers 200.
+//! - Which sources are stale is published with the table ([`Table::with_stale`]), so that an
+//!   answer knows whether its source is, from the one snapshot it reads; a change of
+//!   staleness publishes the same table again, serial unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -74,6 +77,8 @@ pub struct Registry {
     applied: usize,
     /// Whether the status changed since it was last published.
     status_changed: bool,
+    /// The stale sources the published table carries.
+    stale: Arc<[Arc<str>]>,
 }
 
 fn unix_now() -> u32 {
@@ -109,6 +114,7 @@ impl Registry {
             batch_started: None,
             applied: 0,
             status_changed: false,
+            stale: Arc::new([]),
         }
     }
 
@@ -253,8 +259,19 @@ impl Registry {
     /// since the last publish are recomputed; new conflicts are logged; the serial changes
     /// when served records do), then the status if it changed.
     pub fn publish(&mut self) {
+        let stale: Arc<[Arc<str>]> = self
+            .sources
+            .values()
+            .filter(|t| t.status.stale)
+            .map(|t| t.status.name.clone())
+            .collect();
+        let stale_changed = stale != self.stale;
+        self.stale = stale;
         if let Some(started) = self.batch_started.take() {
             self.publish_table(started);
+        } else if stale_changed {
+            let table = Arc::unwrap_or_clone(self.published.load_full()).with_stale(self.stale.clone());
+            self.published.store(Arc::new(table));
         }
         if std::mem::take(&mut self.status_changed) {
             let status = Status::new(self.sources.values().map(|t| t.status.clone()).collect());
@@ -277,7 +294,7 @@ impl Registry {
                 "conflict: sources disagree on a host's addresses; the higher source is served"
             );
         }
-        let table = Arc::new(self.live.table_at(versions, synced));
+        let table = Arc::new(self.live.table_at(versions, synced).with_stale(self.stale.clone()));
         self.published.store(table.clone());
         self.watch.send_replace(table.clone());
         for (key, entries) in self.live.sources() {

@@ -1,8 +1,9 @@
 //! The Istio `ServiceEntry` as globaldns uses it.
 //!
 //! `networking.istio.io` v1, v1beta1 and v1alpha3 share one schema; only `metadata.name`,
-//! `metadata.namespace`, `spec.hosts`, `spec.addresses`, `spec.resolution`, `spec.exportTo`
-//! and `status.addresses` matter for DNS, every other field is ignored. A resource is
+//! `metadata.namespace`, `spec.hosts`, `spec.addresses`, `spec.ports` (for SRV records),
+//! `spec.resolution`, `spec.exportTo` and `status.addresses` matter for DNS, every other
+//! field is ignored. A resource is
 //! stripped into an [`Entry`] the moment it is read (from a file or a watcher): nothing
 //! downstream sees serde or kube types.
 //!
@@ -41,12 +42,47 @@ pub struct Entry {
     pub created: Option<String>,
     /// `status.addresses` with the host each was allocated for (lower-case).
     pub status_addresses: Vec<(String, IpAddr)>,
+    /// `spec.ports` whose names are DNS labels (those give SRV records), in order, each once.
+    pub ports: Vec<Port>,
     /// `spec.resolution` is NONE (the default when absent).
     pub resolution_none: bool,
     /// Where `spec.exportTo` makes the entry visible.
     pub export: Export,
     /// Warnings found while stripping that do not reject the entry (a wide CIDR skipped).
     pub warnings: Vec<String>,
+}
+
+/// A named port of an entry, as an SRV record names it (`_<name>._<protocol>.<host>`, RFC 2782).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Port {
+    /// `spec.ports[i].name` in lower case: a DNS label of at most 62 letters, digits and
+    /// hyphens (63 with the `_` the SRV owner puts before it).
+    pub name: Arc<str>,
+    /// `spec.ports[i].number`, 1–65535.
+    pub number: u16,
+    /// The SRV owner's protocol label.
+    pub protocol: Protocol,
+}
+
+/// The protocol label of an SRV owner: `_udp` for Istio protocol UDP, `_tcp` for every
+/// other (HTTP, gRPC, TLS, … all run over TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `_tcp`.
+    Tcp,
+    /// `_udp`.
+    Udp,
+}
+
+impl Protocol {
+    /// The label, without its underscore.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// `namespace/name` of a ServiceEntry.
@@ -136,6 +172,23 @@ pub struct Spec {
     /// `spec.exportTo`.
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// `spec.ports`.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+}
+
+/// One of `spec.ports`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PortSpec {
+    /// `name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `number` (Istio's type is uint32; 0 when absent, which is invalid).
+    #[serde(default)]
+    pub number: u32,
+    /// `protocol` (`HTTP`, `TCP`, `UDP`, …; case-insensitive as Istio reads it).
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// `status` of a ServiceEntry.
@@ -202,6 +255,27 @@ impl Resource {
                 )),
             }
         }
+        let mut ports: Vec<Port> = Vec::with_capacity(spec.ports.len());
+        for (i, p) in spec.ports.iter().enumerate() {
+            let number =
+                validate::port_number(p.number).map_err(|e| reject(Reason::Schema(format!("spec.ports[{i}]: {e}"))))?;
+            let name = p.name.as_deref().unwrap_or("");
+            if !validate::is_srv_label(name) {
+                warnings.push(format!(
+                    "spec.ports[{i}].name {name:?} is not a DNS label (letters, digits, hyphens; at most 62): no SRV record for port {number}"
+                ));
+                continue;
+            }
+            let udp = p.protocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("UDP"));
+            let port = Port {
+                name: name.to_ascii_lowercase().into(),
+                number,
+                protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+            };
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         let resolution_none = validate::resolution_is_none(spec.resolution.as_ref()).map_err(|e| reject(e.into()))?;
         let export = validate::export_to(&spec.export_to).map_err(|e| reject(e.into()))?;
         let mut status_addresses = Vec::new();
@@ -218,6 +292,7 @@ impl Resource {
             created: self.metadata.creation_timestamp,
             addresses,
             status_addresses,
+            ports,
             resolution_none,
             export,
             warnings,

@@ -10,8 +10,8 @@
 //! a watcher that is being stopped may still deliver one.
 //!
 //! What the registry publishes of every source is a [`Status`] snapshot: what `/readyz`,
-//! `/debug/sources` and the metrics read, and which sources are stale, small enough to be
-//! read per query without a lock or an allocation ([`Status::is_stale`]).
+//! `/debug/sources` and the metrics read. Which sources are stale is published with the table
+//! too ([`crate::table::Table::is_stale`]), where the answer path reads it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,15 +200,12 @@ impl SourceStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     sources: Vec<SourceStatus>,
-    /// Names of the stale sources: almost always none.
-    stale: Box<[Arc<str>]>,
 }
 
 impl Status {
     /// The status of `sources`, in precedence order.
     pub fn new(sources: Vec<SourceStatus>) -> Self {
-        let stale = sources.iter().filter(|s| s.stale).map(|s| s.name.clone()).collect();
-        Status { sources, stale }
+        Status { sources }
     }
 
     /// Every source, in precedence order.
@@ -227,15 +224,15 @@ impl Status {
         self.sources.iter().filter(|s| s.waited_for()).map(|s| &*s.name)
     }
 
-    /// Whether the source named `source` (a table host's `source`) is stale. No lock, no
-    /// allocation: cheap enough for every answer.
+    /// Whether the source named `source` is stale (the answer path reads the table's own
+    /// copy: [`crate::table::Table::is_stale`]).
     pub fn is_stale(&self, source: &str) -> bool {
-        self.stale.iter().any(|s| **s == *source)
+        self.sources.iter().any(|s| s.stale && *s.name == *source)
     }
 
-    /// Whether any source is stale (a negative answer may then be).
+    /// Whether any source is stale.
     pub fn any_stale(&self) -> bool {
-        !self.stale.is_empty()
+        self.sources.iter().any(|s| s.stale)
     }
 }
 

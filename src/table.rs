@@ -7,18 +7,26 @@
 //! allocation.
 //!
 //! Invariants of a built table:
-//! - every host lies in exactly one zone, the most specific served zone containing it;
+//! - every host lies in exactly one zone, the most specific served zone containing it, and
+//!   never in a reverse zone (`in-addr.arpa.`, `ip6.arpa.`), which holds only PTR records;
+//! - the records derived from hosts ([`derived`]) are computed with them, at build time: each
+//!   SRV owner `_<port>._<proto>.<host>` holds its records and the host they point at, each
+//!   PTR owner in a reverse zone the hosts holding its address;
 //! - a name exists only where it owns records or lies above a name that does (RFC 1034 §3.1,
 //!   RFC 8020): a host that no rule gives an address, and a wildcard without addresses, are
 //!   kept for operators ([`Table::hosts`]) but are no names (NXDOMAIN) and make no empty
 //!   non-terminals;
-//! - every proper ancestor of a host with addresses (wildcard owners included) down to its
-//!   zone apex is an empty non-terminal unless it is such a host itself, so it answers
-//!   NODATA, never NXDOMAIN (RFC 8020 resolvers would otherwise drop the whole subtree);
+//! - every proper ancestor of an owner of records (a host with addresses, wildcard owners
+//!   included, an SRV or a PTR owner) down to its zone apex is an empty non-terminal unless
+//!   it owns records itself, so it answers NODATA, never NXDOMAIN (RFC 8020 resolvers would
+//!   otherwise drop the whole subtree);
+//! - which sources are stale is part of the snapshot ([`Table::with_stale`]): the answer path
+//!   reads it with the table, per query, without a lock; it changes no serial.
 //! - host and zone names are lower-case wire format; answers echo the query's own case.
 
 mod allocate;
 mod build;
+pub mod derived;
 mod live;
 mod zone;
 
@@ -30,9 +38,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::name;
-use crate::serviceentry::EntryId;
+use crate::serviceentry::{EntryId, Port};
 
 pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSettings, build};
+pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
+use live::Owner;
 pub use live::{Commit, Live, Source};
 pub use zone::{
     Delta, HISTORY_BYTES, HISTORY_CHANGES, HostChange, RData, Soa, Version, ZoneRecord, advance, host_records,
@@ -57,6 +67,9 @@ type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 pub struct Zone {
     /// Presentation name, lower case, no trailing dot (`global`).
     pub name: Arc<str>,
+    /// A reverse zone (at or below `in-addr.arpa` or `ip6.arpa`): it holds only the PTR
+    /// records of the table's addresses; ServiceEntry hosts inside it are ignored.
+    pub reverse: bool,
     #[serde(skip)]
     pub(crate) wire: Box<[u8]>,
 }
@@ -66,6 +79,11 @@ impl Zone {
     pub fn wire(&self) -> &[u8] {
         &self.wire
     }
+}
+
+/// The zone of a lower-case wire name: the first of `zones` (most specific first) holding it.
+pub(crate) fn zone_of<'z>(zones: &'z [Zone], wire: &[u8]) -> Option<&'z Zone> {
+    zones.iter().find(|z| name::suffix_offset(wire, &z.wire).is_some())
 }
 
 /// A served host name with its records and where they came from.
@@ -86,12 +104,21 @@ pub struct Host {
     /// Lower sources that give the host other addresses.
     #[serde(skip)]
     pub conflicts: Vec<Conflict>,
+    /// Named ports of the entries that gave it its addresses (their union, sorted): one SRV
+    /// record each, `_<name>._<protocol>.<host>`. Always empty for wildcards, which have none.
+    pub ports: Vec<Port>,
 }
 
 impl Host {
     /// Whether any rule gave it an address: only then is it a name in DNS.
     pub fn has_addresses(&self) -> bool {
         !self.a.is_empty() || !self.aaaa.is_empty()
+    }
+
+    /// Whether its address is `--default-address`, a placeholder shared by every entry
+    /// without one: such a host gets no PTR record.
+    pub fn has_default_address(&self) -> bool {
+        self.origins.iter().any(|o| o.rule == Rule::DefaultAddress)
     }
 
     /// Every address, v4 first.
@@ -174,7 +201,10 @@ pub struct Table {
     ttl: u32,
     /// Each zone's serial and recent changes, index-aligned with `zones`.
     versions: Arc<[Version]>,
+    negative_ttl: u32,
     synced: bool,
+    /// Names of the sources that are stale (serving last known entries): almost always none.
+    stale: Arc<[Arc<str>]>,
 }
 
 /// What the table knows of a (lower-case wire) query name.
@@ -182,12 +212,17 @@ pub struct Table {
 pub enum Lookup<'a> {
     /// In no served zone.
     OutOfZone,
-    /// The name exists: a host (exact or by wildcard), an empty non-terminal or an apex.
+    /// The name exists: a host (exact or by wildcard), an SRV or PTR owner, an empty
+    /// non-terminal or an apex. At most one of `host`, `srv`, `ptr` is given.
     Exists {
         /// Its zone.
         zone: &'a Zone,
-        /// The host whose records the name has, if any (it has addresses).
+        /// The host whose A and AAAA records the name has, if any (it has addresses).
         host: Option<&'a Host>,
+        /// The SRV records the name owns, if any.
+        srv: Option<&'a Srv>,
+        /// The PTR records the name owns, if any (in a reverse zone).
+        ptr: Option<&'a Ptr>,
         /// Whether the name is the zone apex.
         apex: bool,
     },
@@ -199,9 +234,9 @@ pub enum Lookup<'a> {
 }
 
 impl Table {
-    /// Looks up a lower-case wire name (DESIGN.md: exact host, then the most specific
-    /// wildcard, then empty non-terminal or apex, else NXDOMAIN; hosts and wildcards without
-    /// addresses are passed over, as no names).
+    /// Looks up a lower-case wire name (DESIGN.md: exact host, SRV or PTR owner, then the most
+    /// specific wildcard, then empty non-terminal or apex, else NXDOMAIN; hosts and wildcards
+    /// without addresses are passed over, as no names).
     pub fn lookup(&self, qname: &[u8]) -> Lookup<'_> {
         let Some((zone, apex_at)) = self
             .zones
@@ -213,30 +248,59 @@ impl Table {
         let apex = apex_at == 0;
         let hash = self.hasher.hash_one(qname);
         let node = self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *qname);
-        if let Some(host) = node.and_then(|n| n.host.as_deref()).filter(|h| h.has_addresses()) {
-            return Lookup::Exists {
-                zone,
-                host: Some(host),
-                apex,
-            };
+        let exists = |host, srv, ptr| Lookup::Exists {
+            zone,
+            host,
+            srv,
+            ptr,
+            apex,
+        };
+        match node.map(|n| &n.owner) {
+            Some(Owner::Host(host)) if host.has_addresses() => return exists(Some(host), None, None),
+            Some(Owner::Srv(srv)) => return exists(None, Some(srv), None),
+            Some(Owner::Ptr(ptr)) => return exists(None, None, Some(ptr)),
+            _ => {}
         }
-        if !self.wildcards.is_empty() {
+        if !self.wildcards.is_empty() && !zone.reverse {
             let wild = name::label_starts(qname)
                 .skip(1)
                 .take_while(|&start| start <= apex_at)
                 .find_map(|start| self.wildcards.get(&qname[start..]).filter(|h| h.has_addresses()));
             if let Some(host) = wild {
-                return Lookup::Exists {
-                    zone,
-                    host: Some(host),
-                    apex,
-                };
+                return exists(Some(host), None, None);
             }
         }
         if apex || node.is_some_and(|n| n.below > 0) {
-            return Lookup::Exists { zone, host: None, apex };
+            return exists(None, None, None);
         }
         Lookup::NxDomain { zone }
+    }
+
+    /// The host named exactly `wire` (a wildcard as `*.suffix`), with or without addresses:
+    /// what `explain` tells of a name (not for the query path).
+    pub fn host(&self, wire: &[u8]) -> Option<&Host> {
+        if let Some(suffix) = wire.strip_prefix(b"\x01*") {
+            return self.wildcards.get(suffix).map(|h| &**h);
+        }
+        let hash = self.hasher.hash_one(wire);
+        match &self.shards[live::shard_of(hash)]
+            .find(hash, |n| *n.wire == *wire)?
+            .owner
+        {
+            Owner::Host(host) => Some(host),
+            _ => None,
+        }
+    }
+
+    /// The wildcard host that would answer `wire`, addresses or not: the most specific
+    /// `*.suffix` it lies below within its zone (not for the query path).
+    pub fn wildcard_for(&self, wire: &[u8]) -> Option<&Host> {
+        let zone = zone_of(&self.zones, wire)?;
+        let apex_at = wire.len() - zone.wire.len();
+        name::label_starts(wire)
+            .skip(1)
+            .take_while(|&start| start <= apex_at)
+            .find_map(|start| self.wildcards.get(&wire[start..]).map(|h| &**h))
     }
 
     /// TTL of every record.
@@ -247,6 +311,37 @@ impl Table {
     /// Each zone's serial and recent changes, index-aligned with [`Table::zones`].
     pub fn versions(&self) -> &[Version] {
         &self.versions
+    }
+
+    /// SOA MINIMUM of every zone (`--negative-ttl`); negative answers carry the SOA with TTL
+    /// min(SOA TTL, MINIMUM) (RFC 2308 §3, §5).
+    pub fn negative_ttl(&self) -> u32 {
+        self.negative_ttl
+    }
+
+    /// The same table with `stale` as the names of the stale sources (the registry publishes
+    /// it so when a source's staleness changes: the serial stays).
+    pub fn with_stale(mut self, stale: Arc<[Arc<str>]>) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// Whether the source named `source` (a host's `source`) is stale: its last known entries
+    /// are served. No lock, no allocation; with no stale source, one length check.
+    pub fn is_stale(&self, source: &str) -> bool {
+        !self.stale.is_empty() && self.stale.iter().any(|s| **s == *source)
+    }
+
+    /// Whether any source is stale: a negative answer may then be wrong. Every source may hold
+    /// names of every zone, and a stale one may have gained names we have not heard of, so
+    /// this is "any source of the zone" for every zone.
+    pub fn any_stale(&self) -> bool {
+        !self.stale.is_empty()
+    }
+
+    /// The names of the stale sources.
+    pub fn stale(&self) -> &[Arc<str>] {
+        &self.stale
     }
 
     /// Whether the local cluster has synced once; before that in-zone queries get SERVFAIL.
@@ -271,7 +366,10 @@ impl Table {
             .shards
             .iter()
             .flat_map(|s| s.iter())
-            .filter_map(|n| n.host.as_deref());
+            .filter_map(|n| match &n.owner {
+                Owner::Host(host) => Some(&**host),
+                _ => None,
+            });
         let mut hosts: Vec<&Host> = names.chain(self.wildcards.values().map(|h| &**h)).collect();
         hosts.sort_by(|a, b| a.name.cmp(&b.name));
         hosts

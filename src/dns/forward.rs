@@ -46,8 +46,8 @@ pub use health::MAX_FAILS;
 use channel::{Channels, Done};
 use health::{Change, Health};
 
-use super::answer::{Transport, error_reply};
-use super::wire::{self, rcode};
+use super::answer::{Transport, error_reply, error_reply_with_ede};
+use super::wire::{self, ede, rcode};
 use crate::metrics::{self, ForwardResult, Metrics};
 
 /// How often an upstream that is down is probed (`. IN NS`), as CoreDNS's `health_check`.
@@ -118,6 +118,9 @@ struct Forward<R> {
     deadline: Instant,
     next: usize,
     attempts: usize,
+    /// The Extended DNS Error of its SERVFAIL (RFC 8914): 23 Network Error once an attempt
+    /// failed with a socket error, else 22 No Reachable Authority (timeouts, none up).
+    failure: u16,
     reply: R,
 }
 
@@ -224,6 +227,7 @@ impl Forwarder {
             deadline,
             next: 0,
             attempts: 0,
+            failure: ede::NO_REACHABLE_AUTHORITY,
             reply,
         });
     }
@@ -283,6 +287,10 @@ impl Forwarder {
             }
             Err(e) => {
                 self.failed(index, &AttemptError::Io(e));
+                let forward = Forward {
+                    failure: ede::NETWORK_ERROR,
+                    ..forward
+                };
                 self.attempt(forward);
             }
         }
@@ -352,7 +360,7 @@ where
     R: FnOnce(&mut [u8], Option<usize>),
 {
     let mut out = Vec::new();
-    error_reply(&forward.query, rcode::SERVFAIL, true, &mut out);
+    error_reply_with_ede(&forward.query, rcode::SERVFAIL, true, Some(forward.failure), &mut out);
     (forward.reply)(&mut out, None);
 }
 

@@ -33,8 +33,12 @@ pub mod rtype {
     pub const NS: u16 = 2;
     /// Start of authority.
     pub const SOA: u16 = 6;
+    /// Domain name pointer (reverse zones, RFC 1035 §3.5).
+    pub const PTR: u16 = 12;
     /// IPv6 address.
     pub const AAAA: u16 = 28;
+    /// Service location (RFC 2782).
+    pub const SRV: u16 = 33;
     /// EDNS(0) pseudo-record.
     pub const OPT: u16 = 41;
     /// Incremental zone transfer.
@@ -43,6 +47,35 @@ pub mod rtype {
     pub const AXFR: u16 = 252;
     /// Every type ("ANY", RFC 8482).
     pub const ANY: u16 = 255;
+}
+
+/// Extended DNS Error INFO-CODEs used here (RFC 8914 §4), in an OPT option of code
+/// [`ede::OPTION`], sent only to clients that sent EDNS.
+pub mod ede {
+    /// The EDNS option code of an Extended DNS Error.
+    pub const OPTION: u16 = 15;
+    /// 3: the answer comes from a source that is stale (its last known entries).
+    pub const STALE_ANSWER: u16 = 3;
+    /// 14: SERVFAIL before the first sync of the local cluster.
+    pub const NOT_READY: u16 = 14;
+    /// 18: a zone transfer refused.
+    pub const PROHIBITED: u16 = 18;
+    /// 22: forwarding failed, every upstream timed out or was down.
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    /// 23: forwarding failed with a network error (refused, unreachable).
+    pub const NETWORK_ERROR: u16 = 23;
+
+    /// The name RFC 8914 §5.2 gives a code, for people.
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            STALE_ANSWER => "Stale Answer",
+            NOT_READY => "Not Ready",
+            PROHIBITED => "Prohibited",
+            NO_REACHABLE_AUTHORITY => "No Reachable Authority",
+            NETWORK_ERROR => "Network Error",
+            _ => "Other",
+        }
+    }
 }
 
 /// Class IN.
@@ -241,6 +274,23 @@ pub fn answers(reply: &[u8], query: &[u8]) -> bool {
         && reply
             .get(HEADER_LEN..HEADER_LEN + q.question.len())
             .is_some_and(|r| r[..name.len()].eq_ignore_ascii_case(name) && r[name.len()..] == *type_and_class)
+}
+
+/// The Extended DNS Error (RFC 8914) of a response whose last record is an OPT holding one EDE
+/// option without EXTRA-TEXT, as globaldns writes them; `None` otherwise. No parse, no
+/// allocation: cheap enough to count every response.
+pub fn extended_error(reply: &[u8]) -> Option<u16> {
+    const OPT_WITH_EDE: usize = 17;
+    let n = reply.len();
+    if n < HEADER_LEN + OPT_WITH_EDE || reply[10..12] == [0, 0] {
+        return None;
+    }
+    let opt = &reply[n - OPT_WITH_EDE..];
+    let [root, t1, t2, .., l1, l2, c1, c2, o1, o2, i1, i2] = *opt else {
+        return None;
+    };
+    let ede = [root, t1, t2, l1, l2, c1, c2, o1, o2] == [0, 0, 41, 0, 6, 0, ede::OPTION as u8, 0, 2];
+    ede.then(|| u16::from_be_bytes([i1, i2]))
 }
 
 /// The QTYPE of a message with one uncompressed question, without parsing the rest (for

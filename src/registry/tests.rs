@@ -163,10 +163,17 @@ fn failed_makes_a_synced_source_stale_and_resumed_clears_it() {
     assert!(published.is_stale("local") && published.any_stale());
     assert_eq!(published.sources()[0].error.as_deref(), Some("watch failed"));
     assert!(published.ready(), "stale is still ready");
+    let table = r.table().load_full();
+    assert!(
+        table.is_stale("local") && table.any_stale() && !table.is_stale("loca"),
+        "staleness is published with the table, where answers read it"
+    );
+    assert_eq!(table.versions()[0].serial, serial, "staleness changes no serial");
 
     apply_all(&mut r, [id.says(Event::Resumed)]);
     let published = r.status().load_full();
     assert!(!published.is_stale("local") && !published.any_stale());
+    assert!(!r.table().load().any_stale(), "no longer stale in the table either");
     assert_eq!(published.sources()[0].error, None);
     assert_eq!(
         r.table().load().versions()[0].serial,

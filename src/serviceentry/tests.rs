@@ -381,3 +381,46 @@ fn large_files_are_not_cut_by_the_parser_budget() {
     }
     assert!(parse(&bomb, "default").is_err());
 }
+
+#[test]
+fn named_ports_for_srv_records() {
+    let e = one("spec:\n  hosts: [a.global]\n  ports:\n  - {name: HTTP-web, number: 8080, protocol: HTTP}\n  - {name: dns, number: 53, protocol: udp}\n  - {name: grpc, number: 9000}\n  - {name: under_score, number: 1}\n  - {number: 2}\n  - {name: http-web, number: 8080, protocol: TCP}\n  - {name: \"\", number: 3}\n").unwrap();
+    let ports: Vec<(&str, u16, Protocol)> = e.ports.iter().map(|p| (&*p.name, p.number, p.protocol)).collect();
+    assert_eq!(
+        ports,
+        [
+            ("http-web", 8080, Protocol::Tcp),
+            ("dns", 53, Protocol::Udp),
+            ("grpc", 9000, Protocol::Tcp),
+        ],
+        "lower case, UDP in any case, every other protocol TCP, each once"
+    );
+    assert_eq!(e.warnings.len(), 3, "{:?}", e.warnings);
+    assert!(e.warnings[0].contains("\"under_score\"") && e.warnings[0].contains("no SRV record for port 1"));
+    assert!(e.warnings[1].contains("\"\"") && e.warnings[2].contains("port 3"));
+    let long = "a".repeat(63);
+    let e = one(&format!(
+        "spec:\n  hosts: [a.global]\n  ports: [{{name: {long}, number: 1}}, {{name: {}, number: 2}}]\n",
+        &long[1..]
+    ))
+    .unwrap();
+    assert_eq!(e.ports.len(), 1, "`_` and 63 letters are one label too many");
+    assert_eq!(e.ports[0].number, 2);
+}
+
+#[test]
+fn a_port_number_outside_1_to_65535_rejects_the_entry() {
+    for bad in ["0", "65536", "-1", "http"] {
+        let err = one(&format!(
+            "spec:\n  hosts: [a.global]\n  addresses: [1.2.3.4]\n  ports: [{{name: http, number: {bad}}}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("port")
+                || err.to_string().contains("number")
+                || err.to_string().contains("invalid"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(one("spec:\n  hosts: [a.global]\n  ports: [{name: http, number: 65535}]\n").is_ok());
+}

@@ -223,6 +223,20 @@ pub(super) fn address(text: &str) -> Result<Option<IpAddr>, Reason> {
     }
 }
 
+/// `spec.ports[i].number`: 1–65535, as Istio's `ValidatePort` requires.
+pub(super) fn port_number(number: u32) -> Result<u16, String> {
+    match u16::try_from(number) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("port number {number} is not between 1 and 65535")),
+    }
+}
+
+/// Whether a port name can be an SRV owner's first label once prefixed with `_` (RFC 2782):
+/// a DNS label (letters, digits, inner hyphens) of at most 62 characters.
+pub(super) fn is_srv_label(name: &str) -> bool {
+    name.len() < 63 && is_label(name)
+}
+
 /// `spec.resolution`: true for NONE (also when absent). Names and protobuf numbers accepted.
 pub(super) fn resolution_is_none(value: Option<&serde_json::Value>) -> Result<bool, BadResolution> {
     use serde_json::Value;

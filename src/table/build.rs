@@ -9,7 +9,7 @@ use thiserror::Error;
 use super::live::{Live, Source};
 use super::{Conflict, Host, Origin, Rule, Skipped, Table, Zone, allocate};
 use crate::name;
-use crate::serviceentry::{Entry, Export, normalize_host};
+use crate::serviceentry::{Entry, Export, Port, normalize_host};
 
 /// Which entries `exportTo` lets us serve (`--export-to`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -37,6 +37,9 @@ pub struct TableSettings {
     zones: Vec<Zone>,
     /// TTL of every answer and of the SOA (`--ttl`).
     pub ttl: u32,
+    /// SOA MINIMUM of every zone, the TTL of negative answers when lower than `ttl`
+    /// (`--negative-ttl`, RFC 2308 §4).
+    pub negative_ttl: u32,
     /// `--export-to`.
     pub export: ExportMode,
     /// `--skip-resolution-none`.
@@ -78,8 +81,12 @@ impl TableSettings {
             if wire.len() == 1 {
                 return Err(SettingsError::RootZone);
             }
+            let reverse = [&b"\x07in-addr\x04arpa\x00"[..], b"\x03ip6\x04arpa\x00"]
+                .iter()
+                .any(|arpa| name::suffix_offset(&wire, arpa).is_some());
             let zone = Zone {
                 name: name::to_text(&wire).trim_end_matches('.').into(),
+                reverse,
                 wire: wire.into(),
             };
             if !parsed.contains(&zone) {
@@ -94,6 +101,7 @@ impl TableSettings {
         Ok(TableSettings {
             zones: parsed,
             ttl: 30,
+            negative_ttl: 5,
             export: ExportMode::Mesh,
             skip_resolution_none: false,
             default_address: None,
@@ -120,13 +128,15 @@ pub struct SourceInput<'a> {
 pub(super) type Allocation = HashMap<String, (Ipv4Addr, Ipv6Addr)>;
 
 /// A host's records within one source.
-pub(super) struct Acc {
+pub(super) struct Acc<'e> {
     host: Host,
     /// Per origin: may it get `--default-address` (resolution is not NONE)?
     fallback: Vec<bool>,
+    /// Per origin: the ports of its entry.
+    ports: Vec<&'e [Port]>,
 }
 
-impl Acc {
+impl Acc<'_> {
     fn add(&mut self, addresses: &[IpAddr]) {
         for ip in addresses {
             match ip {
@@ -201,12 +211,15 @@ pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &E
             skipped.push(skip(host, "not a domain name"));
             continue;
         };
-        if !settings
-            .zones
-            .iter()
-            .any(|z| name::suffix_offset(&wire, &z.wire).is_some())
-        {
+        let Some(zone) = super::zone_of(&settings.zones, &wire) else {
             continue; // outside every served zone: not ours
+        };
+        if zone.reverse {
+            skipped.push(skip(
+                host,
+                "in a reverse zone, which holds only the PTR records of the table's addresses",
+            ));
+            continue;
         }
         if host.starts_with('*') && !host.starts_with("*.") {
             skipped.push(skip(host, "partial wildcard (`*foo.`) has no DNS equivalent"));
@@ -228,7 +241,7 @@ pub(super) fn source_host<'e>(
     zone: &Zone,
     entries: impl Iterator<Item = &'e Entry>,
     allocated: &Allocation,
-) -> Acc {
+) -> Acc<'e> {
     let mut acc = Acc {
         host: Host {
             name: host.to_owned(),
@@ -238,8 +251,10 @@ pub(super) fn source_host<'e>(
             source: source.clone(),
             origins: Vec::new(),
             conflicts: Vec::new(),
+            ports: Vec::new(),
         },
         fallback: Vec::new(),
+        ports: Vec::new(),
     };
     for entry in entries {
         let names_host = |w: &&String| w.strip_suffix('.').unwrap_or(w).eq_ignore_ascii_case(host);
@@ -268,6 +283,7 @@ pub(super) fn source_host<'e>(
                 rule,
             });
             acc.fallback.push(!entry.resolution_none);
+            acc.ports.push(&entry.ports);
         }
     }
     // Rule 3: a host that no entry gave an address gets the default address, unless every
@@ -283,13 +299,26 @@ pub(super) fn source_host<'e>(
             }
         }
     }
+    // SRV: the named ports of the entries that gave the host its addresses, their union.
+    if !host.starts_with('*') {
+        let supplying = acc
+            .host
+            .origins
+            .iter()
+            .zip(&acc.ports)
+            .filter(|(o, _)| o.rule != Rule::NoAddress);
+        let mut ports: Vec<Port> = supplying.flat_map(|(_, ports)| ports.iter().cloned()).collect();
+        ports.sort();
+        ports.dedup();
+        acc.host.ports = ports;
+    }
     acc
 }
 
 /// One host across sources, highest precedence first: the highest source that has addresses
 /// wins, and a lower one with other addresses is a [`Conflict`]. A host no source gives
 /// addresses is kept (for operators) but is no name in DNS. `None` when no source names it.
-pub(super) fn merge(accs: impl IntoIterator<Item = Acc>) -> Option<Host> {
+pub(super) fn merge<'e>(accs: impl IntoIterator<Item = Acc<'e>>) -> Option<Host> {
     let mut accs = accs.into_iter();
     let mut won = accs.next()?;
     for acc in accs {

@@ -8,6 +8,9 @@
 //! shard; the first write to a shard after a publish copies that shard only, so publishing
 //! one change costs a shard copy (a few hundred names), whatever the table's size.
 //!
+//! A host's derived records (SRV owners, PTR owners in reverse zones: [`derived`](super::derived))
+//! are brought up to date with it in the same commit (`live/derive.rs`).
+//!
 //! Exceptions, by nature: `--auto-allocate istio-legacy` numbers all of a source's entries
 //! together, so a change to such a source recomputes every host that source names; and a
 //! whole set replaced (a relist, a file reloaded) is compared entry by entry first, so only
@@ -20,21 +23,55 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use super::build::{Allocation, allocation, merge, named_hosts, source_host};
-use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Version, Zone};
+use super::derived::{Ptr, Srv};
+use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Version, Zone, zone_of};
 use crate::name;
 use crate::serviceentry::{Entry, EntryId};
 
 /// Copy-on-write shards of the name index.
 pub(super) const SHARDS: usize = 256;
 
-/// A name in the index: a host, an empty non-terminal, or both (a host with hosts below).
-/// A host without addresses is held for operators but is a name only when `below > 0`.
+/// What a name of the index owns.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Owner {
+    /// Nothing: an empty non-terminal.
+    #[default]
+    None,
+    /// A host (held for operators even without addresses: then it is a name only when
+    /// `below > 0`).
+    Host(Arc<Host>),
+    /// SRV records (`_<port>._<proto>.<host>`).
+    Srv(Arc<Srv>),
+    /// PTR records (in a reverse zone).
+    Ptr(Arc<Ptr>),
+}
+
+impl Owner {
+    /// Whether it owns records (a host only with addresses).
+    fn has_records(&self) -> bool {
+        match self {
+            Owner::None => false,
+            Owner::Host(host) => host.has_addresses(),
+            Owner::Srv(_) | Owner::Ptr(_) => true,
+        }
+    }
+
+    fn host(&self) -> Option<&Arc<Host>> {
+        match self {
+            Owner::Host(host) => Some(host),
+            _ => None,
+        }
+    }
+}
+
+/// A name in the index: an owner, an empty non-terminal, or both (an owner with owners below).
 #[derive(Debug, Clone)]
 pub(super) struct Node {
     pub(super) wire: Arc<[u8]>,
     hash: u64,
-    pub(super) host: Option<Arc<Host>>,
-    /// Hosts with addresses (wildcards included) strictly below this name within its zone.
+    pub(super) owner: Owner,
+    /// Owners of records (hosts with addresses, wildcards included, SRV and PTR owners)
+    /// strictly below this name within its zone.
     pub(super) below: u32,
 }
 
@@ -386,13 +423,15 @@ impl<K: Source> Live<K> {
             skipped: self.skipped.clone(),
             ttl: self.settings.ttl,
             versions,
+            negative_ttl: self.settings.negative_ttl,
             synced,
+            stale: Arc::new([]),
         }
     }
 
     fn recompute(&mut self, wire: &Arc<[u8]>) {
         let settings = &self.settings;
-        let zone = self.zones.iter().find(|z| name::suffix_offset(wire, &z.wire).is_some());
+        let zone = zone_of(&self.zones, wire);
         let host = name::to_text(wire);
         let host = host.trim_end_matches('.');
         let accs: Vec<_> = self
@@ -408,12 +447,19 @@ impl<K: Source> Live<K> {
         let old = if wildcard {
             self.wildcards.get(&wire[2..]).cloned()
         } else {
-            self.node(wire).and_then(|n| n.host.clone())
+            self.node(wire).and_then(|n| n.owner.host().cloned())
         };
         if old.as_deref() == new.as_ref() {
             return;
         }
-        let served = |h: Option<&Host>| h.filter(|h| h.has_addresses()).map(|h| (h.a.clone(), h.aaaa.clone()));
+        // The records served, whatever their order (answers are shuffled anyway).
+        let served = |h: Option<&Host>| {
+            h.filter(|h| h.has_addresses()).map(|h| {
+                let mut addresses = h.addresses();
+                addresses.sort();
+                addresses
+            })
+        };
         let served_changed = served(old.as_deref()) != served(new.as_ref());
         self.commit.records_changed |= served_changed;
         if let Some(host) = &new
@@ -436,17 +482,7 @@ impl<K: Source> Live<K> {
         // Only a host with addresses is a name, and makes its ancestors empty non-terminals.
         let is_name = |h: Option<&Host>| i64::from(h.is_some_and(Host::has_addresses));
         let name_change = is_name(new.as_ref()) - is_name(old.as_deref());
-        if name_change != 0 {
-            let zone_len = zone.map_or(1, |z| z.wire.len());
-            for start in name::label_starts(wire).skip(1) {
-                if wire.len() - start <= zone_len {
-                    break;
-                }
-                self.update_node(&wire[start..], None, |n| {
-                    n.below = (n.below as i64 + name_change) as u32
-                });
-            }
-        }
+        self.count_below(wire, name_change);
         let new = new.map(Arc::new);
         if served_changed {
             self.commit.changed.push((old.clone(), new.clone()));
@@ -458,7 +494,25 @@ impl<K: Source> Live<K> {
                 None => wildcards.remove(&wire[2..]),
             };
         } else {
-            self.update_node(wire, Some(wire), |n| n.host = new);
+            let owner = new.clone().map_or(Owner::None, Owner::Host);
+            self.update_node(wire, Some(wire), |n| n.owner = owner);
+            self.commit.records_changed |= self.derive(wire, old.as_ref(), new.as_ref());
+        }
+    }
+
+    /// Adds `change` to the count of owners below each proper ancestor of `wire` within its
+    /// zone (each created as an empty non-terminal when missing, removed when it ends up
+    /// owning nothing with nothing below).
+    fn count_below(&mut self, wire: &[u8], change: i64) {
+        if change == 0 {
+            return;
+        }
+        let zone_len = zone_of(&self.zones, wire).map_or(1, |z| z.wire.len());
+        for start in name::label_starts(wire).skip(1) {
+            if wire.len() - start <= zone_len {
+                break;
+            }
+            self.update_node(&wire[start..], None, |n| n.below = (n.below as i64 + change) as u32);
         }
     }
 
@@ -476,12 +530,12 @@ impl<K: Source> Live<K> {
         let mut occupied = entry.or_insert_with(|| Node {
             wire: shared.cloned().unwrap_or_else(|| wire.into()),
             hash,
-            host: None,
+            owner: Owner::None,
             below: 0,
         });
         let node = occupied.get_mut();
         f(node);
-        if node.host.is_none() && node.below == 0 {
+        if matches!(node.owner, Owner::None) && node.below == 0 {
             occupied.remove();
         }
     }
@@ -496,5 +550,6 @@ fn fits_one_message(host: &Host, wire_len: usize) -> bool {
     host.a.len() <= room / 16 && host.aaaa.len() <= room / 28
 }
 
+mod derive;
 #[cfg(test)]
 mod tests;

@@ -593,3 +593,5 @@ fn a_host_too_large_for_one_message_is_warned_about_once_per_build() {
         "a host that just fits is not warned about: {text}"
     );
 }
+
+mod derived;

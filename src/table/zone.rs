@@ -36,6 +36,15 @@ pub enum RData {
     A(Ipv4Addr),
     /// An IPv6 address.
     Aaaa(Ipv6Addr),
+    /// `SRV 0 100 <port> <target>.` (RFC 2782; the target without its trailing dot).
+    Srv {
+        /// The port.
+        port: u16,
+        /// The host it points at.
+        target: Arc<str>,
+    },
+    /// `PTR <target>.` (the target without its trailing dot).
+    Ptr(Arc<str>),
 }
 
 /// One record of a zone (class IN, TTL the table's).
@@ -54,6 +63,8 @@ impl ZoneRecord {
             RData::Ns(n) => n.len() + 2,
             RData::A(_) => 4,
             RData::Aaaa(_) => 16,
+            RData::Srv { target, .. } => target.len() + 2 + 6,
+            RData::Ptr(target) => target.len() + 2,
         };
         self.owner.len() + 2 + 10 + data
     }
@@ -65,10 +76,26 @@ pub fn host_records(host: &Host) -> impl Iterator<Item = ZoneRecord> + '_ {
     let served = host.has_addresses();
     let a = host.a.iter().map(|ip| RData::A(*ip));
     let aaaa = host.aaaa.iter().map(|ip| RData::Aaaa(*ip));
-    a.chain(aaaa).filter(move |_| served).map(move |data| ZoneRecord {
+    let addresses = a.chain(aaaa).filter(move |_| served).map(move |data| ZoneRecord {
         owner: owner.clone(),
         data,
-    })
+    });
+    // Its SRV records, as `derived::srv_owners` makes them for the answer path: an exact host
+    // with addresses, one per named port (an owner too long for a name is left out there and here).
+    let target: Arc<str> = host.name.as_str().into();
+    let srv = host
+        .ports
+        .iter()
+        .filter(move |_| served && !host.name.starts_with("*."))
+        .map(move |p| ZoneRecord {
+            owner: format!("_{}._{}.{}", p.name, p.protocol.label(), host.name).into(),
+            data: RData::Srv {
+                port: p.number,
+                target: target.clone(),
+            },
+        })
+        .filter(|r| r.owner.len() < 254);
+    addresses.chain(srv)
 }
 
 /// The SOA of a zone (RFC 1035 §3.3.13), names in presentation form without trailing dot.
@@ -250,7 +277,7 @@ impl Table {
             refresh: SOA_REFRESH,
             retry: SOA_RETRY,
             expire: SOA_EXPIRE,
-            minimum: self.ttl,
+            minimum: self.negative_ttl,
             ttl: self.ttl,
         }
     }
@@ -258,17 +285,29 @@ impl Table {
     /// The records of `zone` as a secondary holds them, SOA aside: the apex NS, then every
     /// host's records ([`host_records`]), sorted (walks the zone: not for the query path).
     pub fn zone_records(&self, zone: &Zone) -> Vec<ZoneRecord> {
+        use super::RecordData;
         let ns = ZoneRecord {
             owner: zone.name.clone(),
             data: RData::Ns(format!("ns.dns.{}", zone.name).into()),
         };
         let mut records: Vec<ZoneRecord> = self
-            .hosts()
+            .records(zone)
             .into_iter()
-            .filter(|h| h.zone == zone.name)
-            .flat_map(host_records)
+            .map(|r| ZoneRecord {
+                owner: r.owner.into(),
+                data: match r.data {
+                    RecordData::A(ip) => RData::A(ip),
+                    RecordData::Aaaa(ip) => RData::Aaaa(ip),
+                    RecordData::Srv { port, target } => RData::Srv {
+                        port,
+                        target: target.into(),
+                    },
+                    RecordData::Ptr(target) => RData::Ptr(target.into()),
+                },
+            })
             .collect();
         records.sort();
+        records.dedup();
         records.insert(0, ns);
         records
     }

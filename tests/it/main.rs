@@ -19,5 +19,6 @@ mod kubectl;
 mod listen;
 mod monitoring;
 mod peers;
+mod records;
 mod transfer;
 mod truncation;

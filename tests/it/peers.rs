@@ -1,12 +1,17 @@
 //! End to end with real DNS software from Debian, wired as in a cluster (README "Wiring"):
 //! Knot DNS plays kube-dns (serving `cluster.local.`) behind globaldns; unbound (a
 //! `stub-zone` for `global`, `harden-below-nxdomain`, 0x20 on) and dnsmasq
-//! (`server=/global/…`) play the cluster DNS in front of it. Queried with `dig`.
+//! (`server=/global/…`) play the cluster DNS in front of it. Queried with `dig`. SRV and
+//! reverse names go through unbound's stub zones to globaldns, whose upstream is that very
+//! unbound, as in a cluster: nothing loops.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use globaldns::dns::server::Limits;
+use globaldns::table::TableSettings;
 
 use crate::support::*;
 
@@ -104,6 +109,62 @@ fn knot_queries(conf: &Path) -> u64 {
         .sum()
 }
 
+/// cluster.local as kube-dns serves it.
+const CLUSTER_LOCAL: &str = "$ORIGIN cluster.local.\n$TTL 5\n@ SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n\
+     @ NS ns.dns\nns.dns A 10.96.0.10\nkubernetes.default.svc A 10.96.0.1\n";
+
+/// Knot DNS on `port` serving `zones` (name, zone file text), with query statistics; and its
+/// configuration file, for [`knot_queries`].
+fn knot(dir: &Path, port: u16, zones: &[(&str, &str)]) -> (Daemon, std::path::PathBuf) {
+    let d = dir.display();
+    let mut conf = format!(
+        "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\ndatabase:\n  storage: \"{d}\"\n\
+         log:\n  - target: stderr\n    any: warning\nmod-stats:\n  - id: counts\n    request-protocol: on\n\
+         template:\n  - id: default\n    storage: \"{d}\"\n    global-module: mod-stats/counts\nzone:\n"
+    );
+    for (zone, text) in zones {
+        std::fs::write(dir.join(format!("{zone}.zone")), text).unwrap();
+        conf.push_str(&format!("  - domain: {zone}\n    file: \"{d}/{zone}.zone\"\n"));
+    }
+    let path = dir.join("knot.conf");
+    std::fs::write(&path, conf).unwrap();
+    let daemon = spawn(
+        "knotd",
+        Command::new("knotd").arg("-c").arg(&path),
+        &dir.join("knot.log"),
+    );
+    (daemon, path)
+}
+
+/// unbound on `port` as a cluster DNS: a `stub-zone` for each of `stubs` (zone, port on
+/// 127.0.0.1), `harden-below-nxdomain`, 0x20 and QNAME minimisation on, and unbound's
+/// built-in empty reverse zones (RFC 6303) off for the stubbed ones.
+fn unbound(dir: &Path, port: u16, stubs: &[(&str, u16)]) -> Daemon {
+    let d = dir.display();
+    let mut conf = format!(
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  do-daemonize: no\n  use-syslog: no\n\
+         logfile: \"\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n\
+         do-not-query-localhost: no\n  harden-below-nxdomain: yes\n  qname-minimisation: yes\n  use-caps-for-id: yes\n\
+         module-config: \"iterator\"\n  access-control: 127.0.0.0/8 allow\n"
+    );
+    for (zone, _) in stubs.iter().filter(|(z, _)| z.ends_with(".arpa")) {
+        conf.push_str(&format!("  local-zone: \"{zone}.\" nodefault\n"));
+    }
+    conf.push_str("remote-control:\n  control-enable: no\n");
+    for (zone, stub) in stubs {
+        conf.push_str(&format!(
+            "stub-zone:\n  name: \"{zone}\"\n  stub-addr: 127.0.0.1@{stub}\n"
+        ));
+    }
+    let path = dir.join("unbound.conf");
+    std::fs::write(&path, conf).unwrap();
+    spawn(
+        "unbound",
+        Command::new("unbound").arg("-d").arg("-c").arg(&path),
+        &dir.join("unbound.log"),
+    )
+}
+
 fn entries() -> String {
     [
         se(
@@ -128,32 +189,10 @@ async fn behind_unbound_and_dnsmasq_in_front_of_knot() {
         require(tool);
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
     let [knot_port, unbound_port, dnsmasq_port] = free_ports::<3>();
 
     // kube-dns: Knot serving cluster.local.
-    std::fs::write(
-        dir.path().join("cluster.local.zone"),
-        "$ORIGIN cluster.local.\n$TTL 5\n@ SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n\
-         @ NS ns.dns\nns.dns A 10.96.0.10\nkubernetes.default.svc A 10.96.0.1\n",
-    )
-    .unwrap();
-    let knot_conf = dir.path().join("knot.conf");
-    std::fs::write(
-        &knot_conf,
-        format!(
-            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{knot_port}\ndatabase:\n  storage: \"{d}\"\n\
-             log:\n  - target: stderr\n    any: warning\nmod-stats:\n  - id: counts\n    request-protocol: on\n\
-             template:\n  - id: default\n    storage: \"{d}\"\n    global-module: mod-stats/counts\n\
-             zone:\n  - domain: cluster.local\n    file: \"{d}/cluster.local.zone\"\n"
-        ),
-    )
-    .unwrap();
-    let mut knot = spawn(
-        "knotd",
-        Command::new("knotd").arg("-c").arg(&knot_conf),
-        &dir.path().join("knot.log"),
-    );
+    let (mut knot, knot_conf) = knot(dir.path(), knot_port, &[("cluster.local", CLUSTER_LOCAL)]);
     wait_ready(&mut knot, knot_port, "kubernetes.default.svc.cluster.local");
 
     // globaldns, forwarding to Knot.
@@ -162,23 +201,10 @@ async fn behind_unbound_and_dnsmasq_in_front_of_knot() {
     let gd = server.addr.port();
 
     // The cluster DNS: unbound with a stub zone, dnsmasq with a server= line.
-    let unbound_conf = dir.path().join("unbound.conf");
-    std::fs::write(
-        &unbound_conf,
-        format!(
-            "server:\n  interface: 127.0.0.1\n  port: {unbound_port}\n  do-ip6: no\n  do-daemonize: no\n  use-syslog: no\n\
-             logfile: \"\"\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n\
-             do-not-query-localhost: no\n  harden-below-nxdomain: yes\n  qname-minimisation: yes\n  use-caps-for-id: yes\n\
-             module-config: \"iterator\"\n  access-control: 127.0.0.0/8 allow\nremote-control:\n  control-enable: no\n\
-             stub-zone:\n  name: \"global\"\n  stub-addr: 127.0.0.1@{gd}\n\
-             stub-zone:\n  name: \"cluster.local\"\n  stub-addr: 127.0.0.1@{knot_port}\n"
-        ),
-    )
-    .unwrap();
-    let mut unbound = spawn(
-        "unbound",
-        Command::new("unbound").arg("-d").arg("-c").arg(&unbound_conf),
-        &dir.path().join("unbound.log"),
+    let mut unbound = unbound(
+        dir.path(),
+        unbound_port,
+        &[("global", gd), ("cluster.local", knot_port)],
     );
     let mut dnsmasq = spawn(
         "dnsmasq",
@@ -279,5 +305,120 @@ async fn behind_unbound_and_dnsmasq_in_front_of_knot() {
         short(dnsmasq_port, "kubernetes.default.svc.cluster.local", "A"),
         "10.96.0.1"
     );
+    server.stop().await;
+}
+
+/// The sum of `globaldns_dns_responses_total` of the forwarded path, every rcode.
+async fn forwarded(server: &Server) -> f64 {
+    let text = get(server.admin_addr(), "/metrics").await.1;
+    text.lines()
+        .filter(|l| l.starts_with("globaldns_dns_responses_total{") && l.contains("path=\"forwarded\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// SRV and reverse names through the cluster DNS wired as a cluster has it: unbound stub-zones
+/// `global` and `240.in-addr.arpa` to globaldns, and globaldns forwards everything else to that
+/// very unbound (kube-dns → globaldns → kube-dns). In-zone and reverse-zone names are answered
+/// and never forwarded, so nothing loops, and Knot (cluster.local and 10.in-addr.arpa behind
+/// unbound) sees none of them; a reverse name outside globaldns's zones goes round once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_and_reverse_names_through_unbound_stub_zones_never_loop() {
+    for tool in ["knotd", "knotc", "unbound", "dig"] {
+        require(tool);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [knot_port, unbound_port] = free_ports::<2>();
+    let reverse = "$ORIGIN 10.in-addr.arpa.\n$TTL 5\n@ SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n\
+                   @ NS ns.dns.cluster.local.\n1.0.96 PTR kubernetes.default.svc.cluster.local.\n";
+    let (mut knot, knot_conf) = knot(
+        dir.path(),
+        knot_port,
+        &[("cluster.local", CLUSTER_LOCAL), ("10.in-addr.arpa", reverse)],
+    );
+    wait_ready(&mut knot, knot_port, "kubernetes.default.svc.cluster.local");
+
+    let entries = se(
+        "bar",
+        "httpbin",
+        "{hosts: [httpbin.bar.global], addresses: [240.0.0.2], ports: [{name: http, number: 8000, protocol: HTTP}]}",
+    );
+    let unbound_addr: SocketAddr = ([127, 0, 0, 1], unbound_port).into();
+    let settings = TableSettings::new(&["global", "240.in-addr.arpa"]).unwrap();
+    let server = Server::start_table(
+        &[("se.yaml", &entries)],
+        settings,
+        Some(forwarding(&[unbound_addr])),
+        Limits::default(),
+    )
+    .await;
+    let gd = server.addr.port();
+    let mut unbound = unbound(
+        dir.path(),
+        unbound_port,
+        &[
+            ("global", gd),
+            ("240.in-addr.arpa", gd),
+            ("cluster.local", knot_port),
+            ("10.in-addr.arpa", knot_port),
+        ],
+    );
+    wait_ready(&mut unbound, unbound_port, "httpbin.bar.global");
+
+    let (knot_before, forwarded_before) = (knot_queries(&knot_conf), forwarded(&server).await);
+    assert_eq!(
+        short(unbound_port, "_http._tcp.httpbin.bar.global", "SRV"),
+        "0 100 8000 httpbin.bar.global."
+    );
+    assert_eq!(
+        short(unbound_port, "_HTTP._tcp.HttpBin.bar.global", "SRV"),
+        "0 100 8000 httpbin.bar.global."
+    );
+    assert_eq!(
+        dig(unbound_port, &["+short", "-x", "240.0.0.2"]).trim(),
+        "httpbin.bar.global.",
+        "dig -x for the VIP"
+    );
+    assert_eq!(
+        status(unbound_port, "_tcp.httpbin.bar.global", "SRV"),
+        ("NOERROR".into(), 0)
+    );
+    assert_eq!(
+        status(unbound_port, "_grpc._tcp.httpbin.bar.global", "SRV"),
+        ("NXDOMAIN".into(), 0)
+    );
+    assert_eq!(
+        status(unbound_port, "0.0.240.in-addr.arpa", "PTR"),
+        ("NOERROR".into(), 0)
+    );
+    assert_eq!(
+        status(unbound_port, "9.0.0.240.in-addr.arpa", "PTR"),
+        ("NXDOMAIN".into(), 0)
+    );
+    assert_eq!(
+        knot_queries(&knot_conf),
+        knot_before,
+        "no in-zone or reverse-zone query upstream"
+    );
+    assert_eq!(
+        forwarded(&server).await,
+        forwarded_before,
+        "globaldns forwarded none of them"
+    );
+
+    // A reverse name outside globaldns's zones is forwarded as before: to unbound, then Knot
+    // (several queries there: unbound minimises the name), and it comes back once.
+    let ptr_requests = || async {
+        let text = get(server.admin_addr(), "/metrics").await.1;
+        metric(&text, "globaldns_dns_requests_total{protocol=\"udp\",type=\"PTR\"}")
+    };
+    let asked_before = ptr_requests().await;
+    assert_eq!(
+        dig(gd, &["+short", "-x", "10.96.0.1"]).trim(),
+        "kubernetes.default.svc.cluster.local."
+    );
+    assert_eq!(forwarded(&server).await, forwarded_before + 1.0, "forwarded once");
+    assert_eq!(ptr_requests().await, asked_before + 1.0, "and never came back: no loop");
+    assert!(knot_queries(&knot_conf) > knot_before, "answered by Knot");
     server.stop().await;
 }

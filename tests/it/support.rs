@@ -51,6 +51,16 @@ impl Server {
 
     /// The same, with listener `limits`.
     pub(crate) async fn start_with(files: &[(&str, &str)], forward: Option<ForwardSettings>, limits: Limits) -> Server {
+        Server::start_table(files, TableSettings::new(&["global"]).unwrap(), forward, limits).await
+    }
+
+    /// The same, with table `settings` (zones, TTLs, …).
+    pub(crate) async fn start_table(
+        files: &[(&str, &str)],
+        settings: TableSettings,
+        forward: Option<ForwardSettings>,
+        limits: Limits,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -58,7 +68,7 @@ impl Server {
         let config = ServeConfig {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             admin: Some("127.0.0.1:0".parse().unwrap()),
-            table: TableSettings::new(&["global"]).unwrap(),
+            table: settings,
             sources: Sources {
                 entries: vec![dir.path().to_owned()],
                 sync_timeout: Duration::from_secs(10),
@@ -153,6 +163,18 @@ pub(crate) fn require(tool: &str) {
         found,
         "`{tool}` is missing: run scripts/test, which installs what the tests need"
     );
+}
+
+/// `kdig @server -p PORT ARGS…`, without blocking the runtime; what it prints.
+pub(crate) async fn kdig_at(server: SocketAddr, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `dig @server -p PORT ARGS…`, without blocking the runtime; what it prints.

@@ -151,7 +151,10 @@ struct Case {
     authority: &'static [&'static str],
 }
 
-const SOA_RR: &str = "global. 30 SOA ns.dns.global. hostmaster.global. 2024 3600 600 86400 30";
+/// The apex SOA as an answer: TTL `--ttl`, MINIMUM `--negative-ttl` (default 5).
+const SOA_RR: &str = "global. 30 SOA ns.dns.global. hostmaster.global. 2024 3600 600 86400 5";
+/// The SOA of a negative answer: TTL min(SOA TTL, MINIMUM) (RFC 2308 §3).
+const SOA_NEG: &str = "global. 5 SOA ns.dns.global. hostmaster.global. 2024 3600 600 86400 5";
 
 #[test]
 fn answers_row_by_row() {
@@ -170,28 +173,28 @@ fn answers_row_by_row() {
             qtype: AAAA,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "httpbin.bar.global.",
             qtype: MX,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "httpbin.bar.global.",
             qtype: TXT,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "httpbin.bar.global.",
             qtype: SOA,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "dual.global.",
@@ -212,7 +215,7 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         // Hosts that no rule gives an address, and wildcards without addresses, are not
         // names, and make no empty non-terminals (RFC 8020).
@@ -221,42 +224,42 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "bare.global.",
             qtype: AAAA,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "a.deep.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "deep.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "x.nowhere.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "nowhere.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "bare.shop.global.",
@@ -277,14 +280,14 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "x.httpbin.bar.global.",
             qtype: A,
             rcode: NXDomain,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "api.shop.global.",
@@ -305,7 +308,7 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "global.",
@@ -326,7 +329,7 @@ fn answers_row_by_row() {
             qtype: A,
             rcode: NoError,
             answer: &[],
-            authority: &[SOA_RR],
+            authority: &[SOA_NEG],
         },
         Case {
             name: "global.",
@@ -676,4 +679,6 @@ fn garbage_never_panics_and_replies_always_parse() {
     }
 }
 
+mod derived;
+mod extended_errors;
 mod oracle;

@@ -5,9 +5,10 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData as HData, Record, RecordType};
 
+use crate::table::derived::{SRV_PRIORITY, SRV_WEIGHT};
 use crate::table::{RData, Soa, ZoneRecord};
 
 /// Most bytes of one message of a transfer (the bound; RFC 5936 §2.2 allows up to
@@ -106,6 +107,8 @@ fn record(r: &ZoneRecord, ttl: u32) -> Record {
         RData::Ns(n) => HData::NS(NS(name(n))),
         RData::A(ip) => HData::A(A(*ip)),
         RData::Aaaa(ip) => HData::AAAA(AAAA(*ip)),
+        RData::Srv { port, target } => HData::SRV(SRV::new(SRV_PRIORITY, SRV_WEIGHT, *port, name(target))),
+        RData::Ptr(target) => HData::PTR(PTR(name(target))),
     };
     Record::from_rdata(name(&r.owner), ttl, data)
 }

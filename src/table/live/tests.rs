@@ -1,5 +1,6 @@
 //! Incremental = from scratch: after any sequence of changes, the live table serves exactly
-//! what a table built fresh from the same entries serves, and says so (`records_changed`).
+//! what a table built fresh from the same entries serves — A, AAAA, and the SRV and PTR
+//! records derived from them — and says so (`records_changed`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::serviceentry::Export;
+use crate::serviceentry::{Export, Port, Protocol};
 use crate::table::{AutoAllocate, ExportMode, Lookup, SourceInput, build};
 
 /// Hosts overlapping on purpose: parents and children, wildcards, case, a partial wildcard,
@@ -25,6 +26,12 @@ const HOSTS: &[&str] = &[
     "other.example",
 ];
 const ADDRESSES: &[&str] = &["1.1.1.1", "2.2.2.2", "2001:db8::1"];
+/// Named ports: two names, one with two numbers, one over UDP.
+const PORTS: &[(&str, u16, Protocol)] = &[
+    ("http", 80, Protocol::Tcp),
+    ("http", 8080, Protocol::Tcp),
+    ("dns", 53, Protocol::Udp),
+];
 
 fn entry() -> impl Strategy<Value = Entry> {
     (
@@ -37,9 +44,10 @@ fn entry() -> impl Strategy<Value = Entry> {
         prop::option::of(prop::sample::select(
             &["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"][..],
         )),
+        prop::collection::vec(prop::sample::select(PORTS), 0..3),
     )
         .prop_map(
-            |((ns, name), hosts, addresses, status, resolution_none, export, created)| {
+            |((ns, name), hosts, addresses, status, resolution_none, export, created, ports)| {
                 let addresses: Vec<IpAddr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
                 Entry {
                     id: EntryId {
@@ -53,6 +61,14 @@ fn entry() -> impl Strategy<Value = Entry> {
                     status_addresses: status
                         .map(|(h, a)| (crate::serviceentry::normalize_host(h), a.parse().unwrap()))
                         .into_iter()
+                        .collect(),
+                    ports: ports
+                        .iter()
+                        .map(|&(name, number, protocol)| Port {
+                            name: name.into(),
+                            number,
+                            protocol,
+                        })
                         .collect(),
                     resolution_none,
                     export,
@@ -90,10 +106,11 @@ fn settings() -> impl Strategy<Value = TableSettings> {
         any::<bool>(),
     )
         .prop_map(|(two_zones, default, allocate, all, skip_none)| {
+            // Reverse zones: the v4 one holds 1.1.1.1 and 2.2.2.2, the v6 one 2001:db8::1.
             let zones: &[&str] = if two_zones {
-                &["global", "sub.global"]
+                &["global", "sub.global", "in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]
             } else {
-                &["global"]
+                &["global", "1.in-addr.arpa"]
             };
             let mut s = TableSettings::new(zones).unwrap();
             s.default_address = default.map(|a| a.parse().unwrap());
@@ -128,6 +145,19 @@ fn fresh(settings: &TableSettings, model: &Model) -> Table {
 /// Every name the test can ask about, with what the table says of it.
 fn served(t: &Table) -> Vec<(String, String)> {
     let mut names: Vec<String> = HOSTS.iter().map(|h| h.replace('*', "any")).collect();
+    for host in ["x.global", "y.x.global", "a.b.c.global", "s.sub.global", "any.x.global"] {
+        for owner in ["_http._tcp", "_dns._udp", "_dns._tcp", "_tcp", "_udp"] {
+            names.push(format!("{owner}.{host}"));
+        }
+    }
+    for ip in ADDRESSES {
+        let wire = crate::table::derived::reverse_name(ip.parse().unwrap());
+        let mut text = crate::name::to_text(&wire);
+        text.pop();
+        // The reverse name, and the names above it up to its zone.
+        let labels: Vec<&str> = text.split('.').collect();
+        names.extend((0..labels.len() - 1).map(|i| labels[i..].join(".")));
+    }
     names.extend(
         [
             "x.global",
@@ -146,9 +176,23 @@ fn served(t: &Table) -> Vec<(String, String)> {
             let said = match t.lookup(&crate::name::to_wire(&n).unwrap()) {
                 Lookup::OutOfZone => "out".to_string(),
                 Lookup::NxDomain { zone } => format!("nx in {}", zone.name),
-                Lookup::Exists { zone, host, apex } => {
-                    format!("{} apex={apex} {:?}", zone.name, host.map(|h| (&h.name, &h.a, &h.aaaa)))
-                }
+                Lookup::Exists {
+                    zone,
+                    host,
+                    srv,
+                    ptr,
+                    apex,
+                } => format!(
+                    "{} apex={apex} {:?} {:?} {:?}",
+                    zone.name,
+                    host.map(|h| (&h.name, &h.a, &h.aaaa)),
+                    srv.map(|s| (&s.host().name, s.target(), s.ports())),
+                    ptr.map(|p| p
+                        .all()
+                        .iter()
+                        .map(|t| (t.wire().to_vec(), t.source().clone()))
+                        .collect::<Vec<_>>()),
+                ),
             };
             (n, said)
         })
@@ -203,13 +247,14 @@ proptest! {
                     let want = fresh(&settings, &model);
                     prop_assert_eq!(served(&got), served(&want));
                     prop_assert_eq!(got.hosts(), want.hosts());
+                    for zone in want.zones() {
+                        prop_assert_eq!(got.records(zone), want.records(zone), "zone {}", zone.name);
+                    }
                     prop_assert_eq!(got.skipped(), want.skipped());
                     prop_assert_eq!(got.host_count(), want.hosts().len());
                     prop_assert_eq!(got.conflict_count(), want.conflicts().len());
                     // Served records: a host without addresses serves none.
-                    let records = |t: &Table| -> Vec<(String, Vec<IpAddr>)> {
-                        t.hosts().iter().map(|h| (h.name.clone(), h.addresses())).filter(|(_, a)| !a.is_empty()).collect()
-                    };
+                    let records = |t: &Table| t.zones().iter().flat_map(|z| t.records(z)).collect::<Vec<_>>();
                     prop_assert_eq!(commit.records_changed, records(&before) != records(&want));
                     let old: Vec<&Conflict> = before.conflicts();
                     for c in &commit.new_conflicts {
@@ -235,6 +280,7 @@ fn entries_of_one_id_are_told_apart() {
         spec_addresses_given: true,
         created: None,
         status_addresses: Vec::new(),
+        ports: Vec::new(),
         resolution_none: false,
         export: Export::Mesh,
         warnings: Vec::new(),
