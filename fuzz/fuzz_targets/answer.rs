@@ -1,5 +1,6 @@
 //! Request bytes → response bytes, over UDP and TCP, from a small table with every kind of
-//! name (exact, wildcard, empty non-terminal, apex, no address). Must never panic; every reply
+//! name (exact, wildcard, empty non-terminal, apex, no address, SRV owners of the examples'
+//! named ports, PTR owners in reverse zones). Must never panic; every reply
 //! must fit the transport and start with the query's ID.
 #![no_main]
 
@@ -20,7 +21,7 @@ fn table() -> &'static Table {
             + include_str!("../../deploy/examples/no-address.yaml");
         let entries = yaml::parse(&text, "default").expect("examples parse").entries;
         let name: Arc<str> = "fuzz".into();
-        build(&TableSettings::new(&["global", "shop.global"]).unwrap(), &[SourceInput { name: &name, entries: &entries }], 1, true)
+        build(&TableSettings::new(&["global", "shop.global", "240.in-addr.arpa", "ip6.arpa"]).unwrap(), &[SourceInput { name: &name, entries: &entries }], 1, true)
     })
 }
 
