@@ -239,6 +239,8 @@ pub fn answer(
 /// Whether the answer to `qtype` at a name that exists is stale (DESIGN "Extended DNS
 /// Errors"): records come from a stale source (for PTR, one of the hosts served), or there are
 /// none (NODATA) while some source is stale. The apex SOA and NS come from no source.
+#[cold]
+#[inline(never)]
 fn stale(table: &Table, qtype: u16, host: Option<&Host>, srv: Option<&Srv>, ptr: Option<&Ptr>, apex: bool) -> bool {
     let host_stale = |h: &Host| table.is_stale(&h.source);
     let ptr_stale = |p: &Ptr| p.served().iter().any(|t| table.is_stale(t.source()));

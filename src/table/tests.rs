@@ -416,6 +416,30 @@ fn records_changed_ignores_provenance() {
         entries(&se("two", "{hosts: [a.global], addresses: [1.1.1.2]}")),
     );
     assert!(!live.commit().records_changed, "nothing at all");
+    // A second entry naming an address the host has: the union's order changes, the records
+    // served do not (answers are shuffled), so the serial stays.
+    live.replace(
+        &source,
+        entries(
+            &[
+                se("two", "{hosts: [a.global], addresses: [1.1.1.2, 1.1.1.3]}"),
+                se("one", "{hosts: [a.global], addresses: [1.1.1.3]}"),
+            ]
+            .concat(),
+        ),
+    );
+    assert!(live.commit().records_changed, "1.1.1.3 is new");
+    assert_eq!(
+        look(&live.table(1, true), "a.global"),
+        "1.1.1.3 1.1.1.2",
+        "entry one first"
+    );
+    live.replace(
+        &source,
+        entries(&se("two", "{hosts: [a.global], addresses: [1.1.1.2, 1.1.1.3]}")),
+    );
+    assert!(!live.commit().records_changed, "the same addresses in another order");
+    assert_eq!(look(&live.table(1, true), "a.global"), "1.1.1.2 1.1.1.3");
 }
 
 #[test]

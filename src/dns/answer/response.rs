@@ -9,6 +9,7 @@ use crate::dns::wire::{self, CLASS_IN, Query, ede, flag, rtype};
 use crate::table::derived::{SRV_PRIORITY, SRV_WEIGHT};
 use crate::table::{HOSTMASTER_LABEL, NS_LABELS, PtrTarget, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Srv, Table, Zone};
 
+/// The section a record goes in (its index in [`Response::counts`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Section {
     Answer = 0,
@@ -43,6 +44,7 @@ pub(super) struct Response<'q, 'o> {
 }
 
 impl<'q, 'o> Response<'q, 'o> {
+    #[inline]
     pub(super) fn start(query: &'q Query<'q>, out: &'o mut Vec<u8>, transport: Transport) -> Self {
         out.extend_from_slice(&query.id.to_be_bytes());
         out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -68,6 +70,7 @@ impl<'q, 'o> Response<'q, 'o> {
     /// clients without EDNS, RFC 8914 §3). Called before any record is written, so that the
     /// records leave it room: a reply never grows past the client's limit (header and question
     /// take at most 271 bytes of the 512 every client allows).
+    #[inline]
     pub(super) fn ede(&mut self, code: u16) {
         debug_assert!(self.counts == [0; 3], "the EDE is decided before the records");
         if self.query.edns.is_some() && self.ede.is_none() {
@@ -77,11 +80,13 @@ impl<'q, 'o> Response<'q, 'o> {
     }
 
     /// How many records of `size` bytes still fit.
+    #[inline]
     fn room(&self, size: usize) -> usize {
         self.limit.saturating_sub(self.out.len() + self.reserve) / size
     }
 
     /// Whether one more record of `size` bytes fits; if not, the response is cut.
+    #[inline]
     fn fits(&mut self, size: usize) -> bool {
         let fits = self.room(size) > 0;
         self.cut |= !fits;
@@ -89,16 +94,19 @@ impl<'q, 'o> Response<'q, 'o> {
     }
 
     /// Compression pointer to the zone apex inside the question name.
+    #[inline]
     fn apex_pointer(&self, zone: &Zone) -> [u8; 2] {
         self.pointer(zone.wire().len())
     }
 
     /// Compression pointer to the suffix of `len` bytes of the question name.
+    #[inline]
     fn pointer(&self, len: usize) -> [u8; 2] {
         let at = wire::HEADER_LEN + self.query.lower_name().len() - len;
         (0xC000 | at as u16).to_be_bytes()
     }
 
+    #[inline]
     fn rr_header(&mut self, owner: [u8; 2], rtype: u16, ttl: u32, rdlen: usize) {
         self.out.extend_from_slice(&owner);
         self.out.extend_from_slice(&rtype.to_be_bytes());
@@ -108,6 +116,7 @@ impl<'q, 'o> Response<'q, 'o> {
     }
 
     /// Address records owned by the query name, in the answer section.
+    #[inline]
     pub(super) fn addresses<const N: usize>(
         &mut self,
         ips: impl ExactSizeIterator<Item = [u8; N]>,
@@ -124,6 +133,7 @@ impl<'q, 'o> Response<'q, 'o> {
     /// likely to be served, so clients of a cut answer spread over all of them), in random
     /// order.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn address_records<const N: usize>(
         &mut self,
         mut ips: impl ExactSizeIterator<Item = [u8; N]>,
@@ -166,6 +176,7 @@ impl<'q, 'o> Response<'q, 'o> {
 
     /// The SRV records of the query name (at most `max`), from the end cut when they do not
     /// fit. The target is written whole: RFC 2782 forbids compressing it.
+    #[inline(never)]
     pub(super) fn srv(&mut self, srv: &Srv, ttl: u32, max: usize) {
         let target = srv.target();
         let rdlen = 6 + target.len();
@@ -185,6 +196,7 @@ impl<'q, 'o> Response<'q, 'o> {
     /// The SRV target's A and AAAA records in the additional section, owned by the target
     /// inside the question name (`_p._tcp.<host>`); what does not fit is left out, without TC,
     /// and nothing when answer records were cut already (the additional section goes first).
+    #[inline(never)]
     pub(super) fn targets(&mut self, srv: &Srv, ttl: u32, rng: &mut Shuffler) {
         if self.cut {
             return;
@@ -200,6 +212,7 @@ impl<'q, 'o> Response<'q, 'o> {
     }
 
     /// PTR records of the query name to `targets`, from the end cut when they do not fit.
+    #[inline(never)]
     pub(super) fn ptr(&mut self, targets: &[PtrTarget], ttl: u32) {
         for target in targets {
             let name = target.wire();
