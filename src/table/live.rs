@@ -452,12 +452,13 @@ impl<K: Source> Live<K> {
         if old.as_deref() == new.as_ref() {
             return;
         }
-        // The records served, whatever their order (answers are shuffled anyway).
+        // The records served, whatever their order (answers are shuffled anyway): addresses, and
+        // the named ports its SRV records come from (kept sorted).
         let served = |h: Option<&Host>| {
             h.filter(|h| h.has_addresses()).map(|h| {
                 let mut addresses = h.addresses();
                 addresses.sort();
-                addresses
+                (addresses, h.ports.clone())
             })
         };
         let served_changed = served(old.as_deref()) != served(new.as_ref());

@@ -393,6 +393,27 @@ fn bad_zones() {
 }
 
 #[test]
+fn a_port_change_is_a_record_change() {
+    // An SRV record changes with a named port alone: the host's zone must see the change (its
+    // serial and IXFR history follow `changed`), though no address moved.
+    let source = (0, Arc::<str>::from("c1"));
+    let mut live = Live::new(settings());
+    let port = |name: &str, number: u16| {
+        format!(
+            "{{hosts: [a.global], addresses: [1.1.1.1], ports: [{{name: {name}, number: {number}, protocol: HTTP}}]}}"
+        )
+    };
+    live.replace(&source, entries(&se("one", &port("http1", 8000))));
+    live.commit();
+    for (name, number, what) in [("http2", 8000, "renamed"), ("http2", 8001, "renumbered")] {
+        live.replace(&source, entries(&se("one", &port(name, number))));
+        let commit = live.commit();
+        assert!(commit.records_changed, "{what}");
+        assert_eq!(commit.changed.len(), 1, "{what}: the host is a change of its zone");
+    }
+}
+
+#[test]
 fn records_changed_ignores_provenance() {
     let source = (0, Arc::<str>::from("c1"));
     let mut live = Live::new(settings());
