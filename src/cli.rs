@@ -75,8 +75,8 @@ pub struct TableArgs {
     #[arg(long, env = "GLOBALDNS_NEGATIVE_TTL", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     pub negative_ttl: u32,
     /// Addresses for entries that have none: Istio 1.17–1.24's allocation (`istio-legacy`).
-    #[arg(long, env = "GLOBALDNS_AUTO_ALLOCATE", value_enum, default_value_t = AutoAllocate::None)]
-    pub auto_allocate: AutoAllocate,
+    #[arg(long, env = "GLOBALDNS_AUTO_ALLOCATE", value_enum, default_value_t = AutoAllocateArg::None)]
+    pub auto_allocate: AutoAllocateArg,
     /// Address for entries that have none (the old plugin's flag).
     #[arg(long, env = "GLOBALDNS_DEFAULT_ADDRESS")]
     pub default_address: Option<IpAddr>,
@@ -84,8 +84,44 @@ pub struct TableArgs {
     #[arg(long, env = "GLOBALDNS_SKIP_RESOLUTION_NONE")]
     pub skip_resolution_none: bool,
     /// Which entries exportTo lets us serve.
-    #[arg(long, env = "GLOBALDNS_EXPORT_TO", value_enum, default_value_t = ExportMode::Mesh)]
-    pub export_to: ExportMode,
+    #[arg(long, env = "GLOBALDNS_EXPORT_TO", value_enum, default_value_t = ExportToArg::Mesh)]
+    pub export_to: ExportToArg,
+}
+
+/// `--export-to`: the command line's names for [`ExportMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportToArg {
+    /// Entries visible mesh-wide: empty `exportTo` or one containing `*`.
+    Mesh,
+    /// Every entry except those exported to `~` (nowhere).
+    All,
+}
+
+impl From<ExportToArg> for ExportMode {
+    fn from(arg: ExportToArg) -> Self {
+        match arg {
+            ExportToArg::Mesh => ExportMode::Mesh,
+            ExportToArg::All => ExportMode::All,
+        }
+    }
+}
+
+/// `--auto-allocate`: the command line's names for [`AutoAllocate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AutoAllocateArg {
+    /// No allocation: `--default-address`, else no address.
+    None,
+    /// Istio 1.17–1.24's hash allocation, bit for bit, per source.
+    IstioLegacy,
+}
+
+impl From<AutoAllocateArg> for AutoAllocate {
+    fn from(arg: AutoAllocateArg) -> Self {
+        match arg {
+            AutoAllocateArg::None => AutoAllocate::None,
+            AutoAllocateArg::IstioLegacy => AutoAllocate::IstioLegacy,
+        }
+    }
 }
 
 impl TableArgs {
@@ -94,10 +130,10 @@ impl TableArgs {
         let mut settings = TableSettings::new(&self.zones)?;
         settings.ttl = self.ttl;
         settings.negative_ttl = self.negative_ttl;
-        settings.export = self.export_to;
+        settings.export = self.export_to.into();
         settings.skip_resolution_none = self.skip_resolution_none;
         settings.default_address = self.default_address;
-        settings.auto_allocate = self.auto_allocate;
+        settings.auto_allocate = self.auto_allocate.into();
         Ok(settings)
     }
 }

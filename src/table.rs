@@ -1,7 +1,7 @@
 //! The compiled name table: an immutable snapshot of every served name.
 //!
-//! Kept current change by change by [`Live`] (the registry's; [`build`] is a fresh `Live` fed
-//! every source's entries), published as a whole snapshot (through `ArcSwap`, by the
+//! Kept current change by change by [`Live`] (the registry's; [`Live::build`] is a fresh `Live`
+//! fed every source's entries), published as a whole snapshot (through `ArcSwap`, by the
 //! registry) that shares every unchanged shard with the one before, and only read by the
 //! answer path: one hash lookup for the query name, a few more for wildcards, no lock, no
 //! allocation.
@@ -25,9 +25,10 @@
 //! - host and zone names are lower-case wire format; answers echo the query's own case.
 
 mod allocate;
-mod build;
 pub mod derived;
 mod live;
+mod rules;
+mod settings;
 mod zone;
 
 use std::collections::HashMap;
@@ -40,10 +41,10 @@ use serde::Serialize;
 use crate::name;
 use crate::serviceentry::{EntryId, Port};
 
-pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSettings, build};
 pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
 use live::Owner;
-pub use live::{Commit, Live, Source};
+pub use live::{Commit, Live, Source, SourceInput};
+pub use settings::{AutoAllocate, ExportMode, SettingsError, TableSettings};
 pub use zone::{
     Delta, HISTORY_BYTES, HISTORY_CHANGES, HostChange, RData, Soa, Version, ZoneRecord, advance, host_records,
     serial_gt,

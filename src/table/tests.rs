@@ -28,7 +28,7 @@ fn table_of(settings: &TableSettings, sources: &[(&str, &[Entry])]) -> Table {
         .zip(&names)
         .map(|((_, e), name)| SourceInput { name, entries: e })
         .collect();
-    build(settings, &inputs, 7, true)
+    Live::build(settings, &inputs, 7, true)
 }
 
 fn one(text: &str) -> Table {

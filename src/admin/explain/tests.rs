@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::serviceentry::yaml;
-use crate::table::{SourceInput, TableSettings, build};
+use crate::table::{Live, SourceInput, TableSettings};
 
 fn se(namespace: &str, name: &str, spec: &str) -> String {
     format!(
@@ -32,7 +32,7 @@ fn table(synced: bool) -> Table {
     let (local, remote) = (parse(&local), parse(&remote));
     let (c1, c2): (Arc<str>, Arc<str>) = ("c1".into(), "c2".into());
     let settings = TableSettings::new(&["global", "240.in-addr.arpa"]).unwrap();
-    build(
+    Live::build(
         &settings,
         &[
             SourceInput {

@@ -7,7 +7,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::*;
 use crate::serviceentry::yaml;
-use crate::table::{SourceInput, TableSettings, build};
+use crate::table::{Live, SourceInput, TableSettings};
 
 const ENTRIES: &str = "
 apiVersion: networking.istio.io/v1
@@ -43,7 +43,7 @@ fn table_with(extra: &str, synced: bool) -> Table {
     assert!(parsed.invalid.is_empty());
     let name: Arc<str> = "c1".into();
     let settings = TableSettings::new(&["global"]).unwrap();
-    build(
+    Live::build(
         &settings,
         &[SourceInput {
             name: &name,
@@ -102,7 +102,7 @@ fn respond(table: &Table, msg: &[u8], transport: Transport) -> Option<Vec<u8>> {
 #[test]
 fn axfr_and_ixfr_over_tcp_go_to_the_transfer_path_even_before_the_first_sync() {
     for synced in [true, false] {
-        let t = crate::table::build(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
+        let t = Live::build(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
         for qtype in [RecordType::AXFR, RecordType::IXFR] {
             let mut out = vec![1, 2, 3];
             let q = query("global.", qtype, false);

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::serviceentry::{Export, Port, Protocol};
-use crate::table::{AutoAllocate, ExportMode, Lookup, SourceInput, build};
+use crate::table::{AutoAllocate, ExportMode, Lookup, SourceInput};
 
 /// Hosts overlapping on purpose: parents and children, wildcards, case, a partial wildcard,
 /// a name in a second zone and one outside every zone.
@@ -139,7 +139,7 @@ fn fresh(settings: &TableSettings, model: &Model) -> Table {
         .zip(&entries)
         .map(|(name, entries)| SourceInput { name, entries })
         .collect();
-    build(settings, &inputs, 1, true)
+    Live::build(settings, &inputs, 1, true)
 }
 
 /// Every name the test can ask about, with what the table says of it.

@@ -66,7 +66,7 @@ pub(super) fn derived_table(settings: &TableSettings, extra: &str) -> Table {
     let parsed = yaml::parse(&format!("{RECORDS}{}{extra}", crowd(10)), "default").unwrap();
     assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
     let name: Arc<str> = "c1".into();
-    build(
+    Live::build(
         settings,
         &[SourceInput {
             name: &name,

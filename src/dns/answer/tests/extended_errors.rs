@@ -47,7 +47,7 @@ fn two_sources() -> Table {
     .unwrap()
     .entries;
     let (c1, c2): (Arc<str>, Arc<str>) = ("c1".into(), "c2".into());
-    build(
+    Live::build(
         &settings,
         &[
             SourceInput {

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::serviceentry::{Entry, EntryId, Export, Port, Protocol};
-use crate::table::{SourceInput, TableSettings, build};
+use crate::table::{Live, SourceInput, TableSettings};
 
 const FORWARD: [&str; 2] = ["global", "b.global"];
 const REVERSE_V4: &str = "0.0.10.in-addr.arpa";
@@ -372,7 +372,7 @@ proptest! {
         let inputs: Vec<SourceInput<'_>> = names.iter().zip(&entries).map(|(name, entries)| SourceInput { name, entries }).collect();
         let mut settings = TableSettings::new(&zones()).unwrap();
         settings.negative_ttl = negative_ttl;
-        let mut table = build(&settings, &inputs, 9, true);
+        let mut table = Live::build(&settings, &inputs, 9, true);
         if let Some(s) = stale {
             table = table.with_stale(Arc::new([names[s].clone()]));
         }
