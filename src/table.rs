@@ -29,6 +29,8 @@ pub mod derived;
 mod live;
 mod rules;
 mod settings;
+#[cfg(test)]
+pub(crate) mod testing;
 mod zone;
 
 use std::collections::HashMap;
