@@ -126,6 +126,11 @@ impl From<AutoAllocateArg> for AutoAllocate {
 
 impl TableArgs {
     /// Validated table settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`SettingsError`] when a `--zone` is not a domain name or is the root, or no zone is
+    /// given ([`TableSettings::new`]).
     pub fn settings(&self) -> Result<TableSettings, SettingsError> {
         let mut settings = TableSettings::new(&self.zones)?;
         settings.ttl = self.ttl;
@@ -221,6 +226,11 @@ pub struct ForwardArgs {
 }
 
 /// Parses `250ms`, `2s` or `1.5s`.
+///
+/// # Errors
+///
+/// A message naming `text` when it has no `ms` or `s` unit, its number does not parse, or
+/// the duration is not above zero and at most an hour (clap prints it as the flag's error).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration like 500ms or 2s");
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
@@ -332,6 +342,14 @@ impl ForwardArgs {
     /// Forward settings, upstreams from the flags or from `resolv_conf` (its text, or why it
     /// could not be read); none may reach one of the `listen` addresses (a wildcard one on
     /// loopback or on one of `host_ips`, this host's addresses, asked only then).
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::Upstream`] when an `--upstream` is not a usable IP or IP:PORT
+    ///   ([`parse_upstream`](forward::parse_upstream));
+    /// - [`ConfigError::NoUpstream`] when no `--upstream` is given and `resolv_conf` fails or
+    ///   lists no nameserver;
+    /// - [`ConfigError::UpstreamIsSelf`] when an upstream reaches one of the `listen` addresses.
     pub fn settings(
         &self,
         listen: &[SocketAddr],
@@ -376,6 +394,13 @@ impl ForwardArgs {
 
 impl SourceArgs {
     /// The validated sources.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::NoSources`] when neither `--entries`, `--context` nor `--in-cluster`
+    ///   is given;
+    /// - [`ConfigError::RemoteSecretsWithoutLocal`] when `--remote-secrets` is given without a
+    ///   local cluster (`--in-cluster` or `--context`).
     pub fn sources(&self) -> Result<Sources, ConfigError> {
         let has_local = self.in_cluster || !self.contexts.is_empty();
         if self.entries.is_empty() && !has_local {
@@ -443,7 +468,20 @@ fn host_ips() -> Vec<IpAddr> {
 }
 
 impl ServeArgs {
-    /// The validated configuration of `serve`.
+    /// The validated configuration of `serve`; reads `/etc/resolv.conf` when no `--upstream`
+    /// is given.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::ListenCovered`] when a `--listen` address is given twice or a
+    ///   wildcard address of its family and port already serves it;
+    /// - [`ConfigError::Table`] as [`TableArgs::settings`];
+    /// - [`ConfigError::NoSources`], [`ConfigError::RemoteSecretsWithoutLocal`] as
+    ///   [`SourceArgs::sources`];
+    /// - [`ConfigError::Upstream`], [`ConfigError::NoUpstream`], [`ConfigError::UpstreamIsSelf`]
+    ///   as [`ForwardArgs::settings`];
+    /// - [`ConfigError::TransferTo`] when a `--transfer-to` is neither a CIDR nor an IP;
+    ///   [`ConfigError::Notify`] when a `--notify` is neither IP nor IP:PORT.
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
         let listen = listen_addresses(&self.listen)?;
         Ok(ServeConfig {

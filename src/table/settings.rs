@@ -70,7 +70,14 @@ pub enum SettingsError {
 }
 
 impl TableSettings {
-    /// Settings serving `zones` with the defaults of the command line.
+    /// Settings serving `zones` (duplicates once, most specific first) with the defaults of
+    /// the command line.
+    ///
+    /// # Errors
+    ///
+    /// - [`SettingsError::BadZone`] when a zone is not a domain name;
+    /// - [`SettingsError::RootZone`] when a zone is the root (`.`);
+    /// - [`SettingsError::NoZone`] when `zones` is empty.
     pub fn new<S: AsRef<str>>(zones: &[S]) -> Result<Self, SettingsError> {
         let mut parsed: Vec<Zone> = Vec::new();
         for z in zones {
