@@ -550,6 +550,24 @@ mod tests {
     }
 
     #[test]
+    fn export_to_and_auto_allocate_map_onto_the_table_settings() {
+        let defaults = serve(&[]).unwrap().table;
+        assert_eq!(
+            (defaults.export, defaults.auto_allocate),
+            (ExportMode::Mesh, AutoAllocate::None)
+        );
+        let given = serve(&["--export-to", "all", "--auto-allocate", "istio-legacy"])
+            .unwrap()
+            .table;
+        assert_eq!(
+            (given.export, given.auto_allocate),
+            (ExportMode::All, AutoAllocate::IstioLegacy)
+        );
+        let bad = serve(&["--export-to", "nowhere"]).unwrap_err();
+        assert!(bad.contains("[possible values: mesh, all]"), "{bad}");
+    }
+
+    #[test]
     fn forwarding_defaults_answer_within_two_seconds() {
         let forward = serve(&[]).unwrap().forward.unwrap();
         assert_eq!(forward.attempt_timeout, Duration::from_millis(800));
