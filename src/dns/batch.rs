@@ -43,6 +43,11 @@ pub fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
 /// Has the system report each datagram's destination address on `socket`, an IPv6 socket when
 /// `ipv6` (`IPV6_RECVPKTINFO`, which covers the IPv4 clients of a dual-stack socket too), else
 /// an IPv4 one (`IP_PKTINFO`). Set it before binding, so that no datagram comes without.
+///
+/// # Errors
+///
+/// The system's `setsockopt(2)` error: the option does not fit the socket's family
+/// (`ENOPROTOOPT`), or `socket` is not a socket (`ENOTSOCK`).
 pub fn enable_packet_info(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
     if ipv6 {
         setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
@@ -141,6 +146,12 @@ pub struct Peer {
 /// Sends one reply to `peer` from its query's destination, without waiting: a full socket
 /// buffer drops it, as the network may. Not for the hot path: nix's `sendmsg` allocates its
 /// control buffer.
+///
+/// # Errors
+///
+/// The system's `sendmsg(2)` error: `EAGAIN` when the socket buffer is full (the reply is
+/// dropped), or one of the network's (`ENETUNREACH`, `EADDRNOTAVAIL` when the query's
+/// destination is no longer an address of this host).
 pub fn send_one(socket: &impl AsRawFd, reply: &[u8], peer: &Peer) -> io::Result<()> {
     let info = peer.local.packet_info();
     sendmsg(
@@ -210,6 +221,11 @@ impl Batch {
 
     /// Receives up to [`BATCH`] datagrams: waits for the first as the socket does (blocking,
     /// up to its read timeout), then takes what else is queued. Clears the replies.
+    ///
+    /// # Errors
+    ///
+    /// The system's `recvmmsg(2)` error: `EAGAIN`/`EWOULDBLOCK` when the read timeout passes
+    /// with nothing received, `EINTR` when a signal interrupts the wait.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         self.received.clear();
         self.peers.clear();
@@ -266,6 +282,12 @@ impl Batch {
 
     /// Sends the replies from the `from`th on that leave from the same address as it, waiting
     /// for socket buffer space as the socket does; returns how many the system took.
+    ///
+    /// # Errors
+    ///
+    /// The system's `sendmmsg(2)` error when not even the first reply is taken: one of the
+    /// network's for that reply's client (`ENETUNREACH`; `EADDRNOTAVAIL` when its source is no
+    /// longer an address of this host), or `EAGAIN` on a non-blocking socket with a full buffer.
     pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
         let Some(&source) = self.sources.get(from) else {
             return Ok(0);

@@ -111,6 +111,12 @@ impl Listeners {
     /// Binds `udp_sockets` UDP sockets and TCP on each of `addrs`, as `server/bind.rs` says (a
     /// dual-stack `[::]` without IPv6 falls back to `0.0.0.0`, with a warning). With port 0
     /// the system picks a port free for both.
+    ///
+    /// # Errors
+    ///
+    /// A [`BindError`] naming the first address that cannot be bound, with the system's
+    /// error: in use (`EADDRINUSE`), not an address of this host (`EADDRNOTAVAIL`), a port
+    /// below 1024 without `CAP_NET_BIND_SERVICE` (`EACCES`).
     pub async fn bind(addrs: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
         let bound = addrs
             .iter()
@@ -138,6 +144,11 @@ impl Listeners {
     /// cancelled; in-flight queries (TCP, and forwarded UDP ones) are answered before the future
     /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED. Queries are counted in
     /// `metrics`.
+    ///
+    /// # Errors
+    ///
+    /// The system's error when a UDP thread cannot be spawned (out of memory or of threads);
+    /// `shutdown` is then cancelled, so the threads already started stop.
     pub fn serve(
         self,
         table: Arc<ArcSwap<Table>>,
@@ -202,6 +213,10 @@ impl Listeners {
 
 /// A TCP listener on `addr` alone (the admin endpoint's) by the rules of the DNS listeners:
 /// `[::]` dual-stack, `0.0.0.0` on its port where the system has no IPv6.
+///
+/// # Errors
+///
+/// A [`BindError`] as [`Listeners::bind`] gives one.
 pub fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, BindError> {
     bind::with_fallback(addr, bind::stack(addr, &[addr]), bind::tcp)
 }

@@ -3,32 +3,22 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::testing::{self, se};
 use super::*;
-use crate::serviceentry::{Entry, yaml};
+use crate::serviceentry::Entry;
 
-/// Entries from compact YAML: one `name: host[,host] [addresses…]`-style document each.
+/// The entries of `text`, in namespace `ns`.
 fn entries(text: &str) -> Vec<Entry> {
-    let parsed = yaml::parse(text, "ns").unwrap();
-    assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
-    parsed.entries
-}
-
-fn se(name: &str, spec: &str) -> String {
-    format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+    testing::entries(text, "ns")
 }
 
 fn settings() -> TableSettings {
     TableSettings::new(&["global"]).unwrap()
 }
 
+/// The table of `sources` at serial 7, synced.
 fn table_of(settings: &TableSettings, sources: &[(&str, &[Entry])]) -> Table {
-    let names: Vec<Arc<str>> = sources.iter().map(|(n, _)| Arc::from(*n)).collect();
-    let inputs: Vec<SourceInput<'_>> = sources
-        .iter()
-        .zip(&names)
-        .map(|((_, e), name)| SourceInput { name, entries: e })
-        .collect();
-    build(settings, &inputs, 7, true)
+    testing::table_of(settings, sources, 7, true)
 }
 
 fn one(text: &str) -> Table {
