@@ -28,22 +28,26 @@
 //! anything else (spoofed, late, garbled) is dropped and the query keeps waiting. An ICMP
 //! error (the upstream's port is closed) fails every query waiting on that socket at once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use nix::sys::socket::MsgFlags;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use super::super::batch::{BATCH, replying_together};
 use super::super::wire;
 
 /// Sockets per upstream.
@@ -53,8 +57,11 @@ pub(super) const MAX_AGE: Duration = Duration::from_secs(10);
 /// Most queries a socket takes.
 pub(super) const MAX_USES: u32 = 1000;
 
-/// Answers taken in one go after the first, before deadlines are looked at again.
+/// Answers taken in one go, before deadlines are looked at again.
 const DRAIN: usize = 64;
+
+/// Answers taken per system call at most (`recvmmsg`).
+const RECV_BATCH: usize = 16;
 
 /// Queries pending on one socket at most (of its 65 536 IDs): beyond, a query is refused
 /// (`WouldBlock`), so that finding a free ID stays quick.
@@ -113,6 +120,50 @@ struct Channel {
     uses: AtomicU32,
 }
 
+/// Receive buffers for the answers of upstream sockets, one set per thread of the runtime
+/// (taken and handled within one poll of a receiving task, so never two at a time).
+struct Received {
+    /// Room for the largest datagram each (pages are touched as answers fill them).
+    bufs: Vec<Vec<u8>>,
+    /// The lengths of the last call's datagrams.
+    lens: [usize; RECV_BATCH],
+    headers: MultiHeaders<()>,
+}
+
+impl Received {
+    fn new() -> Self {
+        Received {
+            bufs: (0..RECV_BATCH).map(|_| vec![0u8; 65535]).collect(),
+            lens: [0; RECV_BATCH],
+            headers: MultiHeaders::preallocate(RECV_BATCH, None),
+        }
+    }
+
+    /// Takes up to [`RECV_BATCH`] datagrams queued on `socket`, without waiting; how many.
+    fn recv(&mut self, socket: RawFd) -> io::Result<usize> {
+        let mut bufs = self.bufs.iter_mut();
+        let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..]))]);
+        let results = recvmmsg(
+            socket,
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        let mut n = 0;
+        for (len, msg) in self.lens.iter_mut().zip(results) {
+            *len = msg.bytes;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+thread_local! {
+    static RECEIVED: RefCell<Option<Received>> = const { RefCell::new(None) };
+}
+
 /// What woke the receiving task.
 enum Event {
     Datagram(io::Result<usize>),
@@ -140,34 +191,47 @@ impl Channel {
     /// Receives until retired and idle, handing each answer to its query and each expired
     /// query its timeout.
     async fn receive(self: Arc<Self>) {
-        let mut buf = vec![0u8; 65535];
         loop {
-            // (`recv`, unlike `poll_recv`, also wakes on an ICMP error.)
+            // (Woken by an ICMP error too, as `recv` is.)
             let event = tokio::select! {
                 biased;
                 event = std::future::poll_fn(|cx| self.poll_timers(cx)) => event,
-                received = self.socket.recv(&mut buf) => Event::Datagram(received),
+                received = self.socket.async_io(Interest::READABLE | Interest::ERROR, || self.take_answers()) => Event::Datagram(received),
             };
             match event {
                 Event::Closed => return,
                 Event::Expired(p) => (p.done)(Ok(None)),
-                Event::Datagram(Ok(n)) => {
-                    self.answer(&mut buf[..n]);
-                    // What else is queued, without polling again for each.
-                    for _ in 0..DRAIN {
-                        match self.socket.try_recv(&mut buf) {
-                            Ok(n) => self.answer(&mut buf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                self.fail_all(&e);
-                                break;
-                            }
-                        }
-                    }
-                }
+                Event::Datagram(Ok(_)) => {}
                 Event::Datagram(Err(e)) => self.fail_all(&e),
             }
         }
+    }
+
+    /// Takes what answers are queued, up to [`DRAIN`], [`RECV_BATCH`] per system call, and
+    /// hands each to its query, the UDP clients' replies sent together at the end
+    /// ([`replying_together`]); how many, or `WouldBlock` when none was queued.
+    fn take_answers(&self) -> io::Result<usize> {
+        replying_together(|| {
+            RECEIVED.with_borrow_mut(|received| {
+                let received = received.get_or_insert_with(Received::new);
+                let mut taken = 0;
+                while taken < DRAIN {
+                    let n = match received.recv(self.socket.as_raw_fd()) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && taken > 0 => break,
+                        Err(e) => return Err(e),
+                    };
+                    for (buf, &len) in received.bufs.iter_mut().zip(&received.lens[..n]) {
+                        self.answer(&mut buf[..len]);
+                    }
+                    taken += n;
+                    if n < RECV_BATCH {
+                        break;
+                    }
+                }
+                Ok(taken)
+            })
+        })
     }
 
     /// An expired query, or the end when the socket is retired and nothing is pending.
@@ -233,29 +297,7 @@ impl Channel {
     /// Registers `msg` until `deadline` under a fresh ID near `random` (written into it) and
     /// sends it.
     fn start(&self, msg: &mut [u8], random: u64, deadline: Instant, done: Done) -> Result<(), Refused> {
-        let id = {
-            let mut state = self.state();
-            if state.closed {
-                return Err(Refused::Closed(done));
-            }
-            if state.pending.len() >= MAX_PENDING {
-                return Err(Refused::Error(io::ErrorKind::WouldBlock.into(), done));
-            }
-            let mut id = random as u16;
-            while state.pending.contains_key(&id) {
-                id = id.wrapping_add(1);
-            }
-            msg[..2].copy_from_slice(&id.to_be_bytes());
-            let key = state.timers.insert_at(id, deadline);
-            let pending = Pending {
-                msg: msg.to_vec(),
-                token: random,
-                key,
-                done,
-            };
-            state.pending.insert(id, pending);
-            id
-        };
+        let id = self.register(msg, random, deadline, done)?;
         // Straight to the socket: tokio's `try_send` fails until its reactor has seen the new
         // socket writable.
         let sent = nix::sys::socket::send(self.socket.as_raw_fd(), msg, MsgFlags::MSG_DONTWAIT);
@@ -267,6 +309,32 @@ impl Channel {
                 None => Ok(()),
             },
         }
+    }
+
+    /// Registers `msg` until `deadline` under a fresh ID near `random` (written into it),
+    /// `random` its token; the ID.
+    fn register(&self, msg: &mut [u8], random: u64, deadline: Instant, done: Done) -> Result<u16, Refused> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(Refused::Closed(done));
+        }
+        if state.pending.len() >= MAX_PENDING {
+            return Err(Refused::Error(io::ErrorKind::WouldBlock.into(), done));
+        }
+        let mut id = random as u16;
+        while state.pending.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        msg[..2].copy_from_slice(&id.to_be_bytes());
+        let key = state.timers.insert_at(id, deadline);
+        let pending = Pending {
+            msg: msg.to_vec(),
+            token: random,
+            key,
+            done,
+        };
+        state.pending.insert(id, pending);
+        Ok(id)
     }
 
     /// Forgets the query `id` if it is still the one of `token`; returns its callback.
@@ -371,25 +439,161 @@ impl Channels {
     /// the socket's error. Callable from any thread. When it could not be sent, `done` comes
     /// back with the error, not called.
     pub(super) fn start(&self, msg: &mut [u8], timeout: Duration, done: Done) -> Result<(), (io::Error, Done)> {
+        self.start_via(msg, timeout, done, None)
+    }
+
+    /// As [`Channels::start`], but the datagram waits in `sends` with the others queued there
+    /// (on the same socket while they are this pool's) until [`Sends::flush`]; `done` gets a
+    /// failure to send it then.
+    pub(super) fn queue(
+        &self,
+        msg: &mut [u8],
+        timeout: Duration,
+        done: Done,
+        sends: &mut Sends,
+    ) -> Result<(), (io::Error, Done)> {
+        if !sends.takes_from(self) {
+            sends.flush();
+        }
+        self.start_via(msg, timeout, done, Some(sends))
+    }
+
+    fn start_via(
+        &self,
+        msg: &mut [u8],
+        timeout: Duration,
+        mut done: Done,
+        mut sends: Option<&mut Sends>,
+    ) -> Result<(), (io::Error, Done)> {
         // The timer queue needs the runtime (callers may be threads of their own).
         let _runtime = self.runtime.enter();
         let deadline = Instant::now() + timeout;
-        let mut done = done;
         // A socket taken from its slot just before it was replaced may close before the
         // query is registered: then another.
         for _ in 0..4 {
             let random = self.random();
-            let channel = match self.channel(random >> 32) {
-                Ok(channel) => channel,
-                Err(e) => return Err((e, done)),
+            let held = sends.as_deref().and_then(|s| s.channel.clone());
+            let channel = match held {
+                Some(channel) => {
+                    channel.uses.fetch_add(1, Ordering::Relaxed);
+                    channel
+                }
+                None => match self.channel(random >> 32) {
+                    Ok(channel) => channel,
+                    Err(e) => return Err((e, done)),
+                },
             };
-            match channel.start(msg, random, deadline, done) {
+            let started = match sends.as_deref_mut() {
+                None => channel.start(msg, random, deadline, done),
+                Some(sends) => channel
+                    .register(msg, random, deadline, done)
+                    .map(|id| sends.push(self, &channel, id, random, msg)),
+            };
+            match started {
                 Ok(()) => return Ok(()),
-                Err(Refused::Closed(back)) => done = back,
+                Err(Refused::Closed(back)) => {
+                    done = back;
+                    if let Some(sends) = sends.as_deref_mut() {
+                        sends.flush();
+                    }
+                }
                 Err(Refused::Error(e, back)) => return Err((e, back)),
             }
         }
         Err((io::Error::other("every upstream socket tried was closing"), done))
+    }
+}
+
+/// Queries registered on one socket whose datagrams are not sent yet: [`Sends::flush`] sends
+/// them in one `sendmmsg`, so that a batch of forwards costs one system call (and one wake-up
+/// of the upstream) instead of one each. Belongs to one thread (its message headers hold raw
+/// pointers); allocates nothing once its buffers have grown. Dropped, it flushes.
+pub(super) struct Sends {
+    /// The socket of the queued queries.
+    channel: Option<Arc<Channel>>,
+    /// The pool it is from (its address; only compared).
+    owner: usize,
+    /// The first `count` are queued datagrams.
+    msgs: Vec<Vec<u8>>,
+    /// Per queued datagram: its ID and token.
+    queued: Vec<(u16, u64)>,
+    count: usize,
+    /// No address: the socket is connected.
+    addrs: Vec<Option<SockaddrStorage>>,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Default for Sends {
+    fn default() -> Self {
+        Sends {
+            channel: None,
+            owner: 0,
+            msgs: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
+            queued: vec![(0, 0); BATCH],
+            count: 0,
+            addrs: vec![None; BATCH],
+            headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+}
+
+impl Sends {
+    /// Whether a query for `channels` can join those queued.
+    fn takes_from(&self, channels: &Channels) -> bool {
+        self.count == 0 || (self.owner == std::ptr::from_ref(channels) as usize && self.count < BATCH)
+    }
+
+    /// Queues `msg`, registered as `id` with `token` on `channel` of `channels`.
+    fn push(&mut self, channels: &Channels, channel: &Arc<Channel>, id: u16, token: u64, msg: &[u8]) {
+        if self.channel.is_none() {
+            self.channel = Some(channel.clone());
+            self.owner = std::ptr::from_ref(channels) as usize;
+        }
+        let buf = &mut self.msgs[self.count];
+        buf.clear();
+        buf.extend_from_slice(msg);
+        self.queued[self.count] = (id, token);
+        self.count += 1;
+    }
+
+    /// Sends what is queued, without waiting; a datagram the system refuses fails its query
+    /// (its callback gets the error), unless the query was already answered or failed.
+    pub(super) fn flush(&mut self) {
+        let count = std::mem::take(&mut self.count);
+        let Some(channel) = self.channel.take() else { return };
+        let mut from = 0;
+        while from < count {
+            let mut msgs = self.msgs[from..count].iter();
+            let slices: [[IoSlice<'_>; 1]; BATCH] =
+                std::array::from_fn(|_| [IoSlice::new(msgs.next().map_or(&[][..], |m| &m[..]))]);
+            let n = count - from;
+            let sent = sendmmsg(
+                channel.socket.as_raw_fd(),
+                &mut self.headers,
+                slices[..n].iter(),
+                &self.addrs[..n],
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(|sent| sent.count());
+            match sent {
+                Ok(sent) if sent > 0 => from += sent,
+                failed => {
+                    let e = failed.map_or_else(io::Error::from, |_| io::ErrorKind::WouldBlock.into());
+                    let (id, token) = self.queued[from];
+                    if let Some(done) = channel.forget(id, token) {
+                        done(Err(e));
+                    }
+                    from += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sends {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
