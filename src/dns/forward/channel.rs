@@ -22,7 +22,9 @@
 //! it closed as it does, and registering on a closed socket fails (the caller takes another
 //! one), so no query can wait on a socket nobody reads; an insert earlier than the timer
 //! the receiving task sleeps on wakes it (the queue keeps its waker), so no deadline is
-//! missed however the receiving task was idling.
+//! missed however the receiving task was idling. While the socket is in use a tick ([`TICK`])
+//! keeps that timer no later than a new query's deadline, so registering seldom wakes the
+//! receiving task (a wake-up of a runtime thread, once per query at moderate rates).
 //!
 //! An answer counts only if it is a response with a pending ID and that query's question;
 //! anything else (spoofed, late, garbled) is dropped and the query keeps waiting. An ICMP
@@ -56,6 +58,13 @@ pub(super) const SLOTS: usize = 16;
 pub(super) const MAX_AGE: Duration = Duration::from_secs(10);
 /// Most queries a socket takes.
 pub(super) const MAX_USES: u32 = 1000;
+
+/// While a socket is in use, a timer entry of its own (the tick) expires this often, so that
+/// the queue's timer is armed no later than any query's deadline (those at least this far
+/// off): registering a query then need not wake the receiving task to arm it, which would
+/// cost a wake-up of a runtime thread per query at moderate rates. A socket unused for a tick
+/// stops ticking (its next query wakes the task, as on the first).
+const TICK: Duration = Duration::from_millis(100);
 
 /// Answers taken in one go, before deadlines are looked at again.
 const DRAIN: usize = 64;
@@ -102,8 +111,12 @@ struct Pending {
 /// What the lock of a socket guards.
 struct State {
     pending: HashMap<u16, Pending>,
-    /// One deadline per pending query, by ID.
-    timers: DelayQueue<u16>,
+    /// One deadline per pending query, by ID, and the tick (`None`).
+    timers: DelayQueue<Option<u16>>,
+    /// The tick is in `timers`.
+    ticking: bool,
+    /// A query was registered since the tick was last armed.
+    used: bool,
     /// Replaced: takes no new queries from the pool.
     retired: bool,
     /// Its receiving task has ended: takes no queries at all.
@@ -244,14 +257,26 @@ impl Channel {
         if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             state.waker = Some(cx.waker().clone());
         }
-        // With nothing pending (`Ready(None)`) the queue wakes us on its next insert.
-        match state.timers.poll_expired(cx) {
-            Poll::Ready(Some(expired)) => {
-                let id = expired.into_inner();
-                let p = state.pending.remove(&id).expect("every timer has its query");
-                Poll::Ready(Event::Expired(p))
+        loop {
+            // With nothing pending (`Ready(None)`) the queue wakes us on its next insert.
+            if let Poll::Ready(Some(expired)) = state.timers.poll_expired(cx) {
+                match expired.into_inner() {
+                    Some(id) => {
+                        let p = state.pending.remove(&id).expect("every timer has its query");
+                        return Poll::Ready(Event::Expired(p));
+                    }
+                    // (Polled again: that arms the queue's timer for its next deadline.)
+                    None => {
+                        state.ticking = false;
+                        continue;
+                    }
+                }
             }
-            _ => Poll::Pending,
+            if state.ticking || !std::mem::take(&mut state.used) {
+                return Poll::Pending;
+            }
+            state.timers.insert(None, TICK);
+            state.ticking = true;
         }
     }
 
@@ -269,6 +294,7 @@ impl Channel {
         let failed: Vec<Pending> = {
             let mut state = self.state();
             state.timers.clear();
+            state.ticking = false;
             state.pending.drain().map(|(_, p)| p).collect()
         };
         for p in failed {
@@ -326,7 +352,8 @@ impl Channel {
             id = id.wrapping_add(1);
         }
         msg[..2].copy_from_slice(&id.to_be_bytes());
-        let key = state.timers.insert_at(id, deadline);
+        let key = state.timers.insert_at(Some(id), deadline);
+        state.used = true;
         let pending = Pending {
             msg: msg.to_vec(),
             token: random,
@@ -422,6 +449,8 @@ impl Channels {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 timers: DelayQueue::new(),
+                ticking: false,
+                used: false,
                 retired: false,
                 closed: false,
                 waker: None,
