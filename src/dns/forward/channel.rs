@@ -30,26 +30,24 @@
 //! anything else (spoofed, late, garbled) is dropped and the query keeps waiting. An ICMP
 //! error (the upstream's port is closed) fails every query waiting on that socket at once.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::socket::MsgFlags;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
-use super::super::batch::{BATCH, replying_together};
+use super::super::batch::replying_together;
 use super::super::wire;
 
 /// Sockets per upstream.
@@ -131,50 +129,6 @@ struct Channel {
     state: Mutex<State>,
     born: Instant,
     uses: AtomicU32,
-}
-
-/// Receive buffers for the answers of upstream sockets, one set per thread of the runtime
-/// (taken and handled within one poll of a receiving task, so never two at a time).
-struct Received {
-    /// Room for the largest datagram each (pages are touched as answers fill them).
-    bufs: Vec<Vec<u8>>,
-    /// The lengths of the last call's datagrams.
-    lens: [usize; RECV_BATCH],
-    headers: MultiHeaders<()>,
-}
-
-impl Received {
-    fn new() -> Self {
-        Received {
-            bufs: (0..RECV_BATCH).map(|_| vec![0u8; 65535]).collect(),
-            lens: [0; RECV_BATCH],
-            headers: MultiHeaders::preallocate(RECV_BATCH, None),
-        }
-    }
-
-    /// Takes up to [`RECV_BATCH`] datagrams queued on `socket`, without waiting; how many.
-    fn recv(&mut self, socket: RawFd) -> io::Result<usize> {
-        let mut bufs = self.bufs.iter_mut();
-        let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
-            std::array::from_fn(|_| [IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..]))]);
-        let results = recvmmsg(
-            socket,
-            &mut self.headers,
-            slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )?;
-        let mut n = 0;
-        for (len, msg) in self.lens.iter_mut().zip(results) {
-            *len = msg.bytes;
-            n += 1;
-        }
-        Ok(n)
-    }
-}
-
-thread_local! {
-    static RECEIVED: RefCell<Option<Received>> = const { RefCell::new(None) };
 }
 
 /// What woke the receiving task.
@@ -533,99 +487,6 @@ impl Channels {
     }
 }
 
-/// Queries registered on one socket whose datagrams are not sent yet: [`Sends::flush`] sends
-/// them in one `sendmmsg`, so that a batch of forwards costs one system call (and one wake-up
-/// of the upstream) instead of one each. Belongs to one thread (its message headers hold raw
-/// pointers); allocates nothing once its buffers have grown. Dropped, it flushes.
-pub(super) struct Sends {
-    /// The socket of the queued queries.
-    channel: Option<Arc<Channel>>,
-    /// The pool it is from (its address; only compared).
-    owner: usize,
-    /// The first `count` are queued datagrams.
-    msgs: Vec<Vec<u8>>,
-    /// Per queued datagram: its ID and token.
-    queued: Vec<(u16, u64)>,
-    count: usize,
-    /// No address: the socket is connected.
-    addrs: Vec<Option<SockaddrStorage>>,
-    headers: MultiHeaders<SockaddrStorage>,
-}
-
-impl Default for Sends {
-    fn default() -> Self {
-        Sends {
-            channel: None,
-            owner: 0,
-            msgs: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
-            queued: vec![(0, 0); BATCH],
-            count: 0,
-            addrs: vec![None; BATCH],
-            headers: MultiHeaders::preallocate(BATCH, None),
-        }
-    }
-}
-
-impl Sends {
-    /// Whether a query for `channels` can join those queued.
-    fn takes_from(&self, channels: &Channels) -> bool {
-        self.count == 0 || (self.owner == std::ptr::from_ref(channels) as usize && self.count < BATCH)
-    }
-
-    /// Queues `msg`, registered as `id` with `token` on `channel` of `channels`.
-    fn push(&mut self, channels: &Channels, channel: &Arc<Channel>, id: u16, token: u64, msg: &[u8]) {
-        if self.channel.is_none() {
-            self.channel = Some(channel.clone());
-            self.owner = std::ptr::from_ref(channels) as usize;
-        }
-        let buf = &mut self.msgs[self.count];
-        buf.clear();
-        buf.extend_from_slice(msg);
-        self.queued[self.count] = (id, token);
-        self.count += 1;
-    }
-
-    /// Sends what is queued, without waiting; a datagram the system refuses fails its query
-    /// (its callback gets the error), unless the query was already answered or failed.
-    pub(super) fn flush(&mut self) {
-        let count = std::mem::take(&mut self.count);
-        let Some(channel) = self.channel.take() else { return };
-        let mut from = 0;
-        while from < count {
-            let mut msgs = self.msgs[from..count].iter();
-            let slices: [[IoSlice<'_>; 1]; BATCH] =
-                std::array::from_fn(|_| [IoSlice::new(msgs.next().map_or(&[][..], |m| &m[..]))]);
-            let n = count - from;
-            let sent = sendmmsg(
-                channel.socket.as_raw_fd(),
-                &mut self.headers,
-                slices[..n].iter(),
-                &self.addrs[..n],
-                [],
-                MsgFlags::MSG_DONTWAIT,
-            )
-            .map(|sent| sent.count());
-            match sent {
-                Ok(sent) if sent > 0 => from += sent,
-                failed => {
-                    let e = failed.map_or_else(io::Error::from, |_| io::ErrorKind::WouldBlock.into());
-                    let (id, token) = self.queued[from];
-                    if let Some(done) = channel.forget(id, token) {
-                        done(Err(e));
-                    }
-                    from += 1;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Sends {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
 impl Drop for Channels {
     /// The sockets close once what they have in flight is answered or timed out.
     fn drop(&mut self) {
@@ -636,6 +497,11 @@ impl Drop for Channels {
         }
     }
 }
+
+mod batched;
+
+pub(super) use batched::Sends;
+use batched::{RECEIVED, Received};
 
 #[cfg(test)]
 mod tests;
