@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 mod bind;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use super::batch::{self, Batch, Peer, to_std};
-use super::forward::Forwarder;
+use super::batch::{self, Batch, Peer};
+use super::forward::{Forwarder, UdpSends};
 use super::transfer::{self, Transfers};
 use super::wire;
 use crate::metrics::{Metrics, Path, Tally};
@@ -259,13 +259,14 @@ impl Shared {
 
     /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket`, from the
     /// address the query was sent to, from wherever the upstream's answer arrives.
-    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer) {
+    /// The query waits in `sends` for the rest of its batch.
+    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer, sends: &mut UdpSends) {
         // Counts as in flight until answered, so that shutdown waits for it.
         let (started, socket, in_flight) = (Instant::now(), socket.clone(), self.tracker.token());
         let metrics = self.metrics.clone();
-        self.forwarder().forward_udp(query, move |out| {
+        self.forwarder().forward_udp(query, sends, move |out| {
             forwarded(&metrics, Transport::Udp, out, started);
-            send_now(socket.as_ref(), out, &peer);
+            batch::send_soon(socket, out, &peer);
             drop(in_flight);
         });
     }
@@ -313,6 +314,7 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
     let mut batch = Batch::new(ipv6);
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
+    let mut sends = UdpSends::default();
     let metrics = &shared.metrics;
     while !shutdown.is_cancelled() {
         match batch.recv(socket.as_ref()) {
@@ -331,11 +333,12 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
                 Outcome::Reply => true,
                 Outcome::Drop | Outcome::Transfer => false,
                 Outcome::Forward => {
-                    shared.forward_udp(query, socket, *peer);
+                    shared.forward_udp(query, socket, *peer, &mut sends);
                     false
                 }
             }
         });
+        sends.flush();
         drop(table);
         metrics.add(Transport::Udp, Path::Authoritative, &mut tally, started.elapsed());
         let mut sent = 0;
@@ -349,14 +352,6 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
                 }
             }
         }
-    }
-}
-
-/// Sends one reply without waiting: a forward's, from the runtime, on a blocking socket whose
-/// thread must not be held up. A full socket buffer drops it, as the network may.
-fn send_now(socket: &std::net::UdpSocket, out: &[u8], peer: &Peer) {
-    if let Err(e) = batch::send_one(socket, out, peer) {
-        tracing::debug!(error = %e, peer = ?to_std(&peer.addr), "udp send");
     }
 }
 
