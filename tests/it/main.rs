@@ -21,4 +21,5 @@ mod monitoring;
 mod peers;
 mod records;
 mod transfer;
+mod transfer_gate;
 mod truncation;

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::peers::{Daemon, free_ports, spawn};
 use crate::support::*;
 
-fn entries(extra: &str) -> String {
+pub(crate) fn entries(extra: &str) -> String {
     [
         se(
             "bar",
@@ -127,7 +127,12 @@ fn secondary_conf(name: &str, primary: SocketAddr, port: u16, dir: &Path) -> Str
         .replace("DIR", &dir.display().to_string())
 }
 
-async fn start(entries_dir: &Path, allow: &str, notify: Vec<SocketAddr>, sources: Option<Sources>) -> Running {
+pub(crate) async fn start(
+    entries_dir: &Path,
+    allow: &str,
+    notify: Vec<SocketAddr>,
+    sources: Option<Sources>,
+) -> Running {
     let sources = sources.unwrap_or(Sources {
         entries: vec![entries_dir.to_owned()],
         sync_timeout: Duration::from_secs(10),
@@ -255,7 +260,7 @@ async fn knot_and_nsd_transfer_the_zone_and_follow_every_change_by_notify() {
 
 /// One request over TCP; every message of the answer until the closing SOA (or one message
 /// when it is not a transfer).
-async fn transfer(addr: SocketAddr, qtype: RecordType, edns: bool) -> Vec<Message> {
+pub(crate) async fn transfer(addr: SocketAddr, qtype: RecordType, edns: bool) -> Vec<Message> {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let q = query_bytes(9, "global.", qtype, edns);
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();

@@ -1,0 +1,106 @@
+//! What gates a transfer: entry files that did not load at start keep the zone from being
+//! transferred or NOTIFYed (a partial zone with a higher serial would wipe the secondaries)
+//! until they load.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globaldns::app::{Running, Sources};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use tokio::net::UdpSocket;
+
+use crate::support::*;
+use crate::transfer::{entries, start, transfer};
+
+/// A server on `path` allowing 127.0.0.1 to transfer and NOTIFYing a socket of ours.
+async fn start_on(path: &Path) -> (Running, UdpSocket) {
+    let secondary = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sources = Sources {
+        entries: vec![path.to_owned()],
+        sync_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let notify = vec![secondary.local_addr().unwrap()];
+    (start(path, "127.0.0.1/32", notify, Some(sources)).await, secondary)
+}
+
+/// The names an AXFR from `addr` holds, or its rcode when it is refused or fails.
+async fn axfr_names(addr: SocketAddr) -> Result<Vec<String>, ResponseCode> {
+    let messages = transfer(addr, RecordType::AXFR, true).await;
+    match messages[0].metadata.response_code {
+        ResponseCode::NoError => Ok(messages
+            .iter()
+            .flat_map(|m| m.answers.iter().map(|r| r.name.to_string()))
+            .collect()),
+        rcode => Err(rcode),
+    }
+}
+
+/// Not ready (naming `bad`), no transfer, no NOTIFY, for longer than the sync timeout; then,
+/// once `fix` has run, ready, the whole zone transferred and NOTIFYed.
+async fn held_back_until_fixed(running: &Running, secondary: &UdpSocket, bad: &Path, fix: impl FnOnce()) {
+    let admin = running.admin_addr().unwrap();
+    let mut buf = [0u8; 512];
+    let notified = tokio::time::timeout(Duration::from_secs(2), secondary.recv_from(&mut buf)).await;
+    assert!(notified.is_err(), "no NOTIFY while {} does not load", bad.display());
+    let (code, body) = get(admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&*bad.to_string_lossy()), "/readyz names the path: {body}");
+    assert_eq!(axfr_names(running.dns_addr()).await, Err(ResponseCode::ServFail));
+
+    fix();
+    let ready = eventually(Duration::from_secs(5), || async {
+        get(admin, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready, "ready once the files load: {:?}", get(admin, "/readyz").await);
+    let notified = tokio::time::timeout(Duration::from_secs(5), secondary.recv_from(&mut buf)).await;
+    assert!(notified.is_ok(), "NOTIFY once the files load");
+    let names = axfr_names(running.dns_addr()).await.expect("the zone is transferred");
+    for host in ["httpbin.bar.global.", "fixed.bar.global."] {
+        assert!(names.iter().any(|n| n == host), "{host} in {names:?}");
+    }
+}
+
+fn fixed() -> String {
+    entries(&se(
+        "bar",
+        "fixed",
+        "{hosts: [fixed.bar.global], addresses: [240.0.0.30]}",
+    ))
+}
+
+#[tokio::test]
+async fn a_file_that_does_not_parse_at_start_holds_back_transfers_and_notify_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad: PathBuf = dir.path().join("bad.yaml");
+    std::fs::write(dir.path().join("good.yaml"), entries("")).unwrap();
+    std::fs::write(&bad, "kind: ServiceEntry\nspec: [unclosed\n").unwrap();
+    let (running, secondary) = start_on(dir.path()).await;
+    // What loaded is served meanwhile.
+    let mut client = udp_client(running.dns_addr()).await;
+    let m = ask(&mut client, "httpbin.bar.global.", RecordType::A).await;
+    assert_eq!(addresses(&m), ["240.0.0.2"]);
+    held_back_until_fixed(&running, &secondary, &bad, || {
+        std::fs::write(
+            &bad,
+            se("bar", "fixed", "{hosts: [fixed.bar.global], addresses: [240.0.0.30]}"),
+        )
+        .unwrap()
+    })
+    .await;
+    running.shutdown_token().cancel();
+    running.wait().await;
+}
+
+#[tokio::test]
+async fn an_entries_path_that_does_not_exist_at_start_holds_back_transfers_and_notify_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.yaml");
+    let (running, secondary) = start_on(&typo).await;
+    held_back_until_fixed(&running, &secondary, &typo, || std::fs::write(&typo, fixed()).unwrap()).await;
+    running.shutdown_token().cancel();
+    running.wait().await;
+}
