@@ -235,8 +235,10 @@ impl Shared {
         match &self.transfers {
             Some(t) => t.serve(table, query.to_vec(), peer).await,
             None => {
+                let started = Instant::now();
                 let (messages, kind, _) = transfer::respond(&table, query, false, false);
-                self.metrics.transfer(kind, "refused");
+                let first = messages.first().map(Vec::as_slice);
+                self.metrics.transfer(kind, "refused", first, started.elapsed());
                 messages.iter().flat_map(|m| frame(m)).collect()
             }
         }

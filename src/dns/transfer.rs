@@ -160,6 +160,7 @@ impl Transfers {
     /// The answer to the transfer request `query` of `peer` from `table` (the table published
     /// when it was read), as length-prefixed TCP frames, ready to write.
     pub async fn serve(&self, table: Arc<Table>, query: Vec<u8>, peer: IpAddr) -> Vec<u8> {
+        let started = std::time::Instant::now();
         let allowed = self.allows(peer);
         let ready = self.status.load().ready() && table.synced();
         let (messages, kind, result) = if allowed && ready {
@@ -172,7 +173,8 @@ impl Transfers {
         } else {
             respond(&table, &query, allowed, ready)
         };
-        self.metrics.transfer(kind, result.label());
+        let first = messages.first().map(Vec::as_slice);
+        self.metrics.transfer(kind, result.label(), first, started.elapsed());
         if result == Verdict::Refused {
             tracing::debug!(%peer, "zone transfer refused: client not in --transfer-to");
         }

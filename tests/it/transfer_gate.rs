@@ -49,6 +49,17 @@ async fn held_back_until_fixed(running: &Running, secondary: &UdpSocket, bad: &P
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(&*bad.to_string_lossy()), "/readyz names the path: {body}");
     assert_eq!(axfr_names(running.dns_addr()).await, Err(ResponseCode::ServFail));
+    let (_, metrics) = get(admin, "/metrics").await;
+    for series in [
+        "globaldns_dns_responses_total{rcode=\"SERVFAIL\",path=\"authoritative\"}",
+        "globaldns_dns_extended_errors_total{code=\"14\"}",
+    ] {
+        assert_eq!(
+            metric(&metrics, series),
+            1.0,
+            "the not-ready answer counted: {series}\n{metrics}"
+        );
+    }
 
     fix();
     let ready = eventually(Duration::from_secs(5), || async {
@@ -103,4 +114,29 @@ async fn an_entries_path_that_does_not_exist_at_start_holds_back_transfers_and_n
     held_back_until_fixed(&running, &secondary, &typo, || std::fs::write(&typo, fixed()).unwrap()).await;
     running.shutdown_token().cancel();
     running.wait().await;
+}
+
+#[tokio::test]
+async fn every_answer_of_the_transfer_path_is_counted_as_a_response() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("se.yaml"), entries("")).unwrap();
+    let refusing = start(dir.path(), "127.0.0.2/32", Vec::new(), None).await;
+    assert_eq!(axfr_names(refusing.dns_addr()).await, Err(ResponseCode::Refused));
+    let (_, metrics) = get(refusing.admin_addr().unwrap(), "/metrics").await;
+    for series in [
+        "globaldns_dns_responses_total{rcode=\"REFUSED\",path=\"authoritative\"}",
+        "globaldns_dns_extended_errors_total{code=\"18\"}",
+    ] {
+        assert_eq!(metric(&metrics, series), 1.0, "{series}\n{metrics}");
+    }
+    // A whole zone, many messages or one, is one response.
+    let allowed = start(dir.path(), "127.0.0.1/32", Vec::new(), None).await;
+    axfr_names(allowed.dns_addr()).await.expect("the zone");
+    let (_, metrics) = get(allowed.admin_addr().unwrap(), "/metrics").await;
+    let series = "globaldns_dns_responses_total{rcode=\"NOERROR\",path=\"authoritative\"}";
+    assert_eq!(metric(&metrics, series), 1.0, "{metrics}");
+    for r in [refusing, allowed] {
+        r.shutdown_token().cancel();
+        r.wait().await;
+    }
 }
