@@ -328,7 +328,7 @@ impl Metrics {
         let transfers = Family::<TransferLabels, Counter>::default();
         registry.register(
             "transfers",
-            "Zone transfers asked over TCP, by type (AXFR, IXFR) and result (full, incremental, current, refused, not_ready, not_auth, error)",
+            "Zone transfers asked (AXFR over TCP, IXFR over either), by type (AXFR, IXFR) and result (full, incremental, current, refused, not_ready, not_auth, error, udp_soa)",
             transfers.clone(),
         );
         let notifies = Family::<NotifyLabels, Counter>::default();

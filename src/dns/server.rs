@@ -244,6 +244,24 @@ impl Shared {
         }
     }
 
+    /// Answers a UDP client's IXFR `query` from `table` into `out` (RFC 1995 §2: the single
+    /// SOA to a client that may transfer; [`transfer::respond_udp`]), counting it. Cold: the
+    /// answer path hands over nothing else.
+    #[cold]
+    fn transfer_udp(&self, table: &Table, query: &[u8], peer: &Peer, out: &mut Vec<u8>) -> bool {
+        let started = Instant::now();
+        let (allowed, ready) = match (&self.transfers, to_std(&peer.addr)) {
+            (Some(t), Some(addr)) => (t.allows(addr.ip()), t.ready(table)),
+            _ => (false, false),
+        };
+        let (reply, kind, verdict) = transfer::respond_udp(table, query, allowed, ready);
+        self.metrics
+            .transfer(kind, verdict.label(), Some(&reply), started.elapsed());
+        out.clear();
+        out.extend_from_slice(&reply);
+        !out.is_empty()
+    }
+
     /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket`, from the
     /// address the query was sent to, from wherever the upstream's answer arrives.
     fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer) {
@@ -316,7 +334,8 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
         batch.respond(|query, peer, out| {
             match answer_tallied(&table, query, Transport::Udp, shared.mode, &mut rng, out, &mut tally) {
                 Outcome::Reply => true,
-                Outcome::Drop | Outcome::Transfer => false,
+                Outcome::Drop => false,
+                Outcome::Transfer => shared.transfer_udp(&table, query, peer, out),
                 Outcome::Forward => {
                     shared.forward_udp(query, socket, *peer);
                     false

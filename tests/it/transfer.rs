@@ -301,7 +301,13 @@ async fn a_client_outside_transfer_to_is_refused_and_udp_is_never_a_transfer() {
         );
         let mut client = udp_client(running.dns_addr()).await;
         let m = ask(&mut client, "global.", qtype).await;
-        assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{qtype} over UDP");
+        // An IXFR over UDP is refused as over TCP (RFC 1995 §2); an AXFR never a transfer.
+        let over_udp = if qtype == RecordType::IXFR {
+            ResponseCode::Refused
+        } else {
+            ResponseCode::NotImp
+        };
+        assert_eq!(m.metadata.response_code, over_udp, "{qtype} over UDP");
     }
     let allowed = start(dir.path(), "127.0.0.1/32", Vec::new(), None).await;
     let m = transfer(allowed.dns_addr(), RecordType::AXFR, false).await;

@@ -6,9 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globaldns::app::{Running, Sources};
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use globaldns::app::{self, Running, ServeConfig, Sources};
+use globaldns::dns::server::Limits;
+use globaldns::dns::transfer::TransferSettings;
+use globaldns::table::TableSettings;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 use crate::support::*;
@@ -139,4 +144,128 @@ async fn every_answer_of_the_transfer_path_is_counted_as_a_response() {
         r.shutdown_token().cancel();
         r.wait().await;
     }
+}
+
+/// One UDP query, its answer.
+async fn over_udp(server: SocketAddr, query: &[u8]) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(query, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer over UDP")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[tokio::test]
+async fn ixfr_over_udp_gets_the_single_soa_when_allowed_and_refused_otherwise_and_axfr_notimp() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("se.yaml"), entries("")).unwrap();
+    let allowed = start(dir.path(), "127.0.0.1/32", Vec::new(), None).await;
+    let serial = allowed.table().versions()[0].serial;
+    let m = over_udp(allowed.dns_addr(), &query_bytes(7, "global.", RecordType::IXFR, true)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    let answers: Vec<_> = m
+        .answers
+        .iter()
+        .map(|r| (r.record_type(), r.name.to_string()))
+        .collect();
+    assert_eq!(
+        answers,
+        [(RecordType::SOA, "global.".to_string())],
+        "RFC 1995 §2: the single SOA"
+    );
+    match &m.answers[0].data {
+        RData::SOA(soa) => assert_eq!(soa.serial, serial, "the current version's"),
+        other => panic!("{other:?}"),
+    }
+    let m = over_udp(allowed.dns_addr(), &query_bytes(8, "global.", RecordType::AXFR, true)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "AXFR over UDP");
+    let m = over_udp(
+        allowed.dns_addr(),
+        &query_bytes(9, "bar.global.", RecordType::IXFR, true),
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotAuth, "not an apex");
+
+    let refusing = start(dir.path(), "127.0.0.2/32", Vec::new(), None).await;
+    let m = over_udp(refusing.dns_addr(), &query_bytes(7, "global.", RecordType::IXFR, true)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let ede = m.edns.as_ref().and_then(|e| e.option(EdnsCode::Unknown(15)).cloned());
+    assert_eq!(ede, Some(EdnsOption::Unknown(15, vec![0, 18])), "EDE 18 Prohibited");
+    let (_, metrics) = get(refusing.admin_addr().unwrap(), "/metrics").await;
+    let series = "globaldns_dns_responses_total{rcode=\"REFUSED\",path=\"authoritative\"}";
+    assert_eq!(metric(&metrics, series), 1.0, "counted: {metrics}");
+    for r in [allowed, refusing] {
+        r.shutdown_token().cancel();
+        r.wait().await;
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_of_a_name_outside_the_zones_is_answered_notauth_never_forwarded() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("se.yaml"), entries("")).unwrap();
+    let running = app::start(ServeConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        admin: None,
+        table: TableSettings::new(&["global"]).unwrap(),
+        sources: Sources {
+            entries: vec![dir.path().to_owned()],
+            ..Default::default()
+        },
+        limits: Limits::default(),
+        forward: Some(forwarding(&[upstream.local_addr().unwrap()])),
+        transfer: TransferSettings {
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+            notify: Vec::new(),
+        },
+    })
+    .await
+    .expect("server starts");
+    for qtype in [RecordType::AXFR, RecordType::IXFR] {
+        let m = transfer_of(running.dns_addr(), "example.com.", qtype).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NotAuth, "{qtype} over TCP");
+    }
+    let m = over_udp(
+        running.dns_addr(),
+        &query_bytes(3, "example.com.", RecordType::IXFR, false),
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotAuth, "IXFR over UDP");
+    let m = over_udp(
+        running.dns_addr(),
+        &query_bytes(4, "example.com.", RecordType::AXFR, false),
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "AXFR over UDP");
+    let mut buf = [0u8; 512];
+    let forwarded = tokio::time::timeout(Duration::from_millis(500), upstream.recv_from(&mut buf)).await;
+    assert!(forwarded.is_err(), "nothing reached the upstream over UDP");
+    let forwarded = tokio::time::timeout(Duration::from_millis(100), upstream_tcp.accept()).await;
+    assert!(forwarded.is_err(), "nothing reached the upstream over TCP");
+    running.shutdown_token().cancel();
+    running.wait().await;
+}
+
+/// A transfer request for `name` over TCP: the first message of the answer.
+async fn transfer_of(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let q = query_bytes(5, name, qtype, false);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).await.unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(3), s.read_u16())
+        .await
+        .expect("answered at once, not forwarded")
+        .unwrap();
+    let mut buf = vec![0; len as usize];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
 }
