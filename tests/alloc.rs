@@ -53,7 +53,7 @@ fn table() -> Table {
     let entries = yaml::parse(&text, "default").unwrap().entries;
     let name: Arc<str> = "c".into();
     build(
-        &TableSettings::new(&["global", "240.in-addr.arpa", "ip6.arpa"]).unwrap(),
+        &TableSettings::new(&["global", "240.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]).unwrap(),
         &[SourceInput {
             name: &name,
             entries: &entries,
