@@ -63,13 +63,19 @@ fn table() -> Table {
     )
 }
 
-/// Named ports (SRV) on a host sharing its address with another (two PTR records).
+/// Named ports (SRV, two from two entries) on a host sharing its address with another (two
+/// PTR records).
 const SRV: &str = "
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: web}
-spec: {hosts: [web.default.global, www.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 80}, {name: http, number: 8080}]}
+spec: {hosts: [web.default.global, www.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-alt}
+spec: {hosts: [web.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 8080}]}
 ";
 
 /// `many.default.global` with 40 A records: more than 512 bytes.

@@ -40,8 +40,10 @@ fn srv_owners_and_the_names_above_them() {
     let text = [
         se(
             "web",
-            "{hosts: [web.ns.global], addresses: [240.0.0.1], ports: [{name: http, number: 80}, {name: http, number: 8080}, {name: dns, number: 53, protocol: UDP}]}",
+            "{hosts: [web.ns.global], addresses: [240.0.0.1], ports: [{name: http, number: 80}, {name: dns, number: 53, protocol: UDP}]}",
         ),
+        // One name, two numbers: two entries (one entry may not name a port twice).
+        se("web-alt", "{hosts: [web.ns.global], addresses: [240.0.0.1], ports: [{name: http, number: 8080}]}"),
         se("wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.2], ports: [{name: http, number: 80}]}"),
         se("bare", "{hosts: [bare.global], resolution: DNS, ports: [{name: http, number: 80}]}"),
     ]
