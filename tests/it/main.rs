@@ -11,6 +11,7 @@ mod admin;
 mod clusters;
 mod command_line;
 mod deploy;
+mod deploy_transfer;
 mod dns_over_sockets;
 mod entry_files;
 mod fixtures;
