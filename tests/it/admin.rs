@@ -126,7 +126,10 @@ async fn readyz_waits_for_the_local_cluster() {
     let (code, body) = get(admin, "/readyz").await;
     assert_eq!(code, 503, "the local cluster never stops holding readiness");
     // The source waited for, and why: its last error.
-    assert!(body.starts_with("waiting for east (") && body.ends_with(")\n"), "{body}");
+    assert!(
+        body.starts_with("waiting for east (") && body.ends_with(")\n"),
+        "{body}"
+    );
     let (_, metrics) = get(admin, "/metrics").await;
     assert!(
         metrics.contains("globaldns_source_synced{cluster=\"east\"} 0"),
