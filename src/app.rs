@@ -238,11 +238,17 @@ async fn start_sources(
         files::report(&diagnostics, metrics);
         let id = SourceId::new(SourceKey::files());
         registry.apply(id.says(Event::Started));
-        registry.apply(id.says(Event::Listed(source.entries())));
+        let event = source.event();
+        let complete = matches!(event, Event::Listed(_));
+        if let Event::Incomplete(_, error) = &event {
+            tracing::warn!(%error, "entry files incomplete at start: serving what loaded, not ready, nothing transferred until they load");
+        }
+        registry.apply(id.says(event));
         tasks.spawn(files::watch(
             source,
             id,
             FILE_POLL,
+            complete,
             tx.clone(),
             metrics.clone(),
             shutdown.clone(),

@@ -53,7 +53,7 @@ fn table() -> Table {
     let entries = yaml::parse(&text, "default").unwrap().entries;
     let name: Arc<str> = "c".into();
     Live::build(
-        &TableSettings::new(&["global", "240.in-addr.arpa", "ip6.arpa"]).unwrap(),
+        &TableSettings::new(&["global", "240.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]).unwrap(),
         &[SourceInput {
             name: &name,
             entries: &entries,
@@ -63,13 +63,19 @@ fn table() -> Table {
     )
 }
 
-/// Named ports (SRV) on a host sharing its address with another (two PTR records).
+/// Named ports (SRV, two from two entries) on a host sharing its address with another (two
+/// PTR records).
 const SRV: &str = "
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: web}
-spec: {hosts: [web.default.global, www.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 80}, {name: http, number: 8080}]}
+spec: {hosts: [web.default.global, www.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-alt}
+spec: {hosts: [web.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 8080}]}
 ";
 
 /// `many.default.global` with 40 A records: more than 512 bytes.

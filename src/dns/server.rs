@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 mod bind;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use super::batch::{self, Batch, Peer};
+use super::batch::{self, Batch, Peer, to_std};
 use super::forward::{Forwarder, UdpSends};
 use super::transfer::{self, Transfers};
 use super::wire;
@@ -250,11 +250,31 @@ impl Shared {
         match &self.transfers {
             Some(t) => t.serve(table, query.to_vec(), peer).await,
             None => {
+                let started = Instant::now();
                 let (messages, kind, _) = transfer::respond(&table, query, false, false);
-                self.metrics.transfer(kind, "refused");
+                let first = messages.first().map(Vec::as_slice);
+                self.metrics.transfer(kind, "refused", first, started.elapsed());
                 messages.iter().flat_map(|m| frame(m)).collect()
             }
         }
+    }
+
+    /// Answers a UDP client's IXFR `query` from `table` into `out` (RFC 1995 §2: the single
+    /// SOA to a client that may transfer; [`transfer::respond_udp`]), counting it. Cold: the
+    /// answer path hands over nothing else.
+    #[cold]
+    fn transfer_udp(&self, table: &Table, query: &[u8], peer: &Peer, out: &mut Vec<u8>) -> bool {
+        let started = Instant::now();
+        let (allowed, ready) = match (&self.transfers, to_std(&peer.addr)) {
+            (Some(t), Some(addr)) => (t.allows(addr.ip()), t.ready(table)),
+            _ => (false, false),
+        };
+        let (reply, kind, verdict) = transfer::respond_udp(table, query, allowed, ready);
+        self.metrics
+            .transfer(kind, verdict.label(), Some(&reply), started.elapsed());
+        out.clear();
+        out.extend_from_slice(&reply);
+        !out.is_empty()
     }
 
     /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket`, from the
@@ -331,7 +351,8 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
         batch.respond(|query, peer, out| {
             match answer_tallied(&table, query, Transport::Udp, shared.mode, &mut rng, out, &mut tally) {
                 Outcome::Reply => true,
-                Outcome::Drop | Outcome::Transfer => false,
+                Outcome::Drop => false,
+                Outcome::Transfer => shared.transfer_udp(&table, query, peer, out),
                 Outcome::Forward => {
                     shared.forward_udp(query, socket, *peer, &mut sends);
                     false

@@ -67,6 +67,45 @@ pub enum SettingsError {
     /// No zone at all.
     #[error("at least one --zone is needed")]
     NoZone,
+    /// A zone under `arpa` that is no address prefix: it would answer NXDOMAIN for reverse
+    /// names it holds no PTR for (`in-addr.arpa` for every IPv4 address, 10/8 included).
+    #[error(
+        "zone {0:?} is no reverse zone of an address prefix: name one like 240.in-addr.arpa (1 to 4 labels 0-255) or 8.b.d.0.1.0.0.2.ip6.arpa (1 to 32 hex nibbles)"
+    )]
+    BadReverseZone(String),
+    /// One zone inside another: the inner one's names would never be the outer one's, and
+    /// neither zone would be whole (its SOA, transfers).
+    #[error("zone {inner:?} lies inside zone {outer:?}: serve one of them")]
+    NestedZones {
+        /// The zone inside.
+        inner: String,
+        /// The zone around it.
+        outer: String,
+    },
+}
+
+/// Whether `zone` (lower case, no trailing dot) is fit to serve as far as `arpa` goes: not
+/// `arpa` or above a reverse tree, and under `in-addr.arpa` / `ip6.arpa` an address prefix
+/// (RFC 1035 §3.5: decimal octets 0-255 without leading zeros; RFC 3596 §2.5: one hex nibble
+/// a label).
+fn reverse_prefix_ok(zone: &str) -> bool {
+    let labels: Vec<&str> = zone.split('.').collect();
+    match labels.as_slice() {
+        [prefix @ .., "in-addr", "arpa"] => {
+            (1..=4).contains(&prefix.len())
+                && prefix
+                    .iter()
+                    .all(|l| l.parse::<u8>().is_ok_and(|n| n.to_string() == *l))
+        }
+        [prefix @ .., "ip6", "arpa"] => {
+            (1..=32).contains(&prefix.len())
+                && prefix
+                    .iter()
+                    .all(|l| l.len() == 1 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        ["arpa"] => false,
+        _ => true,
+    }
 }
 
 impl TableSettings {
@@ -94,6 +133,25 @@ impl TableSettings {
                 reverse,
                 wire: wire.into(),
             };
+            if !reverse_prefix_ok(&zone.name) {
+                return Err(SettingsError::BadReverseZone(z.into()));
+            }
+            let nested = |o: &Zone| {
+                o.wire != zone.wire
+                    && (name::suffix_offset(&o.wire, &zone.wire).is_some()
+                        || name::suffix_offset(&zone.wire, &o.wire).is_some())
+            };
+            if let Some(other) = parsed.iter().find(|o| nested(o)) {
+                let (inner, outer) = if other.wire.len() > zone.wire.len() {
+                    (other, &zone)
+                } else {
+                    (&zone, other)
+                };
+                return Err(SettingsError::NestedZones {
+                    inner: inner.name.to_string(),
+                    outer: outer.name.to_string(),
+                });
+            }
             if !parsed.contains(&zone) {
                 parsed.push(zone);
             }
@@ -101,7 +159,7 @@ impl TableSettings {
         if parsed.is_empty() {
             return Err(SettingsError::NoZone);
         }
-        // Most specific first: the first zone that contains a name is its zone.
+        // Longest first (zones do not nest, so this only fixes an order).
         parsed.sort_by(|a, b| b.wire.len().cmp(&a.wire.len()).then(a.wire.cmp(&b.wire)));
         Ok(TableSettings {
             zones: parsed,

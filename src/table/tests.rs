@@ -330,9 +330,9 @@ fn a_name_appears_and_goes_with_its_addresses() {
 
 #[test]
 fn several_zones_most_specific_first() {
-    let s = TableSettings::new(&["global", "Corp.Global.", "mesh.internal", "global"]).unwrap();
+    let s = TableSettings::new(&["global", "Corp.Example.", "mesh.internal", "global"]).unwrap();
     let names: Vec<&str> = s.zones().iter().map(|z| &*z.name).collect();
-    assert_eq!(names, ["mesh.internal", "corp.global", "global"]);
+    assert_eq!(names, ["mesh.internal", "corp.example", "global"]);
     let t = table_of(
         &s,
         &[(
@@ -341,9 +341,9 @@ fn several_zones_most_specific_first() {
                 &[
                     se(
                         "a",
-                        "{hosts: [a.corp.global, b.global, c.mesh.internal, d.example.com], addresses: [1.1.1.1]}",
+                        "{hosts: [a.corp.example, b.global, c.mesh.internal, d.example.com], addresses: [1.1.1.1]}",
                     ),
-                    se("w", "{hosts: [\"*.corp.global\"], addresses: [2.2.2.2]}"),
+                    se("w", "{hosts: [\"*.corp.example\"], addresses: [2.2.2.2]}"),
                 ]
                 .concat(),
             ),
@@ -353,11 +353,12 @@ fn several_zones_most_specific_first() {
         Lookup::Exists { zone, .. } | Lookup::NxDomain { zone } => zone.name.to_string(),
         Lookup::OutOfZone => "-".into(),
     };
-    assert_eq!(zone_of("a.corp.global"), "corp.global");
-    assert_eq!(zone_of("corp.global"), "corp.global");
+    assert_eq!(zone_of("a.corp.example"), "corp.example");
+    assert_eq!(zone_of("corp.example"), "corp.example");
     assert_eq!(zone_of("b.global"), "global");
     assert_eq!(zone_of("c.mesh.internal"), "mesh.internal");
-    assert_eq!(look(&t, "x.corp.global"), "2.2.2.2");
+    assert_eq!(zone_of("example"), "-");
+    assert_eq!(look(&t, "x.corp.example"), "2.2.2.2");
     assert_eq!(look(&t, "d.example.com"), "out");
     assert_eq!(t.hosts().len(), 4, "hosts outside every zone are ignored");
 }
@@ -401,6 +402,56 @@ fn a_port_change_is_a_record_change() {
         assert!(commit.records_changed, "{what}");
         assert_eq!(commit.changed.len(), 1, "{what}: the host is a change of its zone");
     }
+}
+
+#[test]
+fn reverse_zones_must_be_address_prefixes_and_zones_must_not_nest() {
+    for bad in [
+        "in-addr.arpa",
+        "ip6.arpa",
+        "arpa",
+        "300.in-addr.arpa",
+        "x.in-addr.arpa",
+        "010.in-addr.arpa",
+        "1.2.3.4.5.in-addr.arpa",
+        "ab.ip6.arpa",
+        "g.ip6.arpa",
+        &format!("{}ip6.arpa", "0.".repeat(33)),
+    ] {
+        let e = TableSettings::new(&["global", bad]).unwrap_err();
+        assert_eq!(e, SettingsError::BadReverseZone(bad.into()), "{bad}");
+        assert!(e.to_string().contains("240.in-addr.arpa"), "says what would do: {e}");
+    }
+    for good in [
+        "240.in-addr.arpa",
+        "0.10.in-addr.arpa",
+        "1.0.0.127.In-Addr.Arpa.",
+        "8.b.d.0.1.0.0.2.ip6.arpa",
+        "D.f.ip6.arpa",
+        "e164.arpa",
+    ] {
+        assert!(TableSettings::new(&[good]).is_ok(), "{good}");
+    }
+    for (zones, inner, outer) in [
+        (["global", "bar.global"], "bar.global", "global"),
+        (["Bar.Global", "global"], "bar.global", "global"),
+        (
+            ["240.in-addr.arpa", "0.240.in-addr.arpa"],
+            "0.240.in-addr.arpa",
+            "240.in-addr.arpa",
+        ),
+    ] {
+        let e = TableSettings::new(&zones).unwrap_err();
+        let want = SettingsError::NestedZones {
+            inner: inner.into(),
+            outer: outer.into(),
+        };
+        assert_eq!(e, want, "{zones:?}");
+    }
+    assert!(
+        TableSettings::new(&["global", "xglobal", "global."]).is_ok(),
+        "neither inside the other"
+    );
 }
 
 #[test]

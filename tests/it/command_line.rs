@@ -1,6 +1,6 @@
 //! The binary: `check`, `records`, `serve` with the README's dig line, environment fallbacks.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -87,22 +87,40 @@ fn serve_without_sources_or_with_bad_zones_says_why() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sources"));
-    let out = globaldns()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--zone",
-            ".",
-        ])
-        .arg("--entries")
-        .arg(examples_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("root zone"));
+    let bad_zones: [(&[&str], &str); 5] = [
+        (&["."], "root zone"),
+        (
+            &["in-addr.arpa"],
+            "\"in-addr.arpa\" is no reverse zone of an address prefix",
+        ),
+        (&["300.in-addr.arpa"], "\"300.in-addr.arpa\" is no reverse zone"),
+        (&["x.in-addr.arpa"], "\"x.in-addr.arpa\" is no reverse zone"),
+        (
+            &["global", "bar.global"],
+            "zone \"bar.global\" lies inside zone \"global\"",
+        ),
+    ];
+    for (zones, says) in bad_zones {
+        let mut serve = globaldns();
+        serve.args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+        for zone in zones {
+            serve.args(["--zone", zone]);
+        }
+        serve.arg("--entries").arg(examples_dir());
+        let mut child = Child(serve.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match child.0.try_wait().unwrap() {
+                Some(status) => break Some(status),
+                None if std::time::Instant::now() > deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{zones:?} does not start");
+        let mut stderr = String::new();
+        child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(stderr.contains(says), "{zones:?}: {stderr}");
+    }
 }
 
 /// A spawned `globaldns serve`, killed if the test ends early.

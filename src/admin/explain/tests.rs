@@ -183,3 +183,31 @@ fn rendered_for_people() {
     let text = render(&says(&t, true, "example.com", "A"));
     assert!(text.starts_with("example.com. A: forwarded\n"), "{text}");
 }
+
+#[test]
+fn a_transfer_is_explained_as_one_never_as_the_apex() {
+    let t = table(true);
+    for qtype in ["AXFR", "IXFR", "ixfr"] {
+        let v = says(&t, true, "global", qtype);
+        assert_eq!(v["rule"], "transfer", "{qtype}: {v}");
+        assert_eq!(v["question"]["type"], qtype.to_ascii_uppercase());
+        assert_eq!(v["serial"], t.zone_serial(&t.zones()[0]), "{v}");
+        let why = v["why"].as_str().unwrap();
+        for said in [
+            "--transfer-to",
+            "REFUSED",
+            "NOTIMP",
+            "single SOA",
+            "the zone global at serial",
+        ] {
+            assert!(why.contains(said), "{qtype} says {said:?}: {why}");
+        }
+        assert!(!why.contains("NODATA"), "{why}");
+    }
+    for name in ["bar.global", "example.com"] {
+        let v = says(&t, true, name, "AXFR");
+        assert_eq!(v["rule"], "transfer");
+        assert!(v["why"].as_str().unwrap().contains("NOTAUTH"), "{name}: {v}");
+    }
+    assert_eq!(Question::from_query("name=global&type=IXFR").unwrap().qtype, 251);
+}

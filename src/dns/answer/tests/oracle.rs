@@ -18,7 +18,7 @@ use crate::serviceentry::{Entry, EntryId, Export, Port, Protocol};
 use crate::table::TableSettings;
 use crate::table::testing::table_of;
 
-const FORWARD: [&str; 2] = ["global", "b.global"];
+const FORWARD: [&str; 2] = ["global", "b.mesh"];
 const REVERSE_V4: &str = "0.0.10.in-addr.arpa";
 const REVERSE_V6: &str = "8.b.d.0.1.0.0.2.ip6.arpa";
 const LABELS: [&str; 4] = ["a", "b", "c", "d"];
@@ -282,7 +282,7 @@ fn query_name() -> impl Strategy<Value = String> {
     let forward = (
         prop::sample::select(&["", "_http._tcp.", "_dns._udp.", "_http._udp.", "_tcp.", "_udp."][..]),
         prop::collection::vec(prop::sample::select(&["a", "b", "c", "d", "x", "*"][..]), 0..4),
-        prop::sample::select(&["global", "b.global", "example"][..]),
+        prop::sample::select(&["global", "b.mesh", "mesh", "example"][..]),
     )
         .prop_map(|(service, labels, tail)| {
             let mut parts: Vec<&str> = labels;
