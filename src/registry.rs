@@ -285,7 +285,6 @@ impl Registry {
         let previous = self.published.load_full();
         let commit = self.live.commit();
         let synced = self.synced();
-        let versions = advance(previous.zones(), previous.versions(), &commit.changed, unix_now());
         for c in &commit.new_conflicts {
             tracing::warn!(
                 host = %c.host,
@@ -294,7 +293,9 @@ impl Registry {
                 "conflict: sources disagree on a host's addresses; the higher source is served"
             );
         }
-        let table = Arc::new(self.live.table_at(versions, synced).with_stale(self.stale.clone()));
+        let table = self.live.table_at(previous.versions().into(), synced);
+        let versions = advance(&previous, &table, &commit.touched, unix_now());
+        let table = Arc::new(table.with_versions(versions).with_stale(self.stale.clone()));
         self.published.store(table.clone());
         self.watch.send_replace(table.clone());
         for (key, entries) in self.live.sources() {

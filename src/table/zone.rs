@@ -1,10 +1,11 @@
 //! Each zone as a secondary holds it, its serial and its recent changes: what zone transfers
 //! (RFC 5936 AXFR, RFC 1995 IXFR) send, read from one published [`Table`].
 //!
-//! - [`Table::zone_records`] walks a zone: the apex NS, every exact host's A/AAAA and every
-//!   wildcard's as owner `*.suffix` (a secondary then answers wildcards by RFC 4592). The
-//!   SOA brackets it ([`Table::soa`]). Records of a host come from [`host_records`] alone, so
-//!   a new record type joins the walk and the change history in one place.
+//! - [`Table::zone_records`] walks a zone: the apex NS, every exact host's A/AAAA, SRV and
+//!   PTR records, and every wildcard's as owner `*.suffix` (a secondary then answers
+//!   wildcards by RFC 4592). The SOA brackets it ([`Table::soa`]). The walk and the change
+//!   history read the same records, those the table holds per owner name
+//!   ([`Table::owner_records`]), so a new record type joins both in one place.
 //! - Each zone has its own serial ([`Version`]): it grows with every published change that
 //!   touches the zone, by RFC 1982 arithmetic, and is at least the Unix time of the change, so
 //!   it never goes back across restarts (unless changes ran ahead of the clock); sync-state
@@ -17,15 +18,12 @@ use std::collections::{BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use super::{Host, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone};
+use super::{Record, RecordData, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone, zone_of};
 
 /// Changes kept per zone at most.
 pub const HISTORY_CHANGES: usize = 100;
 /// Bytes of changes kept per zone at most (counted as [`ZoneRecord::size`]).
 pub const HISTORY_BYTES: usize = 16 << 20;
-
-/// A host's served records changed: the host before and after (`None`: not there).
-pub type HostChange = (Option<Arc<Host>>, Option<Arc<Host>>);
 
 /// The data of a record of a zone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,34 +66,6 @@ impl ZoneRecord {
         };
         self.owner.len() + 2 + 10 + data
     }
-}
-
-/// The served records of `host` (none when it has no address: then it is no name).
-pub fn host_records(host: &Host) -> impl Iterator<Item = ZoneRecord> + '_ {
-    let owner: Arc<str> = host.name.as_str().into();
-    let served = host.has_addresses();
-    let a = host.a.iter().map(|ip| RData::A(*ip));
-    let aaaa = host.aaaa.iter().map(|ip| RData::Aaaa(*ip));
-    let addresses = a.chain(aaaa).filter(move |_| served).map(move |data| ZoneRecord {
-        owner: owner.clone(),
-        data,
-    });
-    // Its SRV records, as `derived::srv_owners` makes them for the answer path: an exact host
-    // with addresses, one per named port (an owner too long for a name is left out there and here).
-    let target: Arc<str> = host.name.as_str().into();
-    let srv = host
-        .ports
-        .iter()
-        .filter(move |_| served && !host.name.starts_with("*."))
-        .map(move |p| ZoneRecord {
-            owner: format!("_{}._{}.{}", p.name, p.protocol.label(), host.name).into(),
-            data: RData::Srv {
-                port: p.number,
-                target: target.clone(),
-            },
-        })
-        .filter(|r| r.owner.len() < 254);
-    addresses.chain(srv)
 }
 
 /// The SOA of a zone (RFC 1035 §3.3.13), names in presentation form without trailing dot.
@@ -216,28 +186,49 @@ impl Version {
     }
 }
 
-/// The versions after a commit: each changed host's old and new records go to its zone's
-/// change (`zones` and `versions` index-aligned). Zones without a change keep theirs.
-pub fn advance(zones: &[Zone], versions: &[Version], changed: &[HostChange], now: u32) -> Arc<[Version]> {
+/// The versions after a commit, from the table before it (`old`) and after it (`new`):
+/// each owner name the commit touched (lower-case wire format, a wildcard as `*.suffix`:
+/// [`crate::table::Commit::touched`]) adds the difference of its records between the two
+/// tables ([`Table::owner_records`], the same records the zone walk gives) to its zone's
+/// change. So every record a zone serves moves its version: a host's A/AAAA and SRV in its
+/// zone, and the PTR RRsets of the addresses it had and has in a reverse zone (diffed as
+/// served, after the [`super::PTR_MAX`] cap, whatever other hosts share the address). Zones
+/// without a change keep theirs.
+pub fn advance(old: &Table, new: &Table, touched: &[Box<[u8]>], now: u32) -> Arc<[Version]> {
+    let zones = new.zones();
     let mut per_zone: Vec<(BTreeSet<ZoneRecord>, BTreeSet<ZoneRecord>)> = vec![Default::default(); zones.len()];
-    for (old, new) in changed {
-        let Some(zone) = old.as_ref().or(new.as_ref()).map(|h| h.zone.clone()) else {
+    for wire in touched {
+        let zone = wire.strip_prefix(b"\x01*").unwrap_or(wire);
+        let Some(i) = zone_of(zones, zone).and_then(|z| zones.iter().position(|y| y.wire == z.wire)) else {
             continue;
         };
-        let Some(i) = zones.iter().position(|z| z.name == zone) else {
-            continue;
-        };
-        let old: BTreeSet<ZoneRecord> = old.iter().flat_map(|h| host_records(h)).collect();
-        let new: BTreeSet<ZoneRecord> = new.iter().flat_map(|h| host_records(h)).collect();
+        let before: BTreeSet<ZoneRecord> = old.owner_records(wire).into_iter().map(zone_record).collect();
+        let after: BTreeSet<ZoneRecord> = new.owner_records(wire).into_iter().map(zone_record).collect();
         let (removed, added) = &mut per_zone[i];
-        removed.extend(old.difference(&new).cloned());
-        added.extend(new.difference(&old).cloned());
+        removed.extend(before.difference(&after).cloned());
+        added.extend(after.difference(&before).cloned());
     }
-    versions
+    old.versions()
         .iter()
         .zip(per_zone)
         .map(|(v, (removed, added))| v.advance(removed.into_iter().collect(), added.into_iter().collect(), now))
         .collect()
+}
+
+/// A record of the zone walk as transfers send it.
+fn zone_record(r: Record) -> ZoneRecord {
+    ZoneRecord {
+        owner: r.owner.into(),
+        data: match r.data {
+            RecordData::A(ip) => RData::A(ip),
+            RecordData::Aaaa(ip) => RData::Aaaa(ip),
+            RecordData::Srv { port, target } => RData::Srv {
+                port,
+                target: target.into(),
+            },
+            RecordData::Ptr(target) => RData::Ptr(target.into()),
+        },
+    }
 }
 
 impl Table {
@@ -282,34 +273,24 @@ impl Table {
         }
     }
 
-    /// The records of `zone` as a secondary holds them, SOA aside: the apex NS, then every
-    /// host's records ([`host_records`]), sorted (walks the zone: not for the query path).
+    /// The records of `zone` as a secondary holds them, SOA aside: the apex NS, then the zone
+    /// walk ([`Table::records`]), sorted (not for the query path).
     pub fn zone_records(&self, zone: &Zone) -> Vec<ZoneRecord> {
-        use super::RecordData;
         let ns = ZoneRecord {
             owner: zone.name.clone(),
             data: RData::Ns(format!("ns.dns.{}", zone.name).into()),
         };
-        let mut records: Vec<ZoneRecord> = self
-            .records(zone)
-            .into_iter()
-            .map(|r| ZoneRecord {
-                owner: r.owner.into(),
-                data: match r.data {
-                    RecordData::A(ip) => RData::A(ip),
-                    RecordData::Aaaa(ip) => RData::Aaaa(ip),
-                    RecordData::Srv { port, target } => RData::Srv {
-                        port,
-                        target: target.into(),
-                    },
-                    RecordData::Ptr(target) => RData::Ptr(target.into()),
-                },
-            })
-            .collect();
+        let mut records: Vec<ZoneRecord> = self.records(zone).into_iter().map(zone_record).collect();
         records.sort();
         records.dedup();
         records.insert(0, ns);
         records
+    }
+
+    /// This table with its zones at `versions` (index-aligned with [`Table::zones`]).
+    pub fn with_versions(mut self, versions: Arc<[Version]>) -> Self {
+        self.versions = versions;
+        self
     }
 }
 

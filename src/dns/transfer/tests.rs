@@ -219,13 +219,43 @@ fn each_zone_has_its_own_serial_and_ixfr_from_the_current_serial_is_one_soa() {
     assert!(answers(&m).len() > 2);
 }
 
-/// One random change: entry `n` set to host `h` with addresses, or deleted.
-fn change() -> impl Strategy<Value = (u8, Option<(u8, Vec<u8>)>)> {
-    (
-        0..6u8,
-        proptest::option::weighted(0.8, (0..5u8, proptest::collection::vec(0..4u8, 0..3))),
-    )
+/// One random change: entry `n` set to hosts `hs` (11: a wildcard) with addresses (few, so
+/// that hosts share them, up to past the PTR cap) and ports (none; `http` 80; `http` 8080 and
+/// `grpc` 9000), or deleted.
+type Change = (u8, Option<(Vec<u8>, Vec<u8>, u8)>);
+
+fn change() -> impl Strategy<Value = Change> {
+    let hosts = proptest::collection::vec(0..12u8, 1..5);
+    let addresses = proptest::collection::vec(0..3u8, 0..3);
+    (0..10u8, proptest::option::weighted(0.8, (hosts, addresses, 0..3u8)))
 }
+
+fn changed_entry(n: u8, set: Option<(Vec<u8>, Vec<u8>, u8)>) -> (EntryId, Option<Entry>) {
+    let name = format!("e{n}");
+    let entry = set.map(|(hosts, addresses, ports)| {
+        let hosts: Vec<String> = hosts
+            .iter()
+            .map(|&h| if h == 11 { "\"*.w.global\"".into() } else { format!("h{h}.global") })
+            .collect();
+        let addresses: Vec<String> = addresses.iter().map(|a| format!("240.0.0.{a}")).collect();
+        let ports = match ports {
+            0 => "[]",
+            1 => "[{name: http, number: 80, protocol: HTTP}]",
+            _ => "[{name: http, number: 8080, protocol: HTTP}, {name: grpc, number: 9000, protocol: GRPC}]",
+        };
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{hosts: [{}], addresses: [{}], ports: {ports}}}\n",
+            hosts.join(", "),
+            addresses.join(", ")
+        );
+        yaml::parse(&text, "default").unwrap().entries.remove(0)
+    });
+    (id(&name), entry)
+}
+
+/// The zones the property runs over: the forward zone (A, SRV, wildcards) and the reverse
+/// zone of the addresses (PTR).
+const ZONES: [&str; 2] = ["global.", "240.in-addr.arpa."];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
@@ -233,37 +263,34 @@ proptest! {
     fn each_ixfr_applied_to_the_previous_zone_gives_the_next_axfr(
         steps in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..12)
     ) {
-        let mut p = Pipeline::new(&["global"]);
-        let mut history = vec![axfr(&p.table(), "global.")];
+        let mut p = Pipeline::new(&["global", "240.in-addr.arpa"]);
+        let mut history: Vec<Vec<(u32, BTreeSet<String>)>> = ZONES.iter().map(|z| vec![axfr(&p.table(), z)]).collect();
         for step in steps {
-            let changes = step
-                .into_iter()
-                .map(|(n, set)| {
-                    let id = id(&format!("e{n}"));
-                    let set = set.map(|(h, addrs)| {
-                        let host = if h == 4 { "*.w.global".to_string() } else { format!("h{h}.global") };
-                        let addrs: Vec<String> = addrs.iter().map(|a| format!("240.0.0.{a}")).collect();
-                        entry(&format!("e{n}"), &host, &addrs)
-                    });
-                    (id, set)
-                })
-                .collect();
-            let t = p.change(changes);
-            history.push(axfr(&t, "global."));
-            // From every earlier version: replaying the IXFR gives this AXFR.
-            for (serial, zone) in &history {
-                let (m, _, _) = respond(&t, &request("global.", RecordType::IXFR, Some(*serial)), true, true);
-                let records = answers(&m);
-                let mut replayed = zone.clone();
-                let got = if records.len() > 1 && records[1].record_type() != RecordType::SOA {
-                    replayed = records[1..records.len() - 1].iter().map(text).collect();
-                    serial_of(&records[0])
-                } else {
-                    apply_ixfr(&records, *serial, &mut replayed)
-                };
-                let (now, want) = history.last().unwrap();
-                prop_assert_eq!(got, *now);
-                prop_assert_eq!(&replayed, want);
+            let t = p.change(step.into_iter().map(|(n, set)| changed_entry(n, set)).collect());
+            for (zone, history) in ZONES.iter().zip(&mut history) {
+                let (serial, records) = axfr(&t, zone);
+                let (last_serial, last) = history.last().unwrap();
+                prop_assert_eq!(
+                    serial == *last_serial,
+                    records == *last,
+                    "{}: the serial moves exactly when the records do", zone
+                );
+                history.push((serial, records));
+                // From every earlier version: replaying the IXFR gives this AXFR.
+                for (serial, records) in history.iter() {
+                    let (m, _, _) = respond(&t, &request(zone, RecordType::IXFR, Some(*serial)), true, true);
+                    let answer = answers(&m);
+                    let mut replayed = records.clone();
+                    let got = if answer.len() > 1 && answer[1].record_type() != RecordType::SOA {
+                        replayed = answer[1..answer.len() - 1].iter().map(text).collect();
+                        serial_of(&answer[0])
+                    } else {
+                        apply_ixfr(&answer, *serial, &mut replayed)
+                    };
+                    let (now, want) = history.last().unwrap();
+                    prop_assert_eq!(got, *now);
+                    prop_assert_eq!(&replayed, want);
+                }
             }
         }
     }
