@@ -9,6 +9,10 @@
 //!   `/readyz` says): SERVFAIL, with EDE 14 Not Ready. SERVFAIL, not REFUSED, because a
 //!   secondary takes SERVFAIL for "try again at the retry interval" and keeps serving its copy,
 //!   while a partial zone with a higher serial would wipe the names it holds.
+//! - A zone whose first records since the start wait for their serial (at most a second:
+//!   [`crate::table::Version`]) is not transferred yet either: its zone at the serial is the
+//!   empty start-up one. Any other change waiting for a serial is left out of the transfer,
+//!   which gives the zone at its serial; the NOTIFY of the new serial follows within a second.
 //! - The zone comes from the one table published when the request was read (a consistent
 //!   snapshot: its records, serial and change history belong together); the answer is built
 //!   on a blocking thread, at most [`MAX_TRANSFERS`] at once, in messages of at most 16 KiB.
@@ -97,7 +101,7 @@ pub fn respond(table: &Table, query: &[u8], allowed: bool, ready: bool) -> (Vec<
     let Some(zone) = table.zones().iter().find(|z| *z.name == request.zone) else {
         return (vec![message::error(&request, NOTAUTH, None)], kind, Verdict::NotAuth);
     };
-    if !ready {
+    if !ready || !table.zone_version(zone).transferable() {
         let reply = message::error(&request, SERVFAIL, Some(ede::NOT_READY));
         return (vec![reply], kind, Verdict::NotReady);
     }

@@ -6,10 +6,15 @@
 //!   wildcards by RFC 4592). The SOA brackets it ([`Table::soa`]). The walk and the change
 //!   history read the same records, those the table holds per owner name
 //!   ([`Table::owner_records`]), so a new record type joins both in one place.
-//! - Each zone has its own serial ([`Version`]): it grows with every published change that
-//!   touches the zone, by RFC 1982 arithmetic, and is at least the Unix time of the change, so
-//!   it never goes back across restarts (unless changes ran ahead of the clock); sync-state
-//!   changes never move it.
+//! - Each zone has its own serial ([`Version`]): the Unix time (seconds) at which it was
+//!   assigned, never more, so it never goes back across restarts (a restart starts at the
+//!   Unix time, past every serial before it; RFC 1982 arithmetic). A change is served at once;
+//!   when the zone's serial already is the current second, the change is *pending*: coalesced
+//!   with the next ones, and sealed with the next second as the serial (the registry's timer,
+//!   [`Version::sealed`]). Until then the SOA keeps the old serial, NOTIFY (which follows
+//!   serials) waits, and a transfer sends the zone as it was at that serial (the pending
+//!   change undone), so a transfer's records always match its serial, without waiting.
+//!   Sync-state changes never move a serial.
 //! - Each zone keeps its last [`HISTORY_CHANGES`] changes, at most [`HISTORY_BYTES`] of them
 //!   (the oldest go first): an IXFR from a serial still in it is answered with the changes
 //!   since, any other with the whole zone.
@@ -116,13 +121,27 @@ impl Delta {
     }
 }
 
-/// A zone's serial and its recent changes, oldest first.
+/// A zone's serial, its recent changes (oldest first) and the change not yet given a serial.
 #[derive(Debug, Clone, Default)]
 pub struct Version {
-    /// The zone's SOA serial.
+    /// The zone's SOA serial: the Unix time (seconds) of the change it was given to, or of the
+    /// start; never greater than the time it was assigned at.
     pub serial: u32,
     history: VecDeque<Arc<Delta>>,
     bytes: usize,
+    /// Records changed since `serial` and already served, coalesced; `None` when none.
+    pending: Option<Arc<Pending>>,
+    /// No secondary can hold `serial` from this process (the start-up serial, before any
+    /// change): the first change records no history from it.
+    fresh: bool,
+}
+
+/// The change of a zone since its serial: records gone from the zone at the serial, and
+/// records new (disjoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pending {
+    removed: BTreeSet<ZoneRecord>,
+    added: BTreeSet<ZoneRecord>,
 }
 
 /// Whether serial `a` is greater than `b` (RFC 1982 §3.2).
@@ -139,40 +158,99 @@ impl Version {
         }
     }
 
-    /// The next serial: `now` (Unix time) when it is later, else one more (RFC 1982 §3.1).
-    fn next_serial(&self, now: u32) -> u32 {
-        if serial_gt(now, self.serial) {
-            now
-        } else {
-            self.serial.wrapping_add(1)
+    /// A zone at the start of the process, at `serial` (the Unix time): another process (a
+    /// restart within the same second) may have served other records at the same serial, so
+    /// no IXFR is ever answered from it (the whole zone instead).
+    pub fn at_start(serial: u32) -> Self {
+        Version {
+            serial,
+            fresh: true,
+            ..Default::default()
         }
     }
 
-    /// The version after a change that removed and added these records (no-op when both are
-    /// empty), kept within the history's bounds.
-    pub fn advance(&self, mut removed: Vec<ZoneRecord>, mut added: Vec<ZoneRecord>, now: u32) -> Version {
+    /// The version after a change that removed and added these records (served at once):
+    /// the change joins the pending one (a record removed and added back cancels out), which
+    /// is sealed when `now` (Unix time) is past the serial ([`Version::sealed`]); until then
+    /// the serial stays, so that it never exceeds the time it is assigned at.
+    pub fn advance(&self, removed: Vec<ZoneRecord>, added: Vec<ZoneRecord>, now: u32) -> Version {
         if removed.is_empty() && added.is_empty() {
-            return self.clone();
+            return self.sealed(now);
         }
-        removed.sort();
-        added.sort();
-        let delta = Delta {
-            from: self.serial,
-            to: self.next_serial(now),
-            removed,
-            added,
+        let mut pending = self.pending.as_deref().cloned().unwrap_or_default();
+        for r in removed {
+            if !pending.added.remove(&r) {
+                pending.removed.insert(r);
+            }
+        }
+        for r in added {
+            if !pending.removed.remove(&r) {
+                pending.added.insert(r);
+            }
+        }
+        let next = Version {
+            pending: (pending != Pending::default()).then(|| Arc::new(pending)),
+            ..self.clone()
+        };
+        next.sealed(now)
+    }
+
+    /// Whether the zone at its serial may be transferred (and NOTIFYed): not while it is the
+    /// start-up zone (no source's records yet) with the first records waiting for a serial;
+    /// a partial zone would wipe a secondary's copy.
+    pub fn transferable(&self) -> bool {
+        !(self.fresh && self.pending.is_some())
+    }
+
+    /// Whether records changed since the serial are served already, waiting for a serial.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// When the pending change can be sealed: the Unix second after the serial.
+    pub fn seals_at(&self) -> Option<u32> {
+        self.pending.as_ref().map(|_| self.serial.wrapping_add(1))
+    }
+
+    /// The version with its pending change sealed at serial `now` (Unix time) when `now` is
+    /// past the serial (RFC 1982), kept within the history's bounds; else as it is.
+    pub fn sealed(&self, now: u32) -> Version {
+        let Some(pending) = self.pending.as_deref().filter(|_| serial_gt(now, self.serial)) else {
+            return self.clone();
         };
         let mut next = Version {
-            serial: delta.to,
+            serial: now,
             history: self.history.clone(),
-            bytes: self.bytes + delta.size(),
+            bytes: self.bytes,
+            pending: None,
+            fresh: false,
         };
+        if self.fresh {
+            return next;
+        }
+        let delta = Delta {
+            from: self.serial,
+            to: now,
+            removed: pending.removed.iter().cloned().collect(),
+            added: pending.added.iter().cloned().collect(),
+        };
+        next.bytes += delta.size();
         next.history.push_back(Arc::new(delta));
         while next.history.len() > HISTORY_CHANGES || next.bytes > HISTORY_BYTES {
             let Some(old) = next.history.pop_front() else { break };
             next.bytes -= old.size();
         }
         next
+    }
+
+    /// The zone's records at its serial, from the records served (`records`, sorted): the
+    /// pending change undone.
+    fn at_serial(&self, records: &mut Vec<ZoneRecord>) {
+        if let Some(p) = &self.pending {
+            records.retain(|r| !p.added.contains(r));
+            records.extend(p.removed.iter().cloned());
+            records.sort();
+        }
     }
 
     /// The changes from serial `from` to the current one, oldest first (empty when `from` is
@@ -273,8 +351,9 @@ impl Table {
         }
     }
 
-    /// The records of `zone` as a secondary holds them, SOA aside: the apex NS, then the zone
-    /// walk ([`Table::records`]), sorted (not for the query path).
+    /// The records of `zone` as a secondary holds them at its serial, SOA aside: the apex NS,
+    /// then the zone walk ([`Table::records`]) without a change not yet sealed, sorted (not
+    /// for the query path).
     pub fn zone_records(&self, zone: &Zone) -> Vec<ZoneRecord> {
         let ns = ZoneRecord {
             owner: zone.name.clone(),
@@ -283,6 +362,7 @@ impl Table {
         let mut records: Vec<ZoneRecord> = self.records(zone).into_iter().map(zone_record).collect();
         records.sort();
         records.dedup();
+        self.version(zone).at_serial(&mut records);
         records.insert(0, ns);
         records
     }

@@ -156,12 +156,14 @@ fn our_serial(running: &Running) -> u32 {
 /// Waits until every secondary's serial is ours.
 async fn until_in_step(running: &Running, secondaries: &mut [(&mut Daemon, u16)]) {
     for (daemon, port) in secondaries.iter_mut() {
-        let want = our_serial(running);
         let port = *port;
+        // Ours may move on meanwhile (a change waiting a second for its serial).
         let ok = eventually(Duration::from_secs(15), || async move {
+            let want = our_serial(running);
             tokio::task::spawn_blocking(move || soa_serial(port)).await.unwrap() == Some(want)
         })
         .await;
+        let want = our_serial(running);
         assert!(
             daemon.0.try_wait().unwrap().is_none(),
             "{} exited; see its log",
@@ -299,6 +301,15 @@ async fn a_client_outside_transfer_to_is_refused_and_udp_is_never_a_transfer() {
         assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{qtype} over UDP");
     }
     let allowed = start(dir.path(), "127.0.0.1/32", Vec::new(), None).await;
+    // The first records get their serial within a second of the start: until then, Not Ready.
+    let full = eventually(Duration::from_secs(3), || async {
+        transfer(allowed.dns_addr(), RecordType::AXFR, false).await[0]
+            .metadata
+            .response_code
+            == ResponseCode::NoError
+    })
+    .await;
+    assert!(full, "transferred once the first records have their serial");
     let m = transfer(allowed.dns_addr(), RecordType::AXFR, false).await;
     let records: usize = m.iter().map(|m| m.answers.len()).sum();
     assert!(records > 5, "the zone: {records} records");

@@ -3,6 +3,7 @@
 //! readiness come first, serials are per zone.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -11,7 +12,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use proptest::prelude::*;
 
 use super::*;
-use crate::registry::Registry;
+use crate::registry::{Clock, Registry};
 use crate::serviceentry::{Entry, EntryId, yaml};
 use crate::source::{Event, SourceId, SourceKey};
 use crate::table::TableSettings;
@@ -31,25 +32,45 @@ fn id(name: &str) -> EntryId {
     }
 }
 
+/// A registry with a fake clock: every change is in a second of its own unless [`Pipeline::now`]
+/// is kept.
 struct Pipeline {
     registry: Registry,
     id: SourceId,
+    clock: Arc<AtomicU32>,
 }
 
 impl Pipeline {
     fn new(zones: &[&str]) -> Self {
         let settings = TableSettings::new(zones).unwrap();
-        let mut registry = Registry::new(settings, None, Duration::from_secs(10), Arc::new(Metrics::new()));
+        let clock = Arc::new(AtomicU32::new(1_700_000_000));
+        let now = clock.clone();
+        let mut registry = Registry::new(settings, None, Duration::from_secs(10), Arc::new(Metrics::new()))
+            .with_clock(Clock(Arc::new(move || now.load(Ordering::SeqCst))));
         let id = SourceId::new(SourceKey::files());
         registry.apply(id.says(Event::Started));
         registry.apply(id.says(Event::Listed(Vec::new())));
         registry.publish();
-        Pipeline { registry, id }
+        Pipeline { registry, id, clock }
     }
 
+    /// A change in the next second.
     fn change(&mut self, changes: Vec<(EntryId, Option<Entry>)>) -> Arc<Table> {
+        self.tick();
+        self.now(changes)
+    }
+
+    /// A change in the current second.
+    fn now(&mut self, changes: Vec<(EntryId, Option<Entry>)>) -> Arc<Table> {
         self.registry.apply(self.id.says(Event::Changed(changes)));
         self.registry.publish();
+        self.table()
+    }
+
+    /// The clock moves one second on; the registry's timer seals what is pending.
+    fn tick(&mut self) -> Arc<Table> {
+        self.clock.fetch_add(1, Ordering::SeqCst);
+        self.registry.seal();
         self.table()
     }
 
@@ -219,6 +240,54 @@ fn each_zone_has_its_own_serial_and_ixfr_from_the_current_serial_is_one_soa() {
     assert!(answers(&m).len() > 2);
 }
 
+/// A burst of changes within one second: answered at once, but the zone keeps its serial
+/// (and a transfer gives the zone at that serial) until the registry seals the burst the next
+/// second, as one coalesced change.
+#[test]
+fn a_burst_in_one_second_is_served_at_once_and_transferred_at_one_serial() {
+    let mut p = Pipeline::new(&["global"]);
+    let t = p.change(vec![(id("a"), Some(entry("a", "a.global", &["240.0.0.1".into()])))]);
+    let (before, zone_before) = axfr(&t, "global.");
+    let t = p.now(vec![(id("b"), Some(entry("b", "b.global", &["240.0.0.2".into()])))]);
+    let t2 = p.now(vec![
+        (id("b"), None),
+        (id("c"), Some(entry("c", "c.global", &["240.0.0.3".into()]))),
+        (id("a"), Some(entry("a", "a.global", &["240.0.0.4".into()]))),
+    ]);
+    for t in [&t, &t2] {
+        assert_eq!(
+            axfr(t, "global."),
+            (before, zone_before.clone()),
+            "the zone at its serial"
+        );
+        let (m, _, v) = respond(t, &request("global.", RecordType::IXFR, Some(before)), true, true);
+        assert_eq!((v, answers(&m).len()), (Verdict::Current, 1));
+    }
+    assert!(
+        t2.host(&crate::name::to_wire("c.global").unwrap()).is_some(),
+        "served at once"
+    );
+    assert!(t2.zone_version(&t2.zones()[0]).is_pending());
+    let sealed = p.tick();
+    let (after, zone_after) = axfr(&sealed, "global.");
+    assert_eq!(after, before + 1, "sealed the next second");
+    let (m, _, v) = respond(&sealed, &request("global.", RecordType::IXFR, Some(before)), true, true);
+    assert_eq!(v, Verdict::Incremental);
+    let records = answers(&m);
+    assert_eq!(
+        records.len(),
+        7,
+        "SOA, old SOA, -a 240.0.0.1, new SOA, +a 240.0.0.4, +c, SOA"
+    );
+    let mut replayed = zone_before.clone();
+    assert_eq!(apply_ixfr(&records, before, &mut replayed), after);
+    assert_eq!(replayed, zone_after);
+    assert!(
+        !zone_after.iter().any(|r| r.starts_with("b.global.")),
+        "b came and went: no trace"
+    );
+}
+
 /// One random change: entry `n` set to hosts `hs` (11: a wildcard) with addresses (few, so
 /// that hosts share them, up to past the PTR cap) and ports (none; `http` 80; `http` 8080 and
 /// `grpc` 9000), or deleted.
@@ -261,12 +330,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn each_ixfr_applied_to_the_previous_zone_gives_the_next_axfr(
-        steps in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..12)
+        steps in proptest::collection::vec((proptest::collection::vec(change(), 1..4), any::<bool>()), 1..12)
     ) {
         let mut p = Pipeline::new(&["global", "240.in-addr.arpa"]);
         let mut history: Vec<Vec<(u32, BTreeSet<String>)>> = ZONES.iter().map(|z| vec![axfr(&p.table(), z)]).collect();
-        for step in steps {
-            let t = p.change(step.into_iter().map(|(n, set)| changed_entry(n, set)).collect());
+        for (step, same_second) in steps {
+            let changes = step.into_iter().map(|(n, set)| changed_entry(n, set)).collect();
+            // Changes within one second stay pending: transfers give the zone at its serial.
+            let t = if same_second { p.now(changes) } else { p.change(changes) };
             for (zone, history) in ZONES.iter().zip(&mut history) {
                 let (serial, records) = axfr(&t, zone);
                 let (last_serial, last) = history.last().unwrap();
