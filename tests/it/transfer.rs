@@ -18,7 +18,6 @@ use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::peers::{Daemon, free_ports, spawn};
 use crate::support::*;
 
 fn entries(extra: &str) -> String {
@@ -200,13 +199,7 @@ async fn knot_and_nsd_transfer_the_zone_and_follow_every_change_by_notify() {
     let running = start(&entries_dir, "127.0.0.0/8", notify, None).await;
     let primary = running.dns_addr();
 
-    let knot_conf = knot_dir.join("knot.conf");
-    std::fs::write(&knot_conf, secondary_conf("knot.conf", primary, knot_port, &knot_dir)).unwrap();
-    let mut knot = spawn(
-        "knotd",
-        Command::new("knotd").arg("-c").arg(&knot_conf),
-        &dir.path().join("knot.log"),
-    );
+    let (mut knot, _) = knot::start(&knot_dir, &secondary_conf("knot.conf", primary, knot_port, &knot_dir));
     let nsd_conf = nsd_dir.join("nsd.conf");
     std::fs::write(&nsd_conf, secondary_conf("nsd.conf", primary, nsd_port, &nsd_dir)).unwrap();
     let mut nsd = spawn(
