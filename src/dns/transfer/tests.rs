@@ -41,7 +41,15 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// After the start-up second.
     fn new(zones: &[&str]) -> Self {
+        let mut p = Pipeline::at_start(zones);
+        p.tick();
+        p
+    }
+
+    /// In the start-up second.
+    fn at_start(zones: &[&str]) -> Self {
         let settings = TableSettings::new(zones).unwrap();
         let clock = Arc::new(AtomicU32::new(1_700_000_000));
         let now = clock.clone();
@@ -365,4 +373,20 @@ proptest! {
             }
         }
     }
+}
+
+/// The first records in the start-up second: the zone at its serial is the empty start-up
+/// one, so no transfer (Not Ready, which a secondary retries) until they are sealed.
+#[test]
+fn the_first_records_in_the_start_up_second_wait_for_their_serial() {
+    let mut p = Pipeline::at_start(&["global"]);
+    let t = p.now(vec![(id("a"), Some(entry("a", "a.global", &["240.0.0.1".into()])))]);
+    let (_, _, verdict) = respond(&t, &request("global.", RecordType::AXFR, None), true, true);
+    assert_eq!(verdict, Verdict::NotReady);
+    let t = p.tick();
+    let (serial, zone) = axfr(&t, "global.");
+    assert!(zone.contains("a.global. 30 A 240.0.0.1"));
+    // No IXFR from the start-up serial: another process may have served it.
+    let (_, _, verdict) = respond(&t, &request("global.", RecordType::IXFR, Some(serial - 1)), true, true);
+    assert_eq!(verdict, Verdict::Full);
 }
