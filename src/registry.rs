@@ -348,18 +348,15 @@ impl Registry {
         }
     }
 
-    /// Seals every zone's pending change whose serial the clock has passed, and publishes the
-    /// table again with the new serials (its records are published already); nothing when
-    /// none is due.
+    /// Seals every zone's pending changes whose serial the clock has passed, and publishes the
+    /// table again with the new serials (its records are published already; changes that
+    /// cancelled out leave the serial and are just cleared); nothing when none is due.
     pub fn seal(&mut self) {
         let previous = self.published.load_full();
         let now = (self.clock.0)();
         let versions: Arc<[Version]> = previous.versions().iter().map(|v| v.sealed(now)).collect();
-        if versions
-            .iter()
-            .zip(previous.versions())
-            .all(|(a, b)| a.serial == b.serial)
-        {
+        let same = |(a, b): (&Version, &Version)| a.serial == b.serial && a.is_pending() == b.is_pending();
+        if versions.iter().zip(previous.versions()).all(same) {
             return;
         }
         let table = Arc::new(Arc::unwrap_or_clone(previous).with_versions(versions));

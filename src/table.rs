@@ -44,7 +44,7 @@ pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSetti
 pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
 use live::Owner;
 pub use live::{Commit, Live, Source};
-pub use zone::{Delta, HISTORY_BYTES, HISTORY_CHANGES, RData, Soa, Version, ZoneRecord, advance, serial_gt};
+pub use zone::{Changes, Delta, HISTORY_BYTES, HISTORY_CHANGES, RData, Soa, Version, ZoneRecord, advance, serial_gt};
 
 /// SOA REFRESH of every zone (unused without secondaries; a conventional value).
 pub const SOA_REFRESH: u32 = 3600;

@@ -119,9 +119,9 @@ pub fn respond(table: &Table, query: &[u8], allowed: bool, ready: bool) -> (Vec<
             let mut items = vec![Item::Soa(&soa)];
             for (d, (from, to)) in deltas.iter().zip(&soas) {
                 items.push(Item::Soa(from));
-                items.extend(d.removed.iter().map(|r| Item::Record(r, ttl)));
+                items.extend(d.removed().map(|r| Item::Record(r, ttl)));
                 items.push(Item::Soa(to));
-                items.extend(d.added.iter().map(|r| Item::Record(r, ttl)));
+                items.extend(d.added().map(|r| Item::Record(r, ttl)));
             }
             items.push(Item::Soa(&soa));
             return (message::transfer(&request, &items), kind, Verdict::Incremental);

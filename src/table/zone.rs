@@ -19,7 +19,7 @@
 //!   (the oldest go first): an IXFR from a serial still in it is answered with the changes
 //!   since, any other with the whole zone.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -104,20 +104,23 @@ pub struct Delta {
     pub from: u32,
     /// Serial after.
     pub to: u32,
-    /// Records gone, sorted.
-    pub removed: Vec<ZoneRecord>,
-    /// Records new, sorted.
-    pub added: Vec<ZoneRecord>,
+    /// The records, shared with the pending change it sealed (no copy).
+    changes: Arc<Changes>,
 }
 
 impl Delta {
+    /// Records gone, sorted.
+    pub fn removed(&self) -> impl Iterator<Item = &ZoneRecord> {
+        self.changes.removed.iter()
+    }
+
+    /// Records new, sorted.
+    pub fn added(&self) -> impl Iterator<Item = &ZoneRecord> {
+        self.changes.added.iter()
+    }
+
     fn size(&self) -> usize {
-        self.removed
-            .iter()
-            .chain(&self.added)
-            .map(ZoneRecord::size)
-            .sum::<usize>()
-            + 64
+        self.removed().chain(self.added()).map(ZoneRecord::size).sum::<usize>() + 64
     }
 }
 
@@ -129,19 +132,20 @@ pub struct Version {
     pub serial: u32,
     history: VecDeque<Arc<Delta>>,
     bytes: usize,
-    /// Records changed since `serial` and already served, coalesced; `None` when none.
-    pending: Option<Arc<Pending>>,
+    /// Changes since `serial`, already served, oldest first; none usually.
+    pending: Vec<Arc<Changes>>,
     /// No secondary can hold `serial` from this process (the start-up serial, before any
     /// change): the first change records no history from it.
     fresh: bool,
 }
 
-/// The change of a zone since its serial: records gone from the zone at the serial, and
-/// records new (disjoint).
+/// The records a change removed from the zone and added to it (disjoint, sorted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Pending {
-    removed: BTreeSet<ZoneRecord>,
-    added: BTreeSet<ZoneRecord>,
+pub struct Changes {
+    /// Records gone.
+    pub removed: BTreeSet<ZoneRecord>,
+    /// Records new.
+    pub added: BTreeSet<ZoneRecord>,
 }
 
 /// Whether serial `a` is greater than `b` (RFC 1982 §3.2).
@@ -170,28 +174,16 @@ impl Version {
     }
 
     /// The version after a change that removed and added these records (served at once):
-    /// the change joins the pending one (a record removed and added back cancels out), which
-    /// is sealed when `now` (Unix time) is past the serial ([`Version::sealed`]); until then
-    /// the serial stays, so that it never exceeds the time it is assigned at.
-    pub fn advance(&self, removed: Vec<ZoneRecord>, added: Vec<ZoneRecord>, now: u32) -> Version {
-        if removed.is_empty() && added.is_empty() {
+    /// the change joins the pending ones, which are sealed when `now` (Unix time) is past the
+    /// serial ([`Version::sealed`]); until then the serial stays, so that it never exceeds the
+    /// time it is assigned at. Pending changes are kept as they come (shared, never copied:
+    /// a commit costs what its own change does), and coalesced when sealed or transferred.
+    pub fn advance(&self, change: Changes, now: u32) -> Version {
+        if change == Changes::default() {
             return self.sealed(now);
         }
-        let mut pending = self.pending.as_deref().cloned().unwrap_or_default();
-        for r in removed {
-            if !pending.added.remove(&r) {
-                pending.removed.insert(r);
-            }
-        }
-        for r in added {
-            if !pending.removed.remove(&r) {
-                pending.added.insert(r);
-            }
-        }
-        let next = Version {
-            pending: (pending != Pending::default()).then(|| Arc::new(pending)),
-            ..self.clone()
-        };
+        let mut next = self.clone();
+        next.pending.push(Arc::new(change));
         next.sealed(now)
     }
 
@@ -199,30 +191,63 @@ impl Version {
     /// start-up zone (no source's records yet) with the first records waiting for a serial;
     /// a partial zone would wipe a secondary's copy.
     pub fn transferable(&self) -> bool {
-        !(self.fresh && self.pending.is_some())
+        !(self.fresh && self.is_pending())
     }
 
     /// Whether records changed since the serial are served already, waiting for a serial.
     pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
+        !self.pending.is_empty()
     }
 
-    /// When the pending change can be sealed: the Unix second after the serial.
+    /// When the pending changes can be sealed: the Unix second after the serial.
     pub fn seals_at(&self) -> Option<u32> {
-        self.pending.as_ref().map(|_| self.serial.wrapping_add(1))
+        self.is_pending().then(|| self.serial.wrapping_add(1))
     }
 
-    /// The version with its pending change sealed at serial `now` (Unix time) when `now` is
-    /// past the serial (RFC 1982), kept within the history's bounds; else as it is.
+    /// The pending changes as one (a record removed and added back, or added and removed
+    /// again, is no change); `None` when there are none.
+    fn coalesced(&self) -> Option<Arc<Changes>> {
+        let (first, rest) = self.pending.split_first()?;
+        if rest.is_empty() {
+            return Some(first.clone());
+        }
+        let mut all = Changes::clone(first);
+        for change in rest {
+            for r in &change.removed {
+                if !all.added.remove(r) {
+                    all.removed.insert(r.clone());
+                }
+            }
+            for r in &change.added {
+                if !all.removed.remove(r) {
+                    all.added.insert(r.clone());
+                }
+            }
+        }
+        Some(Arc::new(all))
+    }
+
+    /// The version with its pending changes sealed at serial `now` (Unix time) when `now` is
+    /// past the serial (RFC 1982), kept within the history's bounds; else as it is. Changes
+    /// that cancel out leave the serial as it is.
     pub fn sealed(&self, now: u32) -> Version {
-        let Some(pending) = self.pending.as_deref().filter(|_| serial_gt(now, self.serial)) else {
+        if !serial_gt(now, self.serial) {
+            return self.clone();
+        }
+        let Some(changes) = self.coalesced() else {
             return self.clone();
         };
+        if *changes == Changes::default() {
+            return Version {
+                pending: Vec::new(),
+                ..self.clone()
+            };
+        }
         let mut next = Version {
             serial: now,
             history: self.history.clone(),
             bytes: self.bytes,
-            pending: None,
+            pending: Vec::new(),
             fresh: false,
         };
         if self.fresh {
@@ -231,8 +256,7 @@ impl Version {
         let delta = Delta {
             from: self.serial,
             to: now,
-            removed: pending.removed.iter().cloned().collect(),
-            added: pending.added.iter().cloned().collect(),
+            changes,
         };
         next.bytes += delta.size();
         next.history.push_back(Arc::new(delta));
@@ -244,9 +268,9 @@ impl Version {
     }
 
     /// The zone's records at its serial, from the records served (`records`, sorted): the
-    /// pending change undone.
+    /// pending changes undone.
     fn at_serial(&self, records: &mut Vec<ZoneRecord>) {
-        if let Some(p) = &self.pending {
+        if let Some(p) = self.coalesced() {
             records.retain(|r| !p.added.contains(r));
             records.extend(p.removed.iter().cloned());
             records.sort();
@@ -274,22 +298,36 @@ impl Version {
 /// without a change keep theirs.
 pub fn advance(old: &Table, new: &Table, touched: &[Box<[u8]>], now: u32) -> Arc<[Version]> {
     let zones = new.zones();
-    let mut per_zone: Vec<(BTreeSet<ZoneRecord>, BTreeSet<ZoneRecord>)> = vec![Default::default(); zones.len()];
-    for wire in touched {
+    // Per zone, records removed and added, collected unsorted (an owner is diffed once) and
+    // made sets in bulk: a large list costs no tree insertions.
+    let mut per_zone: Vec<(Vec<ZoneRecord>, Vec<ZoneRecord>)> = vec![Default::default(); zones.len()];
+    let mut seen: HashSet<&[u8], foldhash::fast::RandomState> = HashSet::default();
+    for wire in touched.iter().filter(|w| seen.insert(&w[..])) {
         let zone = wire.strip_prefix(b"\x01*").unwrap_or(wire);
         let Some(i) = zone_of(zones, zone).and_then(|z| zones.iter().position(|y| y.wire == z.wire)) else {
             continue;
         };
-        let before: BTreeSet<ZoneRecord> = old.owner_records(wire).into_iter().map(zone_record).collect();
-        let after: BTreeSet<ZoneRecord> = new.owner_records(wire).into_iter().map(zone_record).collect();
+        let before: Vec<ZoneRecord> = old.owner_records(wire).into_iter().map(zone_record).collect();
+        let after: Vec<ZoneRecord> = new.owner_records(wire).into_iter().map(zone_record).collect();
         let (removed, added) = &mut per_zone[i];
-        removed.extend(before.difference(&after).cloned());
-        added.extend(after.difference(&before).cloned());
+        // Each sorted, a few records: a new owner's are all added as they are.
+        removed.extend(before.iter().filter(|r| after.binary_search(r).is_err()).cloned());
+        if before.is_empty() {
+            added.extend(after);
+        } else {
+            added.extend(after.into_iter().filter(|r| before.binary_search(r).is_err()));
+        }
     }
     old.versions()
         .iter()
         .zip(per_zone)
-        .map(|(v, (removed, added))| v.advance(removed.into_iter().collect(), added.into_iter().collect(), now))
+        .map(|(v, (removed, added))| {
+            let change = Changes {
+                removed: removed.into_iter().collect(),
+                added: added.into_iter().collect(),
+            };
+            v.advance(change, now)
+        })
         .collect()
 }
 
