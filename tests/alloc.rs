@@ -17,7 +17,7 @@ use globaldns::dns::batch::{Batch, enable_packet_info};
 use globaldns::dns::server::{Limits, Listeners};
 use globaldns::metrics::Metrics;
 use globaldns::serviceentry::yaml;
-use globaldns::table::{SourceInput, Table, TableSettings, build};
+use globaldns::table::{Live, SourceInput, Table, TableSettings};
 use tokio_util::sync::CancellationToken;
 
 #[path = "../benches/common/wire.rs"]
@@ -52,7 +52,7 @@ fn table() -> Table {
         + SRV;
     let entries = yaml::parse(&text, "default").unwrap().entries;
     let name: Arc<str> = "c".into();
-    build(
+    Live::build(
         &TableSettings::new(&["global", "240.in-addr.arpa", "ip6.arpa"]).unwrap(),
         &[SourceInput {
             name: &name,

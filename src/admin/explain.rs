@@ -53,6 +53,12 @@ pub enum BadQuestion {
 impl Question {
     /// The question of `name` (trailing dot optional) and `qtype` (a mnemonic, `TYPE<n>` or a
     /// number).
+    ///
+    /// # Errors
+    ///
+    /// - [`BadQuestion::Name`] when `name` is empty, holds whitespace or control characters,
+    ///   or is not a domain name (an empty label, a label over 63 bytes, over 255 in all);
+    /// - [`BadQuestion::Type`] when `qtype` is not a type.
     pub fn new(name: &str, qtype: &str) -> Result<Self, BadQuestion> {
         let bad = || BadQuestion::Name(name.into());
         if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
@@ -68,6 +74,10 @@ impl Question {
     }
 
     /// From the query string of `/debug/explain` (`name=…&type=…`, type A by default).
+    ///
+    /// # Errors
+    ///
+    /// [`BadQuestion::NoName`] when the query has no `name`; otherwise as [`Question::new`].
     pub fn from_query(query: &str) -> Result<Self, BadQuestion> {
         let (mut name, mut qtype) = (None, "A".to_owned());
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -360,7 +370,13 @@ pub enum FetchError {
 }
 
 /// Asks the admin endpoint at `admin` to explain `name` of type `qtype`: the HTTP status and
-/// the body.
+/// the body (a bad question is a 400 with the reason in the body, not an error).
+///
+/// # Errors
+///
+/// - [`FetchError::Request`] when the request fails (connection refused, reset);
+/// - [`FetchError::Body`] when the body cannot be read to its end;
+/// - [`FetchError::Timeout`] when the whole exchange takes over 10 s.
 pub async fn fetch(admin: SocketAddr, name: &str, qtype: &str) -> Result<(u16, String), FetchError> {
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("name", name)

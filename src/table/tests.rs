@@ -3,32 +3,22 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::testing::{self, se};
 use super::*;
-use crate::serviceentry::{Entry, yaml};
+use crate::serviceentry::Entry;
 
-/// Entries from compact YAML: one `name: host[,host] [addresses…]`-style document each.
+/// The entries of `text`, in namespace `ns`.
 fn entries(text: &str) -> Vec<Entry> {
-    let parsed = yaml::parse(text, "ns").unwrap();
-    assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
-    parsed.entries
-}
-
-fn se(name: &str, spec: &str) -> String {
-    format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+    testing::entries(text, "ns")
 }
 
 fn settings() -> TableSettings {
     TableSettings::new(&["global"]).unwrap()
 }
 
+/// The table of `sources` at serial 7, synced.
 fn table_of(settings: &TableSettings, sources: &[(&str, &[Entry])]) -> Table {
-    let names: Vec<Arc<str>> = sources.iter().map(|(n, _)| Arc::from(*n)).collect();
-    let inputs: Vec<SourceInput<'_>> = sources
-        .iter()
-        .zip(&names)
-        .map(|((_, e), name)| SourceInput { name, entries: e })
-        .collect();
-    build(settings, &inputs, 7, true)
+    testing::table_of(settings, sources, 7, true)
 }
 
 fn one(text: &str) -> Table {
@@ -390,6 +380,30 @@ fn bad_zones() {
     assert_eq!(TableSettings::new(&["."]), Err(SettingsError::RootZone));
     assert_eq!(TableSettings::new::<&str>(&[]), Err(SettingsError::NoZone));
     assert!(matches!(TableSettings::new(&["a..b"]), Err(SettingsError::BadZone(_))));
+}
+
+#[test]
+fn a_port_change_is_a_record_change() {
+    // An SRV record changes with a named port alone: the host's zone must see the change (its
+    // serial and IXFR history follow `touched`), though no address moved.
+    let source = (0, Arc::<str>::from("c1"));
+    let mut live = Live::new(settings());
+    let port = |name: &str, number: u16| {
+        format!(
+            "{{hosts: [a.global], addresses: [1.1.1.1], ports: [{{name: {name}, number: {number}, protocol: HTTP}}]}}"
+        )
+    };
+    live.replace(&source, entries(&se("one", &port("http1", 8000))));
+    live.commit();
+    for (name, number, what) in [("http2", 8000, "renamed"), ("http2", 8001, "renumbered")] {
+        live.replace(&source, entries(&se("one", &port(name, number))));
+        let commit = live.commit();
+        assert!(commit.records_changed, "{what}");
+        assert!(
+            commit.touched.iter().any(|w| w.starts_with(b"\x06_http2")),
+            "{what}: its SRV owner is a change of its zone"
+        );
+    }
 }
 
 #[test]

@@ -219,3 +219,51 @@ fn a_closed_log_pipe_does_not_stop_the_server() {
     assert_eq!(dig(&port, &["+short", "httpbin.bar.global"]), "240.0.0.2\n");
     child.terminate();
 }
+
+/// The `--options` in `text`: `--` and a lower-case word.
+fn options(text: &str) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for (at, _) in text.match_indices("--") {
+        let word: String = text[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect();
+        if word.starts_with(|c: char| c.is_ascii_lowercase()) {
+            found.insert(format!("--{word}"));
+        }
+    }
+    found
+}
+
+/// The README's "Command line" block names exactly the options the binary has: none it lacks
+/// (a `--udp-sockets` once stood there), and every one of every subcommand.
+#[test]
+fn the_readme_command_line_names_the_options_the_binary_has() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Command line\n")
+        .nth(1)
+        .expect("a Command line section");
+    let block = section.split("```").nth(1).expect("its command line in a code block");
+    let mut help = String::new();
+    for subcommand in ["serve", "check", "records", "explain"] {
+        let out = globaldns().args([subcommand, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{subcommand} --help");
+        help.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    let (named, has) = (options(block), options(&help));
+    let lacking: Vec<_> = named.difference(&has).collect();
+    assert!(
+        lacking.is_empty(),
+        "the README names options the binary lacks: {lacking:?}"
+    );
+    let undocumented: Vec<_> = has
+        .difference(&named)
+        .filter(|o| !["--help", "--version"].contains(&o.as_str()))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "options missing from the README: {undocumented:?}"
+    );
+    assert!(named.contains("--listen") && named.contains("--zone"), "{named:?}");
+}

@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 //! One binary, as hickory-dns does, so the crate links once.
 
+mod config;
 mod kubeapi;
 mod support;
 mod upstream;

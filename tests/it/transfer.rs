@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use globaldns::app::{self, Running, ServeConfig, Sources};
-use globaldns::dns::server::Limits;
 use globaldns::dns::transfer::TransferSettings;
 use globaldns::table::TableSettings;
 use hickory_proto::op::{Message, ResponseCode};
@@ -20,6 +19,7 @@ use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::config::{entry_files, loopback};
 use crate::support::*;
 
 /// The zones served and transferred: the forward zone and the reverse zone of its addresses.
@@ -178,22 +178,14 @@ fn secondary_conf(name: &str, primary: SocketAddr, port: u16, dir: &Path) -> Str
 }
 
 async fn start(entries_dir: &Path, allow: &str, notify: Vec<SocketAddr>, sources: Option<Sources>) -> Running {
-    let sources = sources.unwrap_or(Sources {
-        entries: vec![entries_dir.to_owned()],
-        sync_timeout: Duration::from_secs(10),
-        ..Default::default()
-    });
+    let sources = sources.unwrap_or_else(|| entry_files(entries_dir));
     app::start(ServeConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        admin: Some("127.0.0.1:0".parse().unwrap()),
         table: TableSettings::new(&ZONES).unwrap(),
-        sources,
-        limits: Limits::default(),
-        forward: None,
         transfer: TransferSettings {
             allow: vec![allow.parse().unwrap()],
             notify,
         },
+        ..loopback(sources)
     })
     .await
     .expect("server starts")

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::serviceentry::yaml;
-use crate::table::{SourceInput, TableSettings, build};
+
+use crate::table::TableSettings;
+use crate::table::testing::{entries, table_of};
 
 fn se(namespace: &str, name: &str, spec: &str) -> String {
     format!(
@@ -28,25 +29,9 @@ fn table(synced: bool) -> Table {
         "httpbin",
         "{hosts: [httpbin.bar.global, r.global], addresses: [240.0.0.9]}",
     );
-    let parse = |text: &str| yaml::parse(text, "default").unwrap().entries;
-    let (local, remote) = (parse(&local), parse(&remote));
-    let (c1, c2): (Arc<str>, Arc<str>) = ("c1".into(), "c2".into());
+    let (local, remote) = (entries(&local, "default"), entries(&remote, "default"));
     let settings = TableSettings::new(&["global", "240.in-addr.arpa"]).unwrap();
-    build(
-        &settings,
-        &[
-            SourceInput {
-                name: &c1,
-                entries: &local,
-            },
-            SourceInput {
-                name: &c2,
-                entries: &remote,
-            },
-        ],
-        5,
-        synced,
-    )
+    table_of(&settings, &[("c1", &local), ("c2", &remote)], 5, synced)
 }
 
 fn says(table: &Table, forwarding: bool, name: &str, qtype: &str) -> Value {

@@ -6,8 +6,9 @@ use hickory_proto::op::{Edns, Message, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::*;
-use crate::serviceentry::yaml;
-use crate::table::{SourceInput, TableSettings, build};
+
+use crate::table::TableSettings;
+use crate::table::testing::{entries, table_of};
 
 const ENTRIES: &str = "
 apiVersion: networking.istio.io/v1
@@ -39,19 +40,8 @@ spec: {hosts: [\"*.nowhere.global\", \"*.eu.shop.global\"], resolution: DNS}
 fn table_with(extra: &str, synced: bool) -> Table {
     let mut text = ENTRIES.to_string();
     text.push_str(extra);
-    let parsed = yaml::parse(&text, "default").unwrap();
-    assert!(parsed.invalid.is_empty());
-    let name: Arc<str> = "c1".into();
     let settings = TableSettings::new(&["global"]).unwrap();
-    build(
-        &settings,
-        &[SourceInput {
-            name: &name,
-            entries: &parsed.entries,
-        }],
-        2024,
-        synced,
-    )
+    table_of(&settings, &[("c1", &entries(&text, "default"))], 2024, synced)
 }
 
 fn table() -> Table {
@@ -102,7 +92,7 @@ fn respond(table: &Table, msg: &[u8], transport: Transport) -> Option<Vec<u8>> {
 #[test]
 fn axfr_and_ixfr_over_tcp_go_to_the_transfer_path_even_before_the_first_sync() {
     for synced in [true, false] {
-        let t = crate::table::build(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
+        let t = table_of(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
         for qtype in [RecordType::AXFR, RecordType::IXFR] {
             let mut out = vec![1, 2, 3];
             let q = query("global.", qtype, false);

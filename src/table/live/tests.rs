@@ -10,7 +10,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::serviceentry::{Export, Port, Protocol};
-use crate::table::{AutoAllocate, ExportMode, Lookup, SourceInput, build};
+use crate::table::testing::table_of;
+use crate::table::{AutoAllocate, ExportMode, Lookup};
 
 /// Hosts overlapping on purpose: parents and children, wildcards, case, a partial wildcard,
 /// a name in a second zone and one outside every zone.
@@ -134,12 +135,12 @@ fn key(source: usize) -> (usize, Arc<str>) {
 fn fresh(settings: &TableSettings, model: &Model) -> Table {
     let names: Vec<Arc<str>> = model.keys().map(|s| key(*s).1).collect();
     let entries: Vec<Vec<Entry>> = model.values().map(|m| m.values().cloned().collect()).collect();
-    let inputs: Vec<SourceInput<'_>> = names
+    let sources: Vec<(&str, &[Entry])> = names
         .iter()
-        .zip(&entries)
-        .map(|(name, entries)| SourceInput { name, entries })
+        .map(|n| &**n)
+        .zip(entries.iter().map(Vec::as_slice))
         .collect();
-    build(settings, &inputs, 1, true)
+    table_of(settings, &sources, 1, true)
 }
 
 /// Every name the test can ask about, with what the table says of it.

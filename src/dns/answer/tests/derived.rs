@@ -63,18 +63,8 @@ fn settings() -> TableSettings {
 }
 
 pub(super) fn derived_table(settings: &TableSettings, extra: &str) -> Table {
-    let parsed = yaml::parse(&format!("{RECORDS}{}{extra}", crowd(10)), "default").unwrap();
-    assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
-    let name: Arc<str> = "c1".into();
-    build(
-        settings,
-        &[SourceInput {
-            name: &name,
-            entries: &parsed.entries,
-        }],
-        2024,
-        true,
-    )
+    let text = format!("{RECORDS}{}{extra}", crowd(10));
+    table_of(settings, &[("c1", &entries(&text, "default"))], 2024, true)
 }
 
 struct Row {
