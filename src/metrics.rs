@@ -432,11 +432,16 @@ impl Metrics {
     pub fn table(&self, table: &crate::table::Table, took: Duration) {
         self.publish.observe(took.as_secs_f64());
         self.table_hosts.set(table.host_count() as i64);
+        self.serials(table);
+        self.conflicts.set(table.conflict_count() as i64);
+    }
+
+    /// Each zone's serial in `table` (also when only serials changed: a pending change sealed).
+    pub fn serials(&self, table: &crate::table::Table) {
         for (zone, serial) in table.serials() {
             let zone = ZoneLabels { zone: zone.into() };
             self.table_serial.get_or_create(&zone).set(i64::from(serial));
         }
-        self.conflicts.set(table.conflict_count() as i64);
     }
 
     /// An entry was rejected for `reason`, counted by its [`Reason::label`].

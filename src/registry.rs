@@ -16,9 +16,11 @@
 //! - A cluster other than the local one that has not synced within the sync timeout stops
 //!   holding readiness back; the registry's own timer decides it, and logs it once.
 //! - Each zone's SOA serial changes only when that zone's served records do (never on a
-//!   sync-state change), and never goes backwards across restarts (it is at least the Unix
-//!   time of its last change: [`crate::table::Version`]); each zone keeps its recent changes
-//!   for IXFR.
+//!   sync-state change), and never goes backwards across restarts: it is the Unix time at
+//!   which it was assigned, never more ([`crate::table::Version`]). A change in the second
+//!   of the zone's serial is served at once but *pending*; the registry's timer seals it at
+//!   the next second ([`Registry::seal`]) and publishes the table again with the new serial.
+//!   Each zone keeps its recent changes for IXFR.
 //! - Every published table is also sent on a watch channel ([`Registry::subscribe`]), for
 //!   the tasks that act on changes (NOTIFY).
 //! - The `globaldns_ready` gauge is set with every status it publishes (the timer's decisions
@@ -37,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::source::{Event, Generation, SourceId, SourceKey, SourceStatus, Status, Update};
-use crate::table::{Live, Source, Table, TableSettings, advance};
+use crate::table::{Live, Source, Table, TableSettings, Version, advance};
 
 #[cfg(test)]
 mod tests;
@@ -81,6 +83,18 @@ pub struct Registry {
     status_changed: bool,
     /// The stale sources the published table carries.
     stale: Arc<[Arc<str>]>,
+    /// Unix time, seconds: what serials are assigned from.
+    clock: Clock,
+}
+
+/// A source of Unix time in seconds: the system clock, or a fake one in tests.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> u32 + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock(now: {})", (self.0)())
+    }
 }
 
 impl Tracked {
@@ -108,7 +122,9 @@ impl Registry {
         metrics: Arc<Metrics>,
     ) -> Self {
         let live = Live::new(settings);
-        let table = Arc::new(live.table(unix_now(), local.is_none()));
+        let table = live.table(unix_now(), local.is_none());
+        let versions = table.versions().iter().map(|v| Version::at_start(v.serial)).collect();
+        let table = Arc::new(table.with_versions(versions));
         let status = Status::default();
         metrics.set_ready(status.ready());
         Registry {
@@ -125,7 +141,21 @@ impl Registry {
             applied: 0,
             status_changed: false,
             stale: Arc::new([]),
+            clock: Clock(Arc::new(unix_now)),
         }
+    }
+
+    /// This registry assigning serials from `clock` (Unix seconds) instead of the system
+    /// clock, its start-up serial included (call it before the first update).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        let now = (clock.0)();
+        self.clock = clock;
+        let table = Arc::unwrap_or_clone(self.published.load_full());
+        let versions = table.versions().iter().map(|_| Version::at_start(now)).collect();
+        let table = Arc::new(table.with_versions(versions));
+        self.published.store(table.clone());
+        self.watch.send_replace(table);
+        self
     }
 
     fn synced(&self) -> bool {
@@ -307,7 +337,6 @@ impl Registry {
         let previous = self.published.load_full();
         let commit = self.live.commit();
         let synced = self.synced();
-        let versions = advance(previous.zones(), previous.versions(), &commit.changed, unix_now());
         for c in &commit.new_conflicts {
             tracing::warn!(
                 host = %c.host,
@@ -316,7 +345,9 @@ impl Registry {
                 "conflict: sources disagree on a host's addresses; the higher source is served"
             );
         }
-        let table = Arc::new(self.live.table_at(versions, synced).with_stale(self.stale.clone()));
+        let table = self.live.table_at(previous.versions().into(), synced);
+        let versions = advance(&previous, &table, &commit.touched, (self.clock.0)());
+        let table = Arc::new(table.with_versions(versions).with_stale(self.stale.clone()));
         self.published.store(table.clone());
         self.watch.send_replace(table.clone());
         for (key, entries) in self.live.sources() {
@@ -339,12 +370,47 @@ impl Registry {
         }
     }
 
-    /// Applies updates as they come, publishing once per batch, and stops waiting for sources
-    /// past the sync timeout, until `shutdown` or until every sender is gone.
+    /// Seals every zone's pending changes whose serial the clock has passed, and publishes the
+    /// table again with the new serials (its records are published already; changes that
+    /// cancelled out leave the serial and are just cleared); nothing when none is due.
+    pub fn seal(&mut self) {
+        let previous = self.published.load_full();
+        let now = (self.clock.0)();
+        let versions: Arc<[Version]> = previous.versions().iter().map(|v| v.sealed(now)).collect();
+        let same = |(a, b): (&Version, &Version)| a.serial == b.serial && a.is_pending() == b.is_pending();
+        if versions.iter().zip(previous.versions()).all(same) {
+            return;
+        }
+        let table = Arc::new(Arc::unwrap_or_clone(previous).with_versions(versions));
+        self.published.store(table.clone());
+        self.watch.send_replace(table.clone());
+        self.metrics.serials(&table);
+        tracing::debug!(serials = ?table.serials().collect::<Vec<_>>(), "serials sealed");
+    }
+
+    /// When the next pending change is due to be sealed: the system clock past its serial.
+    fn next_seal(&self) -> Option<Instant> {
+        let second = self
+            .published
+            .load()
+            .versions()
+            .iter()
+            .filter_map(Version::seals_at)
+            .min()?;
+        let at = UNIX_EPOCH + Duration::from_secs(u64::from(second));
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(Instant::now() + wait + Duration::from_millis(1))
+    }
+
+    /// Applies updates as they come, publishing once per batch, seals pending serials when
+    /// their second is past, and stops waiting for sources past the sync timeout, until
+    /// `shutdown` or until every sender is gone.
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>, shutdown: CancellationToken) {
         loop {
             let give_up = self.next_give_up();
             let at = tokio::time::Instant::from_std(give_up.unwrap_or_else(Instant::now));
+            let seal = self.next_seal();
+            let seal_at = tokio::time::Instant::from_std(seal.unwrap_or_else(Instant::now));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 u = updates.recv() => match u {
@@ -352,6 +418,10 @@ impl Registry {
                     None => return,
                 },
                 _ = tokio::time::sleep_until(at), if give_up.is_some() => self.give_up_waiting(Instant::now()),
+                _ = tokio::time::sleep_until(seal_at), if seal.is_some() => {
+                    self.seal();
+                    continue;
+                }
             }
             while let Ok(more) = updates.try_recv() {
                 self.apply(more);

@@ -50,10 +50,7 @@ pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
 use live::Owner;
 pub use live::{Commit, Live, Source, SourceInput};
 pub use settings::{AutoAllocate, ExportMode, SettingsError, TableSettings};
-pub use zone::{
-    Delta, HISTORY_BYTES, HISTORY_CHANGES, HostChange, RData, Soa, Version, ZoneRecord, advance, host_records,
-    serial_gt,
-};
+pub use zone::{Changes, Delta, HISTORY_BYTES, HISTORY_CHANGES, RData, Soa, Version, ZoneRecord, advance, serial_gt};
 
 /// SOA REFRESH of every zone (unused without secondaries; a conventional value).
 pub const SOA_REFRESH: u32 = 3600;

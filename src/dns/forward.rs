@@ -22,7 +22,9 @@
 //! answers (any rcode), as CoreDNS's `forward` does. While no upstream is up, a forward is
 //! answered SERVFAIL at once, so the cluster DNS's own health probe (`. IN NS`, read for less
 //! than a second) and its clients (2 s) get an answer in time. Forwards in flight are
-//! bounded: beyond, SERVFAIL at once too.
+//! bounded: beyond, SERVFAIL at once too. Every SERVFAIL of ours carries an Extended DNS Error
+//! (RFC 8914) to EDNS clients: 23 Network Error when an attempt (the TCP retry of a truncated
+//! answer included) failed on a socket error, else 22 No Reachable Authority.
 
 use std::io;
 use std::net::SocketAddr;
@@ -208,15 +210,17 @@ impl Forwarder {
     /// forwards are in flight or no upstream is up).
     pub async fn forward(&self, query: &[u8], transport: Transport, out: &mut Vec<u8>) {
         let Some(_permit) = self.permit() else {
-            return error_reply(query, rcode::SERVFAIL, true, out);
+            return overloaded(query, out);
         };
         let deadline = Instant::now() + self.inner.settings.budget;
+        // A TCP retry that failed on a socket error makes a final SERVFAIL Network Error.
+        let mut failure = ede::NO_REACHABLE_AUTHORITY;
         loop {
             let (tx, rx) = oneshot::channel();
             let forward = Forward::new(query, deadline, move |answer: &mut [u8], from: Option<usize>| {
                 let _ = tx.send((answer.to_vec(), from));
             });
-            self.attempt(forward, None);
+            self.attempt(Forward { failure, ..forward }, None);
             let Ok((answer, from)) = rx.await else {
                 return error_reply(query, rcode::SERVFAIL, true, out); // (the runtime is going away)
             };
@@ -224,7 +228,12 @@ impl Forwarder {
                 Some(index) if transport == Transport::Tcp && answer[2] & 0x02 != 0 => {
                     match self.over_tcp(index, query, deadline).await {
                         Ok(full) => return *out = full,
-                        Err(e) => self.failed(index, &e),
+                        Err(e) => {
+                            if matches!(e, AttemptError::Io(_)) {
+                                failure = ede::NETWORK_ERROR;
+                            }
+                            self.failed(index, &e);
+                        }
                     }
                 }
                 _ => return *out = answer,
@@ -240,7 +249,7 @@ impl Forwarder {
     pub fn forward_udp(&self, query: &[u8], sends: &mut UdpSends, reply: impl FnOnce(&[u8]) + Send + 'static) {
         let Some(permit) = self.permit() else {
             let mut out = Vec::new();
-            error_reply(query, rcode::SERVFAIL, true, &mut out);
+            overloaded(query, &mut out);
             return reply(&out);
         };
         // The clock of the runtime (the paused one in tests), not of this thread.
@@ -378,6 +387,12 @@ impl Forwarder {
         full[..2].copy_from_slice(&query[..2]);
         Ok(full)
     }
+}
+
+/// The SERVFAIL of a forward refused because `--max-forwards` are in flight: no upstream was
+/// tried, so EDE 22 No Reachable Authority (RFC 8914 §4.23), to EDNS clients.
+fn overloaded(query: &[u8], out: &mut Vec<u8>) {
+    error_reply_with_ede(query, rcode::SERVFAIL, true, Some(ede::NO_REACHABLE_AUTHORITY), out);
 }
 
 /// Replies SERVFAIL to `forward`.

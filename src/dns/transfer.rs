@@ -14,6 +14,10 @@
 //!   `/readyz` says): SERVFAIL, with EDE 14 Not Ready. SERVFAIL, not REFUSED, because a
 //!   secondary takes SERVFAIL for "try again at the retry interval" and keeps serving its copy,
 //!   while a partial zone with a higher serial would wipe the names it holds.
+//! - A zone whose first records since the start wait for their serial (at most a second:
+//!   [`crate::table::Version`]) is not transferred yet either: its zone at the serial is the
+//!   empty start-up one. Any other change waiting for a serial is left out of the transfer,
+//!   which gives the zone at its serial; the NOTIFY of the new serial follows within a second.
 //! - The zone comes from the one table published when the request was read (a consistent
 //!   snapshot: its records, serial and change history belong together); the answer is built
 //!   on a blocking thread, at most [`MAX_TRANSFERS`] at once, in messages of at most 16 KiB.
@@ -108,7 +112,9 @@ fn zone_asked<'t>(
     let Some(zone) = table.zones().iter().find(|z| *z.name == request.zone) else {
         return Err((message::error(request, NOTAUTH, None), Verdict::NotAuth));
     };
-    if !ready {
+    // Not ready: before the first complete sync, or while a zone's first records wait for
+    // their serial (the second after a start).
+    if !ready || !table.zone_version(zone).transferable() {
         let reply = message::error(request, SERVFAIL, Some(ede::NOT_READY));
         return Err((reply, Verdict::NotReady));
     }
@@ -160,9 +166,9 @@ pub fn respond(table: &Table, query: &[u8], allowed: bool, ready: bool) -> (Vec<
             let mut items = vec![Item::Soa(&soa)];
             for (d, (from, to)) in deltas.iter().zip(&soas) {
                 items.push(Item::Soa(from));
-                items.extend(d.removed.iter().map(|r| Item::Record(r, ttl)));
+                items.extend(d.removed().map(|r| Item::Record(r, ttl)));
                 items.push(Item::Soa(to));
-                items.extend(d.added.iter().map(|r| Item::Record(r, ttl)));
+                items.extend(d.added().map(|r| Item::Record(r, ttl)));
             }
             items.push(Item::Soa(&soa));
             return (message::transfer(&request, &items), kind, Verdict::Incremental);

@@ -13,6 +13,7 @@
 //!   and serves the first [`PTR_MAX`] in name order. A `--default-address` is a placeholder
 //!   and gives none.
 
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -252,28 +253,53 @@ impl Table {
         let mut records = Vec::new();
         let in_zone = |wire: &[u8]| zone_of(&self.zones, wire).is_some_and(|z| z.wire == zone.wire);
         for node in self.shards.iter().flat_map(|s| s.iter()).filter(|n| in_zone(&n.wire)) {
-            let owner = || text(&node.wire);
-            match &node.owner {
-                super::Owner::Host(host) => push_addresses(&mut records, &owner(), host),
-                super::Owner::Srv(srv) => records.extend(srv.ports.iter().map(|&port| Record {
-                    owner: owner(),
-                    data: RecordData::Srv {
-                        port,
-                        target: text(&srv.target),
-                    },
-                })),
-                super::Owner::Ptr(ptr) => records.extend(ptr.served().iter().map(|t| Record {
-                    owner: owner(),
-                    data: RecordData::Ptr(text(&t.wire)),
-                })),
-                super::Owner::None => {}
-            }
+            push_owned(&mut records, &node.wire, &node.owner);
         }
         for host in self.wildcards.values().filter(|h| *h.zone == *zone.name) {
             push_addresses(&mut records, &host.name, host);
         }
         records.sort();
         records
+    }
+
+    /// The records the owner named `wire` (lower-case wire format; a wildcard as `*.suffix`)
+    /// has in the zone walk ([`Table::records`]), sorted: what a change of that owner changes
+    /// in its zone (for IXFR; not for the query path).
+    pub fn owner_records(&self, wire: &[u8]) -> Vec<Record> {
+        let mut records = Vec::new();
+        if let Some(suffix) = wire.strip_prefix(b"\x01*") {
+            if let Some(host) = self.wildcards.get(suffix) {
+                push_addresses(&mut records, &host.name, host);
+            }
+        } else {
+            let hash = self.hasher.hash_one(wire);
+            if let Some(node) = self.shards[super::live::shard_of(hash)].find(hash, |n| *n.wire == *wire) {
+                push_owned(&mut records, &node.wire, &node.owner);
+            }
+        }
+        records.sort();
+        records
+    }
+}
+
+/// The records of an owner named `wire` (a node of the table): a host's addresses, its SRV
+/// or PTR records as served (the first [`PTR_MAX`] hosts).
+fn push_owned(records: &mut Vec<Record>, wire: &[u8], owner: &super::Owner) {
+    let owner_text = || text(wire);
+    match owner {
+        super::Owner::Host(host) => push_addresses(records, &owner_text(), host),
+        super::Owner::Srv(srv) => records.extend(srv.ports.iter().map(|&port| Record {
+            owner: owner_text(),
+            data: RecordData::Srv {
+                port,
+                target: text(&srv.target),
+            },
+        })),
+        super::Owner::Ptr(ptr) => records.extend(ptr.served().iter().map(|t| Record {
+            owner: owner_text(),
+            data: RecordData::Ptr(text(&t.wire)),
+        })),
+        super::Owner::None => {}
     }
 }
 

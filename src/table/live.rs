@@ -175,8 +175,11 @@ pub struct Commit {
     pub records_changed: bool,
     /// Conflicts that did not exist before.
     pub new_conflicts: Vec<Conflict>,
-    /// Hosts whose served records changed: (before, after).
-    pub changed: Vec<super::HostChange>,
+    /// Owner names whose records may have changed (lower-case wire format, a wildcard as
+    /// `*.suffix`): changed hosts, their SRV owners and their addresses' PTR owners, before
+    /// and after. What changed is their records' difference between the tables before and
+    /// after ([`super::advance`]).
+    pub touched: Vec<Box<[u8]>>,
 }
 
 /// Every source's entries and the table they make, kept current incrementally.
@@ -486,7 +489,7 @@ impl<K: Source> Live<K> {
         self.count_below(wire, name_change);
         let new = new.map(Arc::new);
         if served_changed {
-            self.commit.changed.push((old.clone(), new.clone()));
+            self.commit.touched.push(wire[..].into());
         }
         if wildcard {
             let wildcards = Arc::make_mut(&mut self.wildcards);

@@ -1,31 +1,34 @@
 //! Each zone as a secondary holds it, its serial and its recent changes: what zone transfers
 //! (RFC 5936 AXFR, RFC 1995 IXFR) send, read from one published [`Table`].
 //!
-//! - [`Table::zone_records`] walks a zone: the apex NS, every exact host's A/AAAA and every
-//!   wildcard's as owner `*.suffix` (a secondary then answers wildcards by RFC 4592). The
-//!   SOA brackets it ([`Table::soa`]). Records of a host come from [`host_records`] alone, so
-//!   a new record type joins the walk and the change history in one place.
-//! - Each zone has its own serial ([`Version`]): it grows with every published change that
-//!   touches the zone, by RFC 1982 arithmetic, and is at least the Unix time of the change, so
-//!   it never goes back across restarts (unless changes ran ahead of the clock); sync-state
-//!   changes never move it.
+//! - [`Table::zone_records`] walks a zone: the apex NS, every exact host's A/AAAA, SRV and
+//!   PTR records, and every wildcard's as owner `*.suffix` (a secondary then answers
+//!   wildcards by RFC 4592). The SOA brackets it ([`Table::soa`]). The walk and the change
+//!   history read the same records, those the table holds per owner name
+//!   ([`Table::owner_records`]), so a new record type joins both in one place.
+//! - Each zone has its own serial ([`Version`]): the Unix time (seconds) at which it was
+//!   assigned, never more, so it never goes back across restarts (a restart starts at the
+//!   Unix time, past every serial before it; RFC 1982 arithmetic). A change is served at once;
+//!   when the zone's serial already is the current second, the change is *pending*: coalesced
+//!   with the next ones, and sealed with the next second as the serial (the registry's timer,
+//!   [`Version::sealed`]). Until then the SOA keeps the old serial, NOTIFY (which follows
+//!   serials) waits, and a transfer sends the zone as it was at that serial (the pending
+//!   change undone), so a transfer's records always match its serial, without waiting.
+//!   Sync-state changes never move a serial.
 //! - Each zone keeps its last [`HISTORY_CHANGES`] changes, at most [`HISTORY_BYTES`] of them
 //!   (the oldest go first): an IXFR from a serial still in it is answered with the changes
 //!   since, any other with the whole zone.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use super::{Host, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone};
+use super::{Record, RecordData, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Table, Zone, zone_of};
 
 /// Changes kept per zone at most.
 pub const HISTORY_CHANGES: usize = 100;
 /// Bytes of changes kept per zone at most (counted as [`ZoneRecord::size`]).
 pub const HISTORY_BYTES: usize = 16 << 20;
-
-/// A host's served records changed: the host before and after (`None`: not there).
-pub type HostChange = (Option<Arc<Host>>, Option<Arc<Host>>);
 
 /// The data of a record of a zone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,34 +73,6 @@ impl ZoneRecord {
     }
 }
 
-/// The served records of `host` (none when it has no address: then it is no name).
-pub fn host_records(host: &Host) -> impl Iterator<Item = ZoneRecord> + '_ {
-    let owner: Arc<str> = host.name.as_str().into();
-    let served = host.has_addresses();
-    let a = host.a.iter().map(|ip| RData::A(*ip));
-    let aaaa = host.aaaa.iter().map(|ip| RData::Aaaa(*ip));
-    let addresses = a.chain(aaaa).filter(move |_| served).map(move |data| ZoneRecord {
-        owner: owner.clone(),
-        data,
-    });
-    // Its SRV records, as `derived::srv_owners` makes them for the answer path: an exact host
-    // with addresses, one per named port (an owner too long for a name is left out there and here).
-    let target: Arc<str> = host.name.as_str().into();
-    let srv = host
-        .ports
-        .iter()
-        .filter(move |_| served && !host.name.starts_with("*."))
-        .map(move |p| ZoneRecord {
-            owner: format!("_{}._{}.{}", p.name, p.protocol.label(), host.name).into(),
-            data: RData::Srv {
-                port: p.number,
-                target: target.clone(),
-            },
-        })
-        .filter(|r| r.owner.len() < 254);
-    addresses.chain(srv)
-}
-
 /// The SOA of a zone (RFC 1035 §3.3.13), names in presentation form without trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Soa {
@@ -129,30 +104,48 @@ pub struct Delta {
     pub from: u32,
     /// Serial after.
     pub to: u32,
-    /// Records gone, sorted.
-    pub removed: Vec<ZoneRecord>,
-    /// Records new, sorted.
-    pub added: Vec<ZoneRecord>,
+    /// The records, shared with the pending change it sealed (no copy).
+    changes: Arc<Changes>,
 }
 
 impl Delta {
+    /// Records gone, sorted.
+    pub fn removed(&self) -> impl Iterator<Item = &ZoneRecord> {
+        self.changes.removed.iter()
+    }
+
+    /// Records new, sorted.
+    pub fn added(&self) -> impl Iterator<Item = &ZoneRecord> {
+        self.changes.added.iter()
+    }
+
     fn size(&self) -> usize {
-        self.removed
-            .iter()
-            .chain(&self.added)
-            .map(ZoneRecord::size)
-            .sum::<usize>()
-            + 64
+        self.removed().chain(self.added()).map(ZoneRecord::size).sum::<usize>() + 64
     }
 }
 
-/// A zone's serial and its recent changes, oldest first.
+/// A zone's serial, its recent changes (oldest first) and the change not yet given a serial.
 #[derive(Debug, Clone, Default)]
 pub struct Version {
-    /// The zone's SOA serial.
+    /// The zone's SOA serial: the Unix time (seconds) of the change it was given to, or of the
+    /// start; never greater than the time it was assigned at.
     pub serial: u32,
     history: VecDeque<Arc<Delta>>,
     bytes: usize,
+    /// Changes since `serial`, already served, oldest first; none usually.
+    pending: Vec<Arc<Changes>>,
+    /// No secondary can hold `serial` from this process (the start-up serial, before any
+    /// change): the first change records no history from it.
+    fresh: bool,
+}
+
+/// The records a change removed from the zone and added to it (disjoint, sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Records gone.
+    pub removed: BTreeSet<ZoneRecord>,
+    /// Records new.
+    pub added: BTreeSet<ZoneRecord>,
 }
 
 /// Whether serial `a` is greater than `b` (RFC 1982 §3.2).
@@ -169,40 +162,119 @@ impl Version {
         }
     }
 
-    /// The next serial: `now` (Unix time) when it is later, else one more (RFC 1982 §3.1).
-    fn next_serial(&self, now: u32) -> u32 {
-        if serial_gt(now, self.serial) {
-            now
-        } else {
-            self.serial.wrapping_add(1)
+    /// A zone at the start of the process, at `serial` (the Unix time): another process (a
+    /// restart within the same second) may have served other records at the same serial, so
+    /// no IXFR is ever answered from it (the whole zone instead).
+    pub fn at_start(serial: u32) -> Self {
+        Version {
+            serial,
+            fresh: true,
+            ..Default::default()
         }
     }
 
-    /// The version after a change that removed and added these records (no-op when both are
-    /// empty), kept within the history's bounds.
-    pub fn advance(&self, mut removed: Vec<ZoneRecord>, mut added: Vec<ZoneRecord>, now: u32) -> Version {
-        if removed.is_empty() && added.is_empty() {
+    /// The version after a change that removed and added these records (served at once):
+    /// the change joins the pending ones, which are sealed when `now` (Unix time) is past the
+    /// serial ([`Version::sealed`]); until then the serial stays, so that it never exceeds the
+    /// time it is assigned at. Pending changes are kept as they come (shared, never copied:
+    /// a commit costs what its own change does), and coalesced when sealed or transferred.
+    pub fn advance(&self, change: Changes, now: u32) -> Version {
+        if change == Changes::default() {
+            return self.sealed(now);
+        }
+        let mut next = self.clone();
+        next.pending.push(Arc::new(change));
+        next.sealed(now)
+    }
+
+    /// Whether the zone at its serial may be transferred (and NOTIFYed): not while it is the
+    /// start-up zone (no source's records yet) with the first records waiting for a serial;
+    /// a partial zone would wipe a secondary's copy.
+    pub fn transferable(&self) -> bool {
+        !(self.fresh && self.is_pending())
+    }
+
+    /// Whether records changed since the serial are served already, waiting for a serial.
+    pub fn is_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// When the pending changes can be sealed: the Unix second after the serial.
+    pub fn seals_at(&self) -> Option<u32> {
+        self.is_pending().then(|| self.serial.wrapping_add(1))
+    }
+
+    /// The pending changes as one (a record removed and added back, or added and removed
+    /// again, is no change); `None` when there are none.
+    fn coalesced(&self) -> Option<Arc<Changes>> {
+        let (first, rest) = self.pending.split_first()?;
+        if rest.is_empty() {
+            return Some(first.clone());
+        }
+        let mut all = Changes::clone(first);
+        for change in rest {
+            for r in &change.removed {
+                if !all.added.remove(r) {
+                    all.removed.insert(r.clone());
+                }
+            }
+            for r in &change.added {
+                if !all.removed.remove(r) {
+                    all.added.insert(r.clone());
+                }
+            }
+        }
+        Some(Arc::new(all))
+    }
+
+    /// The version with its pending changes sealed at serial `now` (Unix time) when `now` is
+    /// past the serial (RFC 1982), kept within the history's bounds; else as it is. Changes
+    /// that cancel out leave the serial as it is.
+    pub fn sealed(&self, now: u32) -> Version {
+        if !serial_gt(now, self.serial) {
             return self.clone();
         }
-        removed.sort();
-        added.sort();
+        let Some(changes) = self.coalesced() else {
+            return self.clone();
+        };
+        if *changes == Changes::default() {
+            return Version {
+                pending: Vec::new(),
+                ..self.clone()
+            };
+        }
+        let mut next = Version {
+            serial: now,
+            history: self.history.clone(),
+            bytes: self.bytes,
+            pending: Vec::new(),
+            fresh: false,
+        };
+        if self.fresh {
+            return next;
+        }
         let delta = Delta {
             from: self.serial,
-            to: self.next_serial(now),
-            removed,
-            added,
+            to: now,
+            changes,
         };
-        let mut next = Version {
-            serial: delta.to,
-            history: self.history.clone(),
-            bytes: self.bytes + delta.size(),
-        };
+        next.bytes += delta.size();
         next.history.push_back(Arc::new(delta));
         while next.history.len() > HISTORY_CHANGES || next.bytes > HISTORY_BYTES {
             let Some(old) = next.history.pop_front() else { break };
             next.bytes -= old.size();
         }
         next
+    }
+
+    /// The zone's records at its serial, from the records served (`records`, sorted): the
+    /// pending changes undone.
+    fn at_serial(&self, records: &mut Vec<ZoneRecord>) {
+        if let Some(p) = self.coalesced() {
+            records.retain(|r| !p.added.contains(r));
+            records.extend(p.removed.iter().cloned());
+            records.sort();
+        }
     }
 
     /// The changes from serial `from` to the current one, oldest first (empty when `from` is
@@ -216,28 +288,63 @@ impl Version {
     }
 }
 
-/// The versions after a commit: each changed host's old and new records go to its zone's
-/// change (`zones` and `versions` index-aligned). Zones without a change keep theirs.
-pub fn advance(zones: &[Zone], versions: &[Version], changed: &[HostChange], now: u32) -> Arc<[Version]> {
-    let mut per_zone: Vec<(BTreeSet<ZoneRecord>, BTreeSet<ZoneRecord>)> = vec![Default::default(); zones.len()];
-    for (old, new) in changed {
-        let Some(zone) = old.as_ref().or(new.as_ref()).map(|h| h.zone.clone()) else {
+/// The versions after a commit, from the table before it (`old`) and after it (`new`):
+/// each owner name the commit touched (lower-case wire format, a wildcard as `*.suffix`:
+/// [`crate::table::Commit::touched`]) adds the difference of its records between the two
+/// tables ([`Table::owner_records`], the same records the zone walk gives) to its zone's
+/// change. So every record a zone serves moves its version: a host's A/AAAA and SRV in its
+/// zone, and the PTR RRsets of the addresses it had and has in a reverse zone (diffed as
+/// served, after the [`super::PTR_MAX`] cap, whatever other hosts share the address). Zones
+/// without a change keep theirs.
+pub fn advance(old: &Table, new: &Table, touched: &[Box<[u8]>], now: u32) -> Arc<[Version]> {
+    let zones = new.zones();
+    // Per zone, records removed and added, collected unsorted (an owner is diffed once) and
+    // made sets in bulk: a large list costs no tree insertions.
+    let mut per_zone: Vec<(Vec<ZoneRecord>, Vec<ZoneRecord>)> = vec![Default::default(); zones.len()];
+    let mut seen: HashSet<&[u8], foldhash::fast::RandomState> = HashSet::default();
+    for wire in touched.iter().filter(|w| seen.insert(&w[..])) {
+        let zone = wire.strip_prefix(b"\x01*").unwrap_or(wire);
+        let Some(i) = zone_of(zones, zone).and_then(|z| zones.iter().position(|y| y.wire == z.wire)) else {
             continue;
         };
-        let Some(i) = zones.iter().position(|z| z.name == zone) else {
-            continue;
-        };
-        let old: BTreeSet<ZoneRecord> = old.iter().flat_map(|h| host_records(h)).collect();
-        let new: BTreeSet<ZoneRecord> = new.iter().flat_map(|h| host_records(h)).collect();
+        let before: Vec<ZoneRecord> = old.owner_records(wire).into_iter().map(zone_record).collect();
+        let after: Vec<ZoneRecord> = new.owner_records(wire).into_iter().map(zone_record).collect();
         let (removed, added) = &mut per_zone[i];
-        removed.extend(old.difference(&new).cloned());
-        added.extend(new.difference(&old).cloned());
+        // Each sorted, a few records: a new owner's are all added as they are.
+        removed.extend(before.iter().filter(|r| after.binary_search(r).is_err()).cloned());
+        if before.is_empty() {
+            added.extend(after);
+        } else {
+            added.extend(after.into_iter().filter(|r| before.binary_search(r).is_err()));
+        }
     }
-    versions
+    old.versions()
         .iter()
         .zip(per_zone)
-        .map(|(v, (removed, added))| v.advance(removed.into_iter().collect(), added.into_iter().collect(), now))
+        .map(|(v, (removed, added))| {
+            let change = Changes {
+                removed: removed.into_iter().collect(),
+                added: added.into_iter().collect(),
+            };
+            v.advance(change, now)
+        })
         .collect()
+}
+
+/// A record of the zone walk as transfers send it.
+fn zone_record(r: Record) -> ZoneRecord {
+    ZoneRecord {
+        owner: r.owner.into(),
+        data: match r.data {
+            RecordData::A(ip) => RData::A(ip),
+            RecordData::Aaaa(ip) => RData::Aaaa(ip),
+            RecordData::Srv { port, target } => RData::Srv {
+                port,
+                target: target.into(),
+            },
+            RecordData::Ptr(target) => RData::Ptr(target.into()),
+        },
+    }
 }
 
 impl Table {
@@ -282,34 +389,26 @@ impl Table {
         }
     }
 
-    /// The records of `zone` as a secondary holds them, SOA aside: the apex NS, then every
-    /// host's records ([`host_records`]), sorted (walks the zone: not for the query path).
+    /// The records of `zone` as a secondary holds them at its serial, SOA aside: the apex NS,
+    /// then the zone walk ([`Table::records`]) without a change not yet sealed, sorted (not
+    /// for the query path).
     pub fn zone_records(&self, zone: &Zone) -> Vec<ZoneRecord> {
-        use super::RecordData;
         let ns = ZoneRecord {
             owner: zone.name.clone(),
             data: RData::Ns(format!("ns.dns.{}", zone.name).into()),
         };
-        let mut records: Vec<ZoneRecord> = self
-            .records(zone)
-            .into_iter()
-            .map(|r| ZoneRecord {
-                owner: r.owner.into(),
-                data: match r.data {
-                    RecordData::A(ip) => RData::A(ip),
-                    RecordData::Aaaa(ip) => RData::Aaaa(ip),
-                    RecordData::Srv { port, target } => RData::Srv {
-                        port,
-                        target: target.into(),
-                    },
-                    RecordData::Ptr(target) => RData::Ptr(target.into()),
-                },
-            })
-            .collect();
+        let mut records: Vec<ZoneRecord> = self.records(zone).into_iter().map(zone_record).collect();
         records.sort();
         records.dedup();
+        self.version(zone).at_serial(&mut records);
         records.insert(0, ns);
         records
+    }
+
+    /// This table with its zones at `versions` (index-aligned with [`Table::zones`]).
+    pub fn with_versions(mut self, versions: Arc<[Version]>) -> Self {
+        self.versions = versions;
+        self
     }
 }
 

@@ -284,6 +284,84 @@ async fn forwards_in_flight_are_bounded_with_servfail() {
     server.stop().await;
 }
 
+/// The Extended DNS Error code of `reply` (RFC 8914: option 15, INFO-CODE first), if any.
+fn ede(reply: &[u8]) -> Option<u16> {
+    let m = Message::from_vec(reply).unwrap();
+    m.edns.as_ref()?.options().as_ref().iter().find_map(|(_, o)| match o {
+        hickory_proto::rr::rdata::opt::EdnsOption::Unknown(15, data) => Some(u16::from_be_bytes([data[0], data[1]])),
+        _ => None,
+    })
+}
+
+/// A forward refused because `--max-forwards` are in flight is SERVFAIL at once with EDE 22
+/// No Reachable Authority, over UDP and TCP, to EDNS clients only.
+#[tokio::test]
+async fn a_forward_beyond_the_in_flight_bound_says_why_to_edns_clients() {
+    let up = Upstream::start(Behaviour::Slow(Duration::from_millis(800))).await;
+    let mut settings = forwarding(&[up.addr]);
+    settings.max_in_flight = 1;
+    settings.attempt_timeout = Duration::from_secs(2);
+    settings.budget = Duration::from_secs(2);
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(settings)).await;
+    let addr = server.addr;
+    let busy =
+        tokio::spawn(
+            async move { udp_exchange(addr, &query_bytes(1, "busy.example.com.", RecordType::A, false)).await },
+        );
+    assert!(
+        eventually(Duration::from_secs(2), || async { !up.queries().is_empty() }).await,
+        "the first forward is in flight"
+    );
+    let udp = udp_exchange(addr, &query_bytes(2, "u.example.com.", RecordType::A, true))
+        .await
+        .unwrap();
+    let tcp = tcp_exchange(addr, &query_bytes(3, "t.example.com.", RecordType::A, true)).await;
+    let plain = udp_exchange(addr, &query_bytes(4, "p.example.com.", RecordType::A, false))
+        .await
+        .unwrap();
+    for reply in [&udp, &tcp, &plain] {
+        assert_eq!(rcode(reply), ResponseCode::ServFail);
+    }
+    assert_eq!((ede(&udp), ede(&tcp)), (Some(22), Some(22)), "EDE 22 to EDNS clients");
+    assert!(Message::from_vec(&plain).unwrap().edns.is_none(), "none without EDNS");
+    assert_eq!(rcode(&busy.await.unwrap().unwrap()), ResponseCode::NoError);
+    server.stop().await;
+}
+
+/// A truncated UDP answer retried over TCP, where the upstream refuses the connection: the
+/// TCP client gets SERVFAIL with EDE 23 Network Error (a socket error, not a timeout).
+#[tokio::test]
+async fn a_failed_tcp_retry_of_a_truncated_answer_is_a_network_error() {
+    // UDP only: every answer truncated, and no TCP listener on the port (connection refused).
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let up = udp.local_addr().unwrap();
+    let truncating = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65535];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut m = Message::new(
+                q.metadata.id,
+                hickory_proto::op::MessageType::Response,
+                q.metadata.op_code,
+            );
+            m.metadata.truncation = true;
+            m.queries = q.queries.clone();
+            let _ = udp.send_to(&m.to_vec().unwrap(), peer).await;
+        }
+    });
+    let server = Server::start_forwarding(&[("se.yaml", &entries())], Some(forwarding(&[up]))).await;
+    let started = Instant::now();
+    let reply = tcp_exchange(server.addr, &query_bytes(8, "big.example.com.", RecordType::A, true)).await;
+    assert_eq!(rcode(&reply), ResponseCode::ServFail);
+    assert_eq!(ede(&reply), Some(23), "Network Error");
+    assert!(started.elapsed() < Duration::from_secs(3), "within the budget");
+    let plain = tcp_exchange(server.addr, &query_bytes(9, "big.example.com.", RecordType::A, false)).await;
+    assert_eq!(rcode(&plain), ResponseCode::ServFail);
+    assert!(Message::from_vec(&plain).unwrap().edns.is_none(), "none without EDNS");
+    truncating.abort();
+    server.stop().await;
+}
+
 /// Queries the upstream received other than probes (`. NS` is never asked by these tests
 /// while an upstream is down).
 fn forwarded(up: &Upstream) -> usize {

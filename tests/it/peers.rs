@@ -5,51 +5,15 @@
 //! reverse names go through unbound's stub zones to globaldns, whose upstream is that very
 //! unbound, as in a cluster: nothing loops.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use globaldns::dns::server::Limits;
 use globaldns::table::TableSettings;
 
 use crate::support::*;
-
-/// A daemon killed when the test ends.
-pub(crate) struct Daemon(pub(crate) Child, pub(crate) &'static str);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Distinct loopback ports free for both UDP and TCP right now. They are held until all are
-/// chosen: ports picked one at a time can repeat, and Knot and unbound bind with SO_REUSEPORT,
-/// so two daemons on one port would silently share its queries.
-pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
-    let mut held = Vec::new();
-    while held.len() < N {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push((port, udp, tcp));
-        }
-    }
-    std::array::from_fn(|i| held[i].0)
-}
-
-pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Daemon {
-    let log = std::fs::File::create(log).unwrap();
-    let child = cmd
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon(child, name)
-}
 
 fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("dig")
@@ -126,14 +90,7 @@ fn knot(dir: &Path, port: u16, zones: &[(&str, &str)]) -> (Daemon, std::path::Pa
         std::fs::write(dir.join(format!("{zone}.zone")), text).unwrap();
         conf.push_str(&format!("  - domain: {zone}\n    file: \"{d}/{zone}.zone\"\n"));
     }
-    let path = dir.join("knot.conf");
-    std::fs::write(&path, conf).unwrap();
-    let daemon = spawn(
-        "knotd",
-        Command::new("knotd").arg("-c").arg(&path),
-        &dir.join("knot.log"),
-    );
-    (daemon, path)
+    knot::start(dir, &conf)
 }
 
 /// unbound on `port` as a cluster DNS: a `stub-zone` for each of `stubs` (zone, port on

@@ -1,4 +1,10 @@
-//! Shared pieces: a server started on a temporary directory of entry files, clients, tools.
+//! Shared pieces: a server started on a temporary directory of entry files, clients, tools,
+//! daemons ([`daemon`], [`knot`]).
+
+pub(crate) mod daemon;
+pub(crate) mod knot;
+
+pub(crate) use daemon::{Daemon, free_ports, spawn};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

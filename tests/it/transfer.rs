@@ -1,36 +1,41 @@
 //! Zone transfers to real secondaries: Knot DNS and NSD (Debian), configured with the files
-//! of `deploy/secondaries/` that the README shows (only their placeholders filled in), on
-//! loopback ports. Each transfers the zone and answers every test name as globaldns does;
-//! after an entry file changes, NOTIFY makes each serve the change within seconds (the SOA
-//! refresh is an hour) at our serial, by IXFR. Access and readiness come before anything.
+//! of `deploy/secondaries/` that the README shows (only their placeholders filled in, and
+//! their zone stanza repeated for the reverse zone), on loopback ports. Each transfers the
+//! forward zone (A, AAAA, SRV, wildcards) and the reverse zone (PTR) and answers every test
+//! name as globaldns does; after an entry file changes, NOTIFY makes each serve the change
+//! within seconds (the SOA refresh is an hour) at our serial, by IXFR, PTRs included. A burst
+//! of changes never takes a serial past the clock. Access and readiness come before anything.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use globaldns::app::{self, Running, ServeConfig, Sources};
 use globaldns::dns::transfer::TransferSettings;
+use globaldns::table::TableSettings;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{entry_files, loopback};
-use crate::peers::{Daemon, free_ports, spawn};
 use crate::support::*;
+
+/// The zones served and transferred: the forward zone and the reverse zone of its addresses.
+const ZONES: [&str; 2] = ["global", "240.in-addr.arpa"];
 
 pub(crate) fn entries(extra: &str) -> String {
     [
         se(
             "bar",
             "httpbin",
-            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2]}",
+            "{hosts: [httpbin.bar.global], addresses: [240.0.0.2], ports: [{name: http, number: 80, protocol: HTTP}, {name: grpc, number: 9000, protocol: GRPC}]}",
         ),
         se(
             "default",
             "dual",
-            "{hosts: [dual.default.global], addresses: [240.0.0.3, \"2001:db8::3\"]}",
+            "{hosts: [dual.default.global], addresses: [240.0.0.3, \"2001:db8::3\"], ports: [{name: dns, number: 53, protocol: UDP}]}",
         ),
         se("shop", "wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.10]}"),
         se(
@@ -44,7 +49,7 @@ pub(crate) fn entries(extra: &str) -> String {
     .concat()
 }
 
-/// Names asked of both, with the types asked.
+/// Names asked of both (the types asked: [`types_of`]).
 const NAMES: &[&str] = &[
     "global",
     "httpbin.bar.global",
@@ -61,7 +66,32 @@ const NAMES: &[&str] = &[
     "c.global",
     "nope.global",
     "new.bar.global",
+    "_http._tcp.httpbin.bar.global",
+    "_grpc._tcp.httpbin.bar.global",
+    "_tcp.httpbin.bar.global",
+    "_dns._udp.dual.default.global",
+    "_http._tcp.new.bar.global",
+    "240.in-addr.arpa",
+    "0.0.240.in-addr.arpa",
+    "2.0.0.240.in-addr.arpa",
+    "3.0.0.240.in-addr.arpa",
+    "11.0.0.240.in-addr.arpa",
+    "20.0.0.240.in-addr.arpa",
+    "21.0.0.240.in-addr.arpa",
+    "9.9.9.240.in-addr.arpa",
 ];
+
+/// The types asked for `name`: PTR in the reverse zone, SRV for SRV owners, addresses else;
+/// SOA and NS everywhere but under `_`.
+fn types_of(name: &str) -> &'static [&'static str] {
+    if name.ends_with(".arpa") {
+        &["PTR", "SOA", "NS"]
+    } else if name.starts_with('_') {
+        &["SRV", "A"]
+    } else {
+        &["A", "AAAA", "SOA", "NS"]
+    }
+}
 
 /// Where RFC 4592 wildcards differ from ours, left out: a wildcard covers the empty
 /// non-terminal `sub.shop.global` for us (NODATA for a secondary) and names below it
@@ -90,7 +120,7 @@ fn answer(port: u16, name: &str, qtype: &str) -> String {
     format!("{status} {lines:?}")
 }
 
-fn soa_serial(port: u16) -> Option<u32> {
+fn soa_serial(port: u16, zone: &str) -> Option<u32> {
     let out = Command::new("dig")
         .args([
             "@127.0.0.1",
@@ -101,7 +131,7 @@ fn soa_serial(port: u16) -> Option<u32> {
             "+tries=1",
             "+time=1",
         ])
-        .args(["global", "SOA"])
+        .args([zone, "SOA"])
         .output()
         .ok()?;
     String::from_utf8(out.stdout)
@@ -112,7 +142,8 @@ fn soa_serial(port: u16) -> Option<u32> {
         .ok()
 }
 
-/// The config file `name` of deploy/secondaries with its placeholders filled in.
+/// The config file `name` of deploy/secondaries with its placeholders filled in, and its zone
+/// stanza (the last section) repeated for the reverse zone, as the README says to.
 fn secondary_conf(name: &str, primary: SocketAddr, port: u16, dir: &Path) -> String {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -120,15 +151,41 @@ fn secondary_conf(name: &str, primary: SocketAddr, port: u16, dir: &Path) -> Str
             .join(name),
     )
     .unwrap();
-    text.replace("PRIMARY_IP", &primary.ip().to_string())
+    let text = text
+        .replace("PRIMARY_IP", &primary.ip().to_string())
         .replace("PRIMARY_PORT", &primary.port().to_string())
         .replace("LISTEN_PORT", &port.to_string())
-        .replace("DIR", &dir.display().to_string())
+        .replace("DIR", &dir.display().to_string());
+    let at = text.rfind("zone:\n").expect("a zone section");
+    let reverse = ZONES[1];
+    match name {
+        // Knot: one `zone:` list; the reverse zone is one more item of it.
+        "knot.conf" => {
+            let item = &text[at + "zone:\n".len()..];
+            format!(
+                "{text}{}",
+                item.replace("domain: global", &format!("domain: {reverse}"))
+            )
+        }
+        // NSD: a `zone:` section per zone.
+        _ => {
+            let section = text[at..]
+                .replace("name: global", &format!("name: {reverse}"))
+                .replace("global.zone", &format!("{reverse}.zone"));
+            format!("{text}\n{section}")
+        }
+    }
 }
 
-pub(crate) async fn start(entries_dir: &Path, allow: &str, notify: Vec<SocketAddr>, sources: Option<Sources>) -> Running {
+pub(crate) async fn start(
+    entries_dir: &Path,
+    allow: &str,
+    notify: Vec<SocketAddr>,
+    sources: Option<Sources>,
+) -> Running {
     let sources = sources.unwrap_or_else(|| entry_files(entries_dir));
-    app::start(ServeConfig {
+    let running = app::start(ServeConfig {
+        table: TableSettings::new(&ZONES).unwrap(),
         transfer: TransferSettings {
             allow: vec![allow.parse().unwrap()],
             notify,
@@ -136,34 +193,63 @@ pub(crate) async fn start(entries_dir: &Path, allow: &str, notify: Vec<SocketAdd
         ..loopback(sources)
     })
     .await
-    .expect("server starts")
+    .expect("server starts");
+    // Records that came in the start-up second wait up to a second for their serial, and the
+    // zone is not transferred until then (Not Ready): begin with every serial sealed.
+    let sealed = eventually(Duration::from_secs(3), || async {
+        !running.table().versions().iter().any(|v| v.is_pending())
+    })
+    .await;
+    assert!(sealed, "the start-up serials sealed within a second or so");
+    running
 }
 
-fn our_serial(running: &Running) -> u32 {
-    running.table().versions()[0].serial
+/// Our serial of zone `zone` (an index of [`ZONES`]).
+fn our_serial(running: &Running, zone: usize) -> u32 {
+    let table = running.table();
+    let serial = table.serials().find(|(name, _)| *name == ZONES[zone]).map(|(_, s)| s);
+    serial.expect("a served zone")
 }
 
-/// Waits until every secondary's serial is ours.
+/// Waits until every change has its serial (at most a second), then until every secondary's
+/// serial of every zone is ours.
 async fn until_in_step(running: &Running, secondaries: &mut [(&mut Daemon, u16)]) {
+    let sealed = eventually(Duration::from_secs(3), || async {
+        !running.table().versions().iter().any(|v| v.is_pending())
+    })
+    .await;
+    assert!(sealed, "every change sealed within a second or so");
     for (daemon, port) in secondaries.iter_mut() {
-        let want = our_serial(running);
         let port = *port;
-        let ok = eventually(Duration::from_secs(15), || async move {
-            tokio::task::spawn_blocking(move || soa_serial(port)).await.unwrap() == Some(want)
-        })
-        .await;
-        assert!(
-            daemon.0.try_wait().unwrap().is_none(),
-            "{} exited; see its log",
-            daemon.1
-        );
-        assert!(ok, "{} serves serial {:?}, not ours {want}", daemon.1, soa_serial(port));
+        for (z, zone) in ZONES.iter().enumerate() {
+            // Ours may move on meanwhile (a change waiting a second for its serial).
+            let ok = eventually(Duration::from_secs(15), || async move {
+                let want = our_serial(running, z);
+                tokio::task::spawn_blocking(move || soa_serial(port, zone))
+                    .await
+                    .unwrap()
+                    == Some(want)
+            })
+            .await;
+            let want = our_serial(running, z);
+            assert!(
+                daemon.0.try_wait().unwrap().is_none(),
+                "{} exited; see its log",
+                daemon.1
+            );
+            assert!(
+                ok,
+                "{} serves {zone} at serial {:?}, not ours {want}",
+                daemon.1,
+                soa_serial(port, zone)
+            );
+        }
     }
 }
 
 fn compare(ours: u16, secondaries: &[(&str, u16)]) {
     for name in NAMES.iter().filter(|n| !RFC_4592_DIFFERS.contains(n)) {
-        for qtype in ["A", "AAAA", "SOA", "NS"] {
+        for qtype in types_of(name) {
             let want = answer(ours, name, qtype);
             for (who, port) in secondaries {
                 assert_eq!(answer(*port, name, qtype), want, "{who}: {name} {qtype}");
@@ -172,8 +258,15 @@ fn compare(ours: u16, secondaries: &[(&str, u16)]) {
     }
 }
 
+/// Compares in a blocking thread (dig).
+async fn compare_all(ours: u16, secondaries: [(&'static str, u16); 2]) {
+    tokio::task::spawn_blocking(move || compare(ours, &secondaries))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn knot_and_nsd_transfer_the_zone_and_follow_every_change_by_notify() {
+async fn knot_and_nsd_transfer_the_zones_and_follow_every_change_by_notify() {
     for tool in ["knotd", "nsd", "dig"] {
         require(tool);
     }
@@ -188,13 +281,7 @@ async fn knot_and_nsd_transfer_the_zone_and_follow_every_change_by_notify() {
     let running = start(&entries_dir, "127.0.0.0/8", notify, None).await;
     let primary = running.dns_addr();
 
-    let knot_conf = knot_dir.join("knot.conf");
-    std::fs::write(&knot_conf, secondary_conf("knot.conf", primary, knot_port, &knot_dir)).unwrap();
-    let mut knot = spawn(
-        "knotd",
-        Command::new("knotd").arg("-c").arg(&knot_conf),
-        &dir.path().join("knot.log"),
-    );
+    let (mut knot, _) = knot::start(&knot_dir, &secondary_conf("knot.conf", primary, knot_port, &knot_dir));
     let nsd_conf = nsd_dir.join("nsd.conf");
     std::fs::write(&nsd_conf, secondary_conf("nsd.conf", primary, nsd_port, &nsd_dir)).unwrap();
     let mut nsd = spawn(
@@ -205,39 +292,121 @@ async fn knot_and_nsd_transfer_the_zone_and_follow_every_change_by_notify() {
 
     until_in_step(&running, &mut [(&mut knot, knot_port), (&mut nsd, nsd_port)]).await;
     let secondaries = [("knot", knot_port), ("nsd", nsd_port)];
-    tokio::task::spawn_blocking(move || compare(primary.port(), &secondaries))
-        .await
-        .unwrap();
+    compare_all(primary.port(), secondaries).await;
 
-    // Changes: a new name, changed addresses, a name gone; each served within seconds.
-    let steps = [
-        se("bar", "new", "{hosts: [new.bar.global], addresses: [240.0.0.20]}"),
+    // Changes, each touching both zones: a new name (with SRV, and a PTR), its address moved
+    // (the old PTR goes, a new one comes), then onto an address another host has (a PTR
+    // RRset of two), then the name gone; each served within seconds, PTRs included.
+    let new = |addresses: &str| {
         se(
             "bar",
             "new",
-            "{hosts: [new.bar.global], addresses: [240.0.0.21, \"2001:db8::21\"]}",
-        ),
+            &format!(
+                "{{hosts: [new.bar.global], addresses: [{addresses}], ports: [{{name: http, number: 80, protocol: HTTP}}]}}"
+            ),
+        )
+    };
+    let steps = [
+        new("240.0.0.20"),
+        new("240.0.0.21, \"2001:db8::21\""),
+        new("240.0.0.2"),
         String::new(),
     ];
     for extra in steps {
-        let before = our_serial(&running);
+        let before = [our_serial(&running, 0), our_serial(&running, 1)];
         std::fs::write(entries_dir.join("se.yaml"), entries(&extra)).unwrap();
-        let changed = eventually(Duration::from_secs(5), || async { our_serial(&running) != before }).await;
-        assert!(changed, "the serial moves with the zone");
+        let changed = eventually(Duration::from_secs(5), || async {
+            our_serial(&running, 0) != before[0] && our_serial(&running, 1) != before[1]
+        })
+        .await;
+        assert!(changed, "both zones' serials move with their records");
         until_in_step(&running, &mut [(&mut knot, knot_port), (&mut nsd, nsd_port)]).await;
-        tokio::task::spawn_blocking(move || compare(primary.port(), &secondaries))
-            .await
-            .unwrap();
+        compare_all(primary.port(), secondaries).await;
     }
+    let ptr = answer(knot_port, "2.0.0.240.in-addr.arpa", "PTR");
+    assert!(ptr.contains("httpbin.bar.global.") && !ptr.contains("new.bar"), "{ptr}");
     let (_, metrics) = get(running.admin_addr().unwrap(), "/metrics").await;
     let incremental = metric(
         &metrics,
         "globaldns_transfers_total{type=\"IXFR\",result=\"incremental\"}",
     );
-    assert!(incremental >= 2.0, "the secondaries followed by IXFR:\n{metrics}");
     assert!(
-        metric(&metrics, "globaldns_notifies_total{result=\"acknowledged\"}") >= 6.0,
+        incremental >= 8.0,
+        "the secondaries followed both zones by IXFR:\n{metrics}"
+    );
+    assert!(
+        metric(&metrics, "globaldns_notifies_total{result=\"acknowledged\"}") >= 12.0,
         "{metrics}"
+    );
+    running.shutdown_token().cancel();
+    running.wait().await;
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as u32
+}
+
+/// A burst of entry-file changes, several a second: no serial is ever past the clock (so a
+/// restart, which starts at the clock, never goes back), the burst's changes are served at
+/// once, and the secondary converges on our last serial and records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_keeps_serials_behind_the_clock_and_the_secondary_converges() {
+    for tool in ["knotd", "dig"] {
+        require(tool);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (knot_dir, entries_dir) = (dir.path().join("knot"), dir.path().join("se"));
+    for d in [&knot_dir, &entries_dir] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(entries_dir.join("se.yaml"), entries("")).unwrap();
+    let [knot_port] = free_ports::<1>();
+    let running = start(
+        &entries_dir,
+        "127.0.0.0/8",
+        vec![([127, 0, 0, 1], knot_port).into()],
+        None,
+    )
+    .await;
+    let primary = running.dns_addr();
+    let (mut knot, _) = knot::start(&knot_dir, &secondary_conf("knot.conf", primary, knot_port, &knot_dir));
+    until_in_step(&running, &mut [(&mut knot, knot_port)]).await;
+
+    let mut serials = std::collections::BTreeSet::new();
+    for i in 0..12u32 {
+        let extra = se(
+            "bar",
+            "burst",
+            &format!("{{hosts: [b{i}.bar.global], addresses: [240.0.0.{}]}}", 100 + i),
+        );
+        std::fs::write(entries_dir.join("se.yaml"), entries(&extra)).unwrap();
+        let name = format!("b{i}.bar.global.");
+        let served = eventually(Duration::from_secs(3), || {
+            let name = name.clone();
+            async move {
+                let mut client = udp_client(primary).await;
+                !addresses(&ask(&mut client, &name, RecordType::A).await).is_empty()
+            }
+        })
+        .await;
+        assert!(served, "{name} served at once, its serial pending or not");
+        for zone in 0..ZONES.len() {
+            let serial = our_serial(&running, zone);
+            assert!(serial <= unix_now(), "serial {serial} past the clock");
+            serials.insert(serial);
+        }
+    }
+    until_in_step(&running, &mut [(&mut knot, knot_port)]).await;
+    for zone in 0..ZONES.len() {
+        assert!(our_serial(&running, zone) <= unix_now());
+    }
+    let last = answer(knot_port, "b11.bar.global", "A");
+    assert_eq!(last, answer(primary.port(), "b11.bar.global", "A"));
+    assert!(last.contains("240.0.0.111"), "{last}");
+    assert!(answer(knot_port, "111.0.0.240.in-addr.arpa", "PTR").contains("b11.bar.global."));
+    assert!(
+        answer(knot_port, "b10.bar.global", "A").starts_with("NXDOMAIN"),
+        "the burst's earlier names went"
     );
     running.shutdown_token().cancel();
     running.wait().await;
@@ -295,6 +464,15 @@ async fn a_client_outside_transfer_to_is_refused_and_udp_is_never_a_transfer() {
         assert_eq!(m.metadata.response_code, over_udp, "{qtype} over UDP");
     }
     let allowed = start(dir.path(), "127.0.0.1/32", Vec::new(), None).await;
+    // The first records get their serial within a second of the start: until then, Not Ready.
+    let full = eventually(Duration::from_secs(3), || async {
+        transfer(allowed.dns_addr(), RecordType::AXFR, false).await[0]
+            .metadata
+            .response_code
+            == ResponseCode::NoError
+    })
+    .await;
+    assert!(full, "transferred once the first records have their serial");
     let m = transfer(allowed.dns_addr(), RecordType::AXFR, false).await;
     let records: usize = m.iter().map(|m| m.answers.len()).sum();
     assert!(records > 5, "the zone: {records} records");

@@ -5,8 +5,10 @@
 //! to [`BACKOFF`]`.len()` times, waiting 1, 2, 4, 8 and 16 s, until acknowledged (§3.6);
 //! a serial that changes meanwhile replaces the one being sent (changes faster than the
 //! secondaries pull are coalesced: they pull the latest anyway). Nothing is sent before the
-//! first complete sync (every source synced once), then every zone is NOTIFYed once, so
-//! secondaries that hold an older copy catch up after a restart.
+//! first complete sync (every source synced once), then every zone is NOTIFYed once (once its
+//! first records have their serial: [`crate::table::Version::transferable`]), so
+//! secondaries that hold an older copy catch up after a restart. Serials follow the table's:
+//! a change waiting for its serial is NOTIFYed when the registry seals it.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -54,7 +56,7 @@ pub async fn run(
         let table = tables.borrow_and_update().clone();
         let ready = status.load().ready() && table.synced();
         if ready {
-            for zone in table.zones() {
+            for zone in table.zones().iter().filter(|z| table.zone_version(z).transferable()) {
                 let soa = table.soa(zone);
                 if notified.get(&zone.name) == Some(&soa.serial) {
                     continue;

@@ -3,6 +3,7 @@
 //! readiness come first, serials are per zone.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -11,7 +12,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use proptest::prelude::*;
 
 use super::*;
-use crate::registry::Registry;
+use crate::registry::{Clock, Registry};
 use crate::serviceentry::{Entry, EntryId, yaml};
 use crate::source::{Event, SourceId, SourceKey};
 use crate::table::TableSettings;
@@ -31,25 +32,53 @@ fn id(name: &str) -> EntryId {
     }
 }
 
+/// A registry with a fake clock: every change is in a second of its own unless [`Pipeline::now`]
+/// is kept.
 struct Pipeline {
     registry: Registry,
     id: SourceId,
+    clock: Arc<AtomicU32>,
 }
 
 impl Pipeline {
+    /// After the start-up second.
     fn new(zones: &[&str]) -> Self {
+        let mut p = Pipeline::at_start(zones);
+        p.tick();
+        p
+    }
+
+    /// In the start-up second.
+    fn at_start(zones: &[&str]) -> Self {
         let settings = TableSettings::new(zones).unwrap();
-        let mut registry = Registry::new(settings, None, Duration::from_secs(10), Arc::new(Metrics::new()));
+        let clock = Arc::new(AtomicU32::new(1_700_000_000));
+        let now = clock.clone();
+        let mut registry = Registry::new(settings, None, Duration::from_secs(10), Arc::new(Metrics::new()))
+            .with_clock(Clock(Arc::new(move || now.load(Ordering::SeqCst))));
         let id = SourceId::new(SourceKey::files());
         registry.apply(id.says(Event::Started));
         registry.apply(id.says(Event::Listed(Vec::new())));
         registry.publish();
-        Pipeline { registry, id }
+        Pipeline { registry, id, clock }
     }
 
+    /// A change in the next second.
     fn change(&mut self, changes: Vec<(EntryId, Option<Entry>)>) -> Arc<Table> {
+        self.tick();
+        self.now(changes)
+    }
+
+    /// A change in the current second.
+    fn now(&mut self, changes: Vec<(EntryId, Option<Entry>)>) -> Arc<Table> {
         self.registry.apply(self.id.says(Event::Changed(changes)));
         self.registry.publish();
+        self.table()
+    }
+
+    /// The clock moves one second on; the registry's timer seals what is pending.
+    fn tick(&mut self) -> Arc<Table> {
+        self.clock.fetch_add(1, Ordering::SeqCst);
+        self.registry.seal();
         self.table()
     }
 
@@ -219,52 +248,145 @@ fn each_zone_has_its_own_serial_and_ixfr_from_the_current_serial_is_one_soa() {
     assert!(answers(&m).len() > 2);
 }
 
-/// One random change: entry `n` set to host `h` with addresses, or deleted.
-fn change() -> impl Strategy<Value = (u8, Option<(u8, Vec<u8>)>)> {
-    (
-        0..6u8,
-        proptest::option::weighted(0.8, (0..5u8, proptest::collection::vec(0..4u8, 0..3))),
-    )
+/// A burst of changes within one second: answered at once, but the zone keeps its serial
+/// (and a transfer gives the zone at that serial) until the registry seals the burst the next
+/// second, as one coalesced change.
+#[test]
+fn a_burst_in_one_second_is_served_at_once_and_transferred_at_one_serial() {
+    let mut p = Pipeline::new(&["global"]);
+    let t = p.change(vec![(id("a"), Some(entry("a", "a.global", &["240.0.0.1".into()])))]);
+    let (before, zone_before) = axfr(&t, "global.");
+    let t = p.now(vec![(id("b"), Some(entry("b", "b.global", &["240.0.0.2".into()])))]);
+    let t2 = p.now(vec![
+        (id("b"), None),
+        (id("c"), Some(entry("c", "c.global", &["240.0.0.3".into()]))),
+        (id("a"), Some(entry("a", "a.global", &["240.0.0.4".into()]))),
+    ]);
+    for t in [&t, &t2] {
+        assert_eq!(
+            axfr(t, "global."),
+            (before, zone_before.clone()),
+            "the zone at its serial"
+        );
+        let (m, _, v) = respond(t, &request("global.", RecordType::IXFR, Some(before)), true, true);
+        assert_eq!((v, answers(&m).len()), (Verdict::Current, 1));
+    }
+    assert!(
+        t2.host(&crate::name::to_wire("c.global").unwrap()).is_some(),
+        "served at once"
+    );
+    assert!(t2.zone_version(&t2.zones()[0]).is_pending());
+    let sealed = p.tick();
+    let (after, zone_after) = axfr(&sealed, "global.");
+    assert_eq!(after, before + 1, "sealed the next second");
+    let (m, _, v) = respond(&sealed, &request("global.", RecordType::IXFR, Some(before)), true, true);
+    assert_eq!(v, Verdict::Incremental);
+    let records = answers(&m);
+    assert_eq!(
+        records.len(),
+        7,
+        "SOA, old SOA, -a 240.0.0.1, new SOA, +a 240.0.0.4, +c, SOA"
+    );
+    let mut replayed = zone_before.clone();
+    assert_eq!(apply_ixfr(&records, before, &mut replayed), after);
+    assert_eq!(replayed, zone_after);
+    assert!(
+        !zone_after.iter().any(|r| r.starts_with("b.global.")),
+        "b came and went: no trace"
+    );
 }
+
+/// One random change: entry `n` set to hosts `hs` (11: a wildcard) with addresses (few, so
+/// that hosts share them, up to past the PTR cap) and ports (none; `http` 80; `http` 8080 and
+/// `grpc` 9000), or deleted.
+type Change = (u8, Option<(Vec<u8>, Vec<u8>, u8)>);
+
+fn change() -> impl Strategy<Value = Change> {
+    let hosts = proptest::collection::vec(0..12u8, 1..5);
+    let addresses = proptest::collection::vec(0..3u8, 0..3);
+    (0..10u8, proptest::option::weighted(0.8, (hosts, addresses, 0..3u8)))
+}
+
+fn changed_entry(n: u8, set: Option<(Vec<u8>, Vec<u8>, u8)>) -> (EntryId, Option<Entry>) {
+    let name = format!("e{n}");
+    let entry = set.map(|(hosts, addresses, ports)| {
+        let hosts: Vec<String> = hosts
+            .iter()
+            .map(|&h| if h == 11 { "\"*.w.global\"".into() } else { format!("h{h}.global") })
+            .collect();
+        let addresses: Vec<String> = addresses.iter().map(|a| format!("240.0.0.{a}")).collect();
+        let ports = match ports {
+            0 => "[]",
+            1 => "[{name: http, number: 80, protocol: HTTP}]",
+            _ => "[{name: http, number: 8080, protocol: HTTP}, {name: grpc, number: 9000, protocol: GRPC}]",
+        };
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{hosts: [{}], addresses: [{}], ports: {ports}}}\n",
+            hosts.join(", "),
+            addresses.join(", ")
+        );
+        yaml::parse(&text, "default").unwrap().entries.remove(0)
+    });
+    (id(&name), entry)
+}
+
+/// The zones the property runs over: the forward zone (A, SRV, wildcards) and the reverse
+/// zone of the addresses (PTR).
+const ZONES: [&str; 2] = ["global.", "240.in-addr.arpa."];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn each_ixfr_applied_to_the_previous_zone_gives_the_next_axfr(
-        steps in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..12)
+        steps in proptest::collection::vec((proptest::collection::vec(change(), 1..4), any::<bool>()), 1..12)
     ) {
-        let mut p = Pipeline::new(&["global"]);
-        let mut history = vec![axfr(&p.table(), "global.")];
-        for step in steps {
-            let changes = step
-                .into_iter()
-                .map(|(n, set)| {
-                    let id = id(&format!("e{n}"));
-                    let set = set.map(|(h, addrs)| {
-                        let host = if h == 4 { "*.w.global".to_string() } else { format!("h{h}.global") };
-                        let addrs: Vec<String> = addrs.iter().map(|a| format!("240.0.0.{a}")).collect();
-                        entry(&format!("e{n}"), &host, &addrs)
-                    });
-                    (id, set)
-                })
-                .collect();
-            let t = p.change(changes);
-            history.push(axfr(&t, "global."));
-            // From every earlier version: replaying the IXFR gives this AXFR.
-            for (serial, zone) in &history {
-                let (m, _, _) = respond(&t, &request("global.", RecordType::IXFR, Some(*serial)), true, true);
-                let records = answers(&m);
-                let mut replayed = zone.clone();
-                let got = if records.len() > 1 && records[1].record_type() != RecordType::SOA {
-                    replayed = records[1..records.len() - 1].iter().map(text).collect();
-                    serial_of(&records[0])
-                } else {
-                    apply_ixfr(&records, *serial, &mut replayed)
-                };
-                let (now, want) = history.last().unwrap();
-                prop_assert_eq!(got, *now);
-                prop_assert_eq!(&replayed, want);
+        let mut p = Pipeline::new(&["global", "240.in-addr.arpa"]);
+        let mut history: Vec<Vec<(u32, BTreeSet<String>)>> = ZONES.iter().map(|z| vec![axfr(&p.table(), z)]).collect();
+        for (step, same_second) in steps {
+            let changes = step.into_iter().map(|(n, set)| changed_entry(n, set)).collect();
+            // Changes within one second stay pending: transfers give the zone at its serial.
+            let t = if same_second { p.now(changes) } else { p.change(changes) };
+            for (zone, history) in ZONES.iter().zip(&mut history) {
+                let (serial, records) = axfr(&t, zone);
+                let (last_serial, last) = history.last().unwrap();
+                prop_assert_eq!(
+                    serial == *last_serial,
+                    records == *last,
+                    "{}: the serial moves exactly when the records do", zone
+                );
+                history.push((serial, records));
+                // From every earlier version: replaying the IXFR gives this AXFR.
+                for (serial, records) in history.iter() {
+                    let (m, _, _) = respond(&t, &request(zone, RecordType::IXFR, Some(*serial)), true, true);
+                    let answer = answers(&m);
+                    let mut replayed = records.clone();
+                    let got = if answer.len() > 1 && answer[1].record_type() != RecordType::SOA {
+                        replayed = answer[1..answer.len() - 1].iter().map(text).collect();
+                        serial_of(&answer[0])
+                    } else {
+                        apply_ixfr(&answer, *serial, &mut replayed)
+                    };
+                    let (now, want) = history.last().unwrap();
+                    prop_assert_eq!(got, *now);
+                    prop_assert_eq!(&replayed, want);
+                }
             }
         }
     }
+}
+
+/// The first records in the start-up second: the zone at its serial is the empty start-up
+/// one, so no transfer (Not Ready, which a secondary retries) until they are sealed.
+#[test]
+fn the_first_records_in_the_start_up_second_wait_for_their_serial() {
+    let mut p = Pipeline::at_start(&["global"]);
+    let t = p.now(vec![(id("a"), Some(entry("a", "a.global", &["240.0.0.1".into()])))]);
+    let (_, _, verdict) = respond(&t, &request("global.", RecordType::AXFR, None), true, true);
+    assert_eq!(verdict, Verdict::NotReady);
+    let t = p.tick();
+    let (serial, zone) = axfr(&t, "global.");
+    assert!(zone.contains("a.global. 30 A 240.0.0.1"));
+    // No IXFR from the start-up serial: another process may have served it.
+    let (_, _, verdict) = respond(&t, &request("global.", RecordType::IXFR, Some(serial - 1)), true, true);
+    assert_eq!(verdict, Verdict::Full);
 }

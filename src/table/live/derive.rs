@@ -1,6 +1,7 @@
 //! A host's derived records kept current with it: when a commit recomputes a host, its SRV
 //! owners and its addresses' PTR owners go from what the old host gave to what the new one
-//! gives, and the names above them count them ([`Node::below`]).
+//! gives, and the names above them count them ([`Node::below`]); the owners it touched go to
+//! the commit ([`super::Commit::touched`]), for the zones' versions.
 
 use std::sync::Arc;
 
@@ -20,6 +21,10 @@ impl<K: Source> Live<K> {
                 .collect::<Vec<_>>()
         };
         let srv_changed = records(&old_srv) != records(&new_srv);
+        if srv_changed {
+            let owners = old_srv.iter().chain(&new_srv).map(|(o, _)| o[..].into());
+            self.commit.touched.extend(owners);
+        }
         for (owner, _) in &old_srv {
             if !new_srv.iter().any(|(o, _)| o == owner) {
                 self.set_owner(owner, Owner::None);
@@ -40,6 +45,12 @@ impl<K: Source> Live<K> {
             for owner in &new_ptr {
                 self.change_ptr(owner, |ptr| ptr.insert(wire.clone(), host.source.clone()));
             }
+        }
+        // Other hosts share addresses and the cap keeps only some: the records of each owner
+        // are diffed as served, between the tables before and after.
+        if old.is_some() || new.is_some() {
+            let owners = old_ptr.iter().chain(&new_ptr).map(|o| o[..].into());
+            self.commit.touched.extend(owners);
         }
         srv_changed || old_ptr != new_ptr
     }
