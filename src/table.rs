@@ -121,6 +121,16 @@ impl Host {
         self.origins.iter().any(|o| o.rule == Rule::DefaultAddress)
     }
 
+    /// Drops the spare capacity of its vectors (a table holds it for long).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.a.shrink_to_fit();
+        self.aaaa.shrink_to_fit();
+        self.origins.shrink_to_fit();
+        self.conflicts.shrink_to_fit();
+        self.ports.shrink_to_fit();
+        self.name.shrink_to_fit();
+    }
+
     /// Every address, v4 first.
     pub fn addresses(&self) -> Vec<IpAddr> {
         let v4 = self.a.iter().map(|a| IpAddr::V4(*a));

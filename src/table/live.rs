@@ -545,7 +545,12 @@ impl<K: Source> Live<K> {
         let is_name = |h: Option<&Host>| i64::from(h.is_some_and(Host::has_addresses));
         let name_change = is_name(new.as_ref()) - is_name(old.as_deref());
         self.count_below(wire, name_change);
-        let new = new.map(Arc::new);
+        // Held until the host changes: without the spare capacity its vectors grew with
+        // (an origin takes 40 bytes, the 4 a first push reserves 160; 12 MiB at 100 000 hosts).
+        let new = new.map(|mut host| {
+            host.shrink_to_fit();
+            Arc::new(host)
+        });
         if served_changed {
             self.commit.changed.push((old.clone(), new.clone()));
         }
