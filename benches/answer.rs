@@ -27,7 +27,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use globaldns::serviceentry::{Entry, EntryId, Export, Port, Protocol};
-use globaldns::table::{SourceInput, Table, TableSettings, build};
+use globaldns::table::{Live, SourceInput, Table, TableSettings};
 use wire::query;
 
 /// `n` entries like the load benchmark's: `svc-i.ns-(i%50).global` with 1–4 A records, every
@@ -83,7 +83,7 @@ fn table(entries: &[Entry]) -> Table {
 fn table_in(zones: &[&str], entries: &[Entry]) -> Table {
     let settings = TableSettings::new(zones).unwrap();
     let name: Arc<str> = "bench".into();
-    build(&settings, &[SourceInput { name: &name, entries }], 1, true)
+    Live::build(&settings, &[SourceInput { name: &name, entries }], 1, true)
 }
 
 /// `entries(n)`, each with the named ports `http` (80) and `grpc` (9000).
@@ -102,7 +102,7 @@ fn with_ports(n: usize) -> Vec<Entry> {
 }
 
 /// Zones of the SRV/PTR rows: the addresses of `entries` are 240.0.x.y.
-const REVERSE: [&str; 3] = ["global", "240.in-addr.arpa", "ip6.arpa"];
+const REVERSE: [&str; 3] = ["global", "240.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"];
 
 fn answer_path(c: &mut Criterion) {
     let small = table(&[entries(1_000), vec![many()]].concat());

@@ -10,6 +10,8 @@
 
 #![allow(missing_docs, dead_code)]
 
+#[path = "../tests/it/config.rs"]
+mod config;
 #[path = "../tests/it/kubeapi.rs"]
 mod kubeapi;
 
@@ -20,9 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::answer;
 
-use globaldns::app::{self, ServeConfig, Sources};
-use globaldns::dns::server::Limits;
-use globaldns::table::TableSettings;
+use globaldns::app::{self};
 use serde_json::json;
 use tokio::net::UdpSocket;
 
@@ -41,24 +41,9 @@ async fn main() {
         None,
     );
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeapi::merged_kubeconfig(&[(&api, "bench")])).unwrap();
-    let running = app::start(ServeConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        admin: Some("127.0.0.1:0".parse().unwrap()),
-        table: TableSettings::new(&["global"]).unwrap(),
-        sources: Sources {
-            kubeconfig: Some(kubeconfig),
-            contexts: vec!["bench".into()],
-            sync_timeout: Duration::from_secs(10),
-            ..Default::default()
-        },
-        limits: Limits::default(),
-        forward: None,
-        transfer: Default::default(),
-    })
-    .await
-    .unwrap();
+    let running = app::start(config::loopback(config::clusters(dir.path(), &[(&api, "bench")])))
+        .await
+        .unwrap();
     let server = running.dns_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let start = Instant::now();

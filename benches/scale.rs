@@ -111,8 +111,7 @@ async fn main() {
     eprintln!("loaded {layout} in {:.1} s", loading.elapsed().as_secs_f64());
     let parts: Vec<(&KubeApi, &str)> = apis.iter().zip(CLUSTERS).collect();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeapi::merged_kubeconfig(&parts)).unwrap();
+    let kubeconfig = kubeapi::write_kubeconfig(dir.path(), &parts);
 
     let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

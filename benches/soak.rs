@@ -223,8 +223,7 @@ async fn main() {
     }
     let up = upstream::Upstream::start(upstream::Behaviour::Answer).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, kubeapi::merged_kubeconfig(&[(&c1, "c1"), (&c2, "c2")])).unwrap();
+    let kubeconfig = kubeapi::write_kubeconfig(dir.path(), &[(&c1, "c1"), (&c2, "c2")]);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_globaldns"))
         .args([
             "serve",

@@ -3,7 +3,8 @@
 //!
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 once every source has synced once (a remote cluster past
-//!   `--sync-timeout` excepted), else 503 naming what is missing.
+//!   `--sync-timeout` excepted), else 503 naming what is missing (and its error, such as the
+//!   entry file that does not load).
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
 //! - `GET /debug/records`: the table as JSON, each host with its addresses, source and the
 //!   entries (namespace/name) and rules they came from.
@@ -68,7 +69,14 @@ pub fn route(state: &AdminState, method: &Method, path: &str, query: &str) -> Re
             if status.ready() {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
-                let waiting: Vec<&str> = status.waiting().collect();
+                // Each source waited for, with what keeps it (a file that does not load).
+                let waiting: Vec<String> = (status.sources().iter())
+                    .filter(|s| s.waited_for())
+                    .map(|s| match &s.error {
+                        Some(e) => format!("{} ({e})", s.name),
+                        None => s.name.to_string(),
+                    })
+                    .collect();
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

@@ -238,11 +238,17 @@ async fn start_sources(
         files::report(&diagnostics, metrics);
         let id = SourceId::new(SourceKey::files());
         registry.apply(id.says(Event::Started));
-        registry.apply(id.says(Event::Listed(source.entries())));
+        let event = source.event();
+        let complete = matches!(event, Event::Listed(_));
+        if let Event::Incomplete(_, error) = &event {
+            tracing::warn!(%error, "entry files incomplete at start: serving what loaded, not ready, nothing transferred until they load");
+        }
+        registry.apply(id.says(event));
         tasks.spawn(files::watch(
             source,
             id,
             FILE_POLL,
+            complete,
             tx.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -277,6 +283,14 @@ async fn start_sources(
 
 /// Starts the sources only, waits until they are ready (or the sync timeout twice over),
 /// and returns the table: `globaldns records`.
+///
+/// # Errors
+///
+/// - [`StartError::Cluster`] when a cluster cannot be configured: not running in a pod with
+///   `--in-cluster`, or a kubeconfig that cannot be read or lacks a `--context`;
+/// - [`StartError::Registry`] when the registry's thread cannot be started.
+///
+/// A cluster that cannot be reached is no error: it is missing from the table.
 pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<Table>, StartError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -292,6 +306,15 @@ pub async fn collect(sources: &Sources, settings: TableSettings) -> Result<Arc<T
 }
 
 /// Starts the sources, binds the listeners and starts serving.
+///
+/// # Errors
+///
+/// - [`StartError::NoListen`] when `config.listen` is empty;
+/// - [`StartError::Cluster`] and [`StartError::Registry`] as [`collect`];
+/// - [`StartError::Listen`] when a DNS address, or the admin address, cannot be bound (in
+///   use, not an address of this host, a port below 1024 without the capability);
+/// - [`StartError::Bind`] when the admin listener's bound address cannot be read back;
+/// - [`StartError::Serve`] when the UDP threads cannot be started.
 pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     if config.listen.is_empty() {
         return Err(StartError::NoListen);

@@ -75,8 +75,8 @@ pub struct TableArgs {
     #[arg(long, env = "GLOBALDNS_NEGATIVE_TTL", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     pub negative_ttl: u32,
     /// Addresses for entries that have none: Istio 1.17–1.24's allocation (`istio-legacy`).
-    #[arg(long, env = "GLOBALDNS_AUTO_ALLOCATE", value_enum, default_value_t = AutoAllocate::None)]
-    pub auto_allocate: AutoAllocate,
+    #[arg(long, env = "GLOBALDNS_AUTO_ALLOCATE", value_enum, default_value_t = AutoAllocateArg::None)]
+    pub auto_allocate: AutoAllocateArg,
     /// Address for entries that have none (the old plugin's flag).
     #[arg(long, env = "GLOBALDNS_DEFAULT_ADDRESS")]
     pub default_address: Option<IpAddr>,
@@ -84,20 +84,61 @@ pub struct TableArgs {
     #[arg(long, env = "GLOBALDNS_SKIP_RESOLUTION_NONE")]
     pub skip_resolution_none: bool,
     /// Which entries exportTo lets us serve.
-    #[arg(long, env = "GLOBALDNS_EXPORT_TO", value_enum, default_value_t = ExportMode::Mesh)]
-    pub export_to: ExportMode,
+    #[arg(long, env = "GLOBALDNS_EXPORT_TO", value_enum, default_value_t = ExportToArg::Mesh)]
+    pub export_to: ExportToArg,
+}
+
+/// `--export-to`: the command line's names for [`ExportMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportToArg {
+    /// Entries visible mesh-wide: empty `exportTo` or one containing `*`.
+    Mesh,
+    /// Every entry except those exported to `~` (nowhere).
+    All,
+}
+
+impl From<ExportToArg> for ExportMode {
+    fn from(arg: ExportToArg) -> Self {
+        match arg {
+            ExportToArg::Mesh => ExportMode::Mesh,
+            ExportToArg::All => ExportMode::All,
+        }
+    }
+}
+
+/// `--auto-allocate`: the command line's names for [`AutoAllocate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AutoAllocateArg {
+    /// No allocation: `--default-address`, else no address.
+    None,
+    /// Istio 1.17–1.24's hash allocation, bit for bit, per source.
+    IstioLegacy,
+}
+
+impl From<AutoAllocateArg> for AutoAllocate {
+    fn from(arg: AutoAllocateArg) -> Self {
+        match arg {
+            AutoAllocateArg::None => AutoAllocate::None,
+            AutoAllocateArg::IstioLegacy => AutoAllocate::IstioLegacy,
+        }
+    }
 }
 
 impl TableArgs {
     /// Validated table settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`SettingsError`] when a `--zone` is not a domain name or is the root, or no zone is
+    /// given ([`TableSettings::new`]).
     pub fn settings(&self) -> Result<TableSettings, SettingsError> {
         let mut settings = TableSettings::new(&self.zones)?;
         settings.ttl = self.ttl;
         settings.negative_ttl = self.negative_ttl;
-        settings.export = self.export_to;
+        settings.export = self.export_to.into();
         settings.skip_resolution_none = self.skip_resolution_none;
         settings.default_address = self.default_address;
-        settings.auto_allocate = self.auto_allocate;
+        settings.auto_allocate = self.auto_allocate.into();
         Ok(settings)
     }
 }
@@ -185,6 +226,11 @@ pub struct ForwardArgs {
 }
 
 /// Parses `250ms`, `2s` or `1.5s`.
+///
+/// # Errors
+///
+/// A message naming `text` when it has no `ms` or `s` unit, its number does not parse, or
+/// the duration is not above zero and at most an hour (clap prints it as the flag's error).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration like 500ms or 2s");
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
@@ -296,6 +342,14 @@ impl ForwardArgs {
     /// Forward settings, upstreams from the flags or from `resolv_conf` (its text, or why it
     /// could not be read); none may reach one of the `listen` addresses (a wildcard one on
     /// loopback or on one of `host_ips`, this host's addresses, asked only then).
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::Upstream`] when an `--upstream` is not a usable IP or IP:PORT
+    ///   ([`parse_upstream`](forward::parse_upstream));
+    /// - [`ConfigError::NoUpstream`] when no `--upstream` is given and `resolv_conf` fails or
+    ///   lists no nameserver;
+    /// - [`ConfigError::UpstreamIsSelf`] when an upstream reaches one of the `listen` addresses.
     pub fn settings(
         &self,
         listen: &[SocketAddr],
@@ -340,6 +394,13 @@ impl ForwardArgs {
 
 impl SourceArgs {
     /// The validated sources.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::NoSources`] when neither `--entries`, `--context` nor `--in-cluster`
+    ///   is given;
+    /// - [`ConfigError::RemoteSecretsWithoutLocal`] when `--remote-secrets` is given without a
+    ///   local cluster (`--in-cluster` or `--context`).
     pub fn sources(&self) -> Result<Sources, ConfigError> {
         let has_local = self.in_cluster || !self.contexts.is_empty();
         if self.entries.is_empty() && !has_local {
@@ -407,7 +468,20 @@ fn host_ips() -> Vec<IpAddr> {
 }
 
 impl ServeArgs {
-    /// The validated configuration of `serve`.
+    /// The validated configuration of `serve`; reads `/etc/resolv.conf` when no `--upstream`
+    /// is given.
+    ///
+    /// # Errors
+    ///
+    /// - [`ConfigError::ListenCovered`] when a `--listen` address is given twice or a
+    ///   wildcard address of its family and port already serves it;
+    /// - [`ConfigError::Table`] as [`TableArgs::settings`];
+    /// - [`ConfigError::NoSources`], [`ConfigError::RemoteSecretsWithoutLocal`] as
+    ///   [`SourceArgs::sources`];
+    /// - [`ConfigError::Upstream`], [`ConfigError::NoUpstream`], [`ConfigError::UpstreamIsSelf`]
+    ///   as [`ForwardArgs::settings`];
+    /// - [`ConfigError::TransferTo`] when a `--transfer-to` is neither a CIDR nor an IP;
+    ///   [`ConfigError::Notify`] when a `--notify` is neither IP nor IP:PORT.
     pub fn config(&self) -> Result<ServeConfig, ConfigError> {
         let listen = listen_addresses(&self.listen)?;
         Ok(ServeConfig {
@@ -473,6 +547,24 @@ mod tests {
             unreachable!("serve parsed")
         };
         serve.config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn export_to_and_auto_allocate_map_onto_the_table_settings() {
+        let defaults = serve(&[]).unwrap().table;
+        assert_eq!(
+            (defaults.export, defaults.auto_allocate),
+            (ExportMode::Mesh, AutoAllocate::None)
+        );
+        let given = serve(&["--export-to", "all", "--auto-allocate", "istio-legacy"])
+            .unwrap()
+            .table;
+        assert_eq!(
+            (given.export, given.auto_allocate),
+            (ExportMode::All, AutoAllocate::IstioLegacy)
+        );
+        let bad = serve(&["--export-to", "nowhere"]).unwrap_err();
+        assert!(bad.contains("[possible values: mesh, all]"), "{bad}");
     }
 
     #[test]

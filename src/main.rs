@@ -78,7 +78,7 @@ fn load(paths: Vec<std::path::PathBuf>, settings: &TableSettings) -> (table::Tab
     }
     let name: Arc<str> = "files".into();
     let entries = source.entries();
-    let table = table::build(
+    let table = table::Live::build(
         settings,
         &[SourceInput {
             name: &name,

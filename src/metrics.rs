@@ -328,7 +328,7 @@ impl Metrics {
         let transfers = Family::<TransferLabels, Counter>::default();
         registry.register(
             "transfers",
-            "Zone transfers asked over TCP, by type (AXFR, IXFR) and result (full, incremental, current, refused, not_ready, not_auth, error)",
+            "Zone transfers asked (AXFR over TCP, IXFR over either), by type (AXFR, IXFR) and result (full, incremental, current, refused, not_ready, not_auth, error, udp_soa)",
             transfers.clone(),
         );
         let notifies = Family::<NotifyLabels, Counter>::default();
@@ -363,11 +363,20 @@ impl Metrics {
         }
     }
 
-    /// A zone transfer of `kind` (`AXFR`, `IXFR`) ended with `result`.
-    pub fn transfer(&self, kind: &'static str, result: &'static str) {
+    /// A zone transfer request of `kind` (`AXFR`, `IXFR`) ended with `result`, answered by
+    /// `first` (its first message; none when the answer could not be built) after `took`.
+    /// The answer counts as one response of the authoritative path, by its rcode and its
+    /// Extended DNS Error, as every other path's do: a transfer's messages all carry one
+    /// rcode (RFC 5936 §2.2), so the many messages of a whole zone are one response.
+    pub fn transfer(&self, kind: &'static str, result: &'static str, first: Option<&[u8]>, took: Duration) {
         self.transfers
             .get_or_create(&TransferLabels { r#type: kind, result })
             .inc();
+        if let Some(response) = first {
+            let mut tally = Tally::default();
+            tally.response(response);
+            self.add(Transport::Tcp, Path::Authoritative, &mut tally, took);
+        }
     }
 
     /// A NOTIFY was `sent`, `acknowledged`, or `failed` (no acknowledgement after every retry).

@@ -53,6 +53,8 @@ impl Source for SourceKey {
 struct Tracked {
     status: SourceStatus,
     started: Instant,
+    /// Its entries are incomplete ([`Event::Incomplete`]): not synced, and waited for.
+    incomplete: bool,
 }
 
 /// The entry sets of every source, the published table and the published status.
@@ -79,6 +81,14 @@ pub struct Registry {
     status_changed: bool,
     /// The stale sources the published table carries.
     stale: Arc<[Arc<str>]>,
+}
+
+impl Tracked {
+    /// Whether the sync timeout may stop it holding readiness back: a cluster other than the
+    /// local one, waited for, whose entries are not known to be incomplete.
+    fn may_give_up(&self) -> bool {
+        !self.status.local && !self.incomplete && self.status.waited_for()
+    }
 }
 
 fn unix_now() -> u32 {
@@ -177,6 +187,7 @@ impl Registry {
                         let tracked = Tracked {
                             status: SourceStatus::new(&id, local),
                             started: Instant::now(),
+                            incomplete: false,
                         };
                         self.sources.insert(key.clone(), tracked);
                     }
@@ -186,6 +197,17 @@ impl Registry {
                 self.entries_applied(entries.len());
                 self.live.replace(key, entries);
                 self.heard(key);
+                self.sources
+                    .get_mut(key)
+                    .expect("an accepted update's source")
+                    .incomplete = false;
+            }
+            Event::Incomplete(entries, error) => {
+                self.entries_applied(entries.len());
+                self.live.replace(key, entries);
+                self.heard(key);
+                let t = self.sources.get_mut(key).expect("an accepted update's source");
+                (t.incomplete, t.status.error) = (true, Some(error));
             }
             Event::Changed(changes) => {
                 self.entries_applied(changes.len());
@@ -237,7 +259,7 @@ impl Registry {
     fn next_give_up(&self) -> Option<Instant> {
         self.sources
             .values()
-            .filter(|t| !t.status.local && t.status.waited_for())
+            .filter(|t| t.may_give_up())
             .map(|t| t.started + self.sync_timeout)
             .min()
     }
@@ -247,7 +269,7 @@ impl Registry {
     pub fn give_up_waiting(&mut self, now: Instant) {
         let timeout = self.sync_timeout;
         for t in self.sources.values_mut() {
-            if !t.status.local && t.status.waited_for() && t.started + timeout <= now {
+            if t.may_give_up() && t.started + timeout <= now {
                 tracing::warn!(cluster = %t.status.name, ?timeout, "cluster not synced in time: ready without it, still trying");
                 t.status.gave_up_waiting = true;
                 self.status_changed = true;
@@ -299,7 +321,7 @@ impl Registry {
         self.watch.send_replace(table.clone());
         for (key, entries) in self.live.sources() {
             if let Some(t) = self.sources.get_mut(key) {
-                t.status.synced = true;
+                t.status.synced |= !t.incomplete;
                 t.status.entries = entries;
             }
         }

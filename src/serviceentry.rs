@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{BadExportTo, BadHost, BadResolution, Invalid, Reason};
+pub use validate::{BadExportTo, BadHost, BadPorts, BadResolution, Invalid, Reason};
 
 /// A ServiceEntry reduced to what DNS needs. Hosts are validated and lower-case, without a
 /// trailing dot. (De)serializable so the file source can keep its copy packed.
@@ -260,6 +260,13 @@ impl Resource {
             let number =
                 validate::port_number(p.number).map_err(|e| reject(Reason::Schema(format!("spec.ports[{i}]: {e}"))))?;
             let name = p.name.as_deref().unwrap_or("");
+            let earlier = &spec.ports[..i];
+            if earlier.iter().any(|e| e.name.as_deref().unwrap_or("") == name) {
+                return Err(reject(BadPorts::NameTwice(name.into()).into()));
+            }
+            if earlier.iter().any(|e| e.number == p.number) {
+                return Err(reject(BadPorts::NumberTwice(number).into()));
+            }
             if !validate::is_srv_label(name) {
                 warnings.push(format!(
                     "spec.ports[{i}].name {name:?} is not a DNS label (letters, digits, hyphens; at most 62): no SRV record for port {number}"

@@ -124,6 +124,11 @@ pub enum Event {
     /// Its complete current entries (a list, a relist, files reloaded): it is connected and
     /// current. Only entries that differ from the set held count as changes.
     Listed(Vec<Entry>),
+    /// The entries it could read, and what it could not (a file source whose first load
+    /// failed on a path or a file: the error names it). They are served, but the source is
+    /// not synced: it holds readiness back (never given up on), so nothing is transferred or
+    /// NOTIFYed, until a [`Event::Listed`] brings its complete set.
+    Incomplete(Vec<Entry>, String),
     /// Entries changed, were added (`Some`) or went (`None`: deleted, or no longer valid);
     /// it is connected and current.
     Changed(Vec<(EntryId, Option<Entry>)>),
@@ -143,6 +148,7 @@ impl Event {
         match self {
             Event::Started => "started",
             Event::Listed(_) => "listed",
+            Event::Incomplete(..) => "incomplete",
             Event::Changed(_) => "changed",
             Event::Failed(_) => "failed",
             Event::Resumed => "resumed",

@@ -1,17 +1,20 @@
 //! The compiled name table: an immutable snapshot of every served name.
 //!
-//! Kept current change by change by [`Live`] (the registry's; [`build`] is a fresh `Live` fed
-//! every source's entries), published as a whole snapshot (through `ArcSwap`, by the
+//! Kept current change by change by [`Live`] (the registry's; [`Live::build`] is a fresh `Live`
+//! fed every source's entries), published as a whole snapshot (through `ArcSwap`, by the
 //! registry) that shares every unchanged shard with the one before, and only read by the
 //! answer path: one hash lookup for the query name, a few more for wildcards, no lock, no
-//! allocation.
+//! allocation. What a host's records are (DESIGN.md "ServiceEntry → records") is decided by
+//! pure per-host rules (`table/rules.rs`) under the [`TableSettings`] (`table/settings.rs`);
+//! `Live` applies them to the hosts each change names.
 //!
-//! Invariants of a built table:
+//! Invariants of every table, published or built:
 //! - every host lies in exactly one zone, the most specific served zone containing it, and
 //!   never in a reverse zone (`in-addr.arpa.`, `ip6.arpa.`), which holds only PTR records;
-//! - the records derived from hosts ([`derived`]) are computed with them, at build time: each
-//!   SRV owner `_<port>._<proto>.<host>` holds its records and the host they point at, each
-//!   PTR owner in a reverse zone the hosts holding its address;
+//! - the records derived from hosts ([`derived`]) are computed with them, in the commit that
+//!   changes the host (never per query): each SRV owner `_<port>._<proto>.<host>` holds its
+//!   records and the host they point at, each PTR owner in a reverse zone the hosts holding
+//!   its address;
 //! - a name exists only where it owns records or lies above a name that does (RFC 1034 §3.1,
 //!   RFC 8020): a host that no rule gives an address, and a wildcard without addresses, are
 //!   kept for operators ([`Table::hosts`]) but are no names (NXDOMAIN) and make no empty
@@ -25,9 +28,12 @@
 //! - host and zone names are lower-case wire format; answers echo the query's own case.
 
 mod allocate;
-mod build;
 pub mod derived;
 mod live;
+mod rules;
+mod settings;
+#[cfg(test)]
+pub(crate) mod testing;
 mod zone;
 
 use std::collections::HashMap;
@@ -40,10 +46,10 @@ use serde::Serialize;
 use crate::name;
 use crate::serviceentry::{EntryId, Port};
 
-pub use build::{AutoAllocate, ExportMode, SettingsError, SourceInput, TableSettings, build};
 pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
 use live::Owner;
-pub use live::{Commit, Live, Source};
+pub use live::{Commit, Live, Source, SourceInput};
+pub use settings::{AutoAllocate, ExportMode, SettingsError, TableSettings};
 pub use zone::{
     Delta, HISTORY_BYTES, HISTORY_CHANGES, HostChange, RData, Soa, Version, ZoneRecord, advance, host_records,
     serial_gt,

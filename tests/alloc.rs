@@ -17,7 +17,7 @@ use globaldns::dns::batch::{Batch, enable_packet_info};
 use globaldns::dns::server::{Limits, Listeners};
 use globaldns::metrics::Metrics;
 use globaldns::serviceentry::yaml;
-use globaldns::table::{SourceInput, Table, TableSettings, build};
+use globaldns::table::{Live, SourceInput, Table, TableSettings};
 use tokio_util::sync::CancellationToken;
 
 #[path = "../benches/common/wire.rs"]
@@ -52,8 +52,8 @@ fn table() -> Table {
         + SRV;
     let entries = yaml::parse(&text, "default").unwrap().entries;
     let name: Arc<str> = "c".into();
-    build(
-        &TableSettings::new(&["global", "240.in-addr.arpa", "ip6.arpa"]).unwrap(),
+    Live::build(
+        &TableSettings::new(&["global", "240.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]).unwrap(),
         &[SourceInput {
             name: &name,
             entries: &entries,
@@ -63,13 +63,19 @@ fn table() -> Table {
     )
 }
 
-/// Named ports (SRV) on a host sharing its address with another (two PTR records).
+/// Named ports (SRV, two from two entries) on a host sharing its address with another (two
+/// PTR records).
 const SRV: &str = "
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: web}
-spec: {hosts: [web.default.global, www.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 80}, {name: http, number: 8080}]}
+spec: {hosts: [web.default.global, www.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-alt}
+spec: {hosts: [web.default.global], addresses: [240.0.0.20, \"2001:db8::20\"], ports: [{name: http, number: 8080}]}
 ";
 
 /// `many.default.global` with 40 A records: more than 512 bytes.

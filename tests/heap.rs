@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use globaldns::serviceentry::yaml;
 use globaldns::sources::files::FileSource;
-use globaldns::table::{SourceInput, TableSettings, build};
+use globaldns::table::{Live, SourceInput, TableSettings};
 
 struct Counting;
 
@@ -115,7 +115,7 @@ fn loading_files_holds_one_document_at_a_time_and_one_packed_copy() {
     let settings = TableSettings::new(&["global"]).unwrap();
     let name: Arc<str> = "files".into();
     let (held, _, table) = measure(|| {
-        build(
+        Live::build(
             &settings,
             &[SourceInput {
                 name: &name,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use globaldns::serviceentry::yaml;
-use globaldns::table::{AutoAllocate, SourceInput, TableSettings, build};
+use globaldns::table::{AutoAllocate, Live, SourceInput, TableSettings};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut settings = TableSettings::new(&["global", "example.com"]).unwrap();
     settings.auto_allocate = AutoAllocate::IstioLegacy;
     let name: Arc<str> = "fuzz".into();
-    let table = build(&settings, &[SourceInput { name: &name, entries: &parsed.entries }], 1, true);
+    let table = Live::build(&settings, &[SourceInput { name: &name, entries: &parsed.entries }], 1, true);
     for host in table.hosts() {
         let _ = table.lookup(&globaldns::name::to_wire(&host.name.replace('*', "x")).unwrap_or_default());
     }

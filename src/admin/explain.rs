@@ -4,7 +4,7 @@
 //! The answer is the real answer path's, run on the published table for a query with EDNS
 //! over TCP (every record, and any Extended DNS Error), read back as text. The why comes from
 //! the table: the rule that decided (exact host, which wildcard, SRV or PTR owner, empty
-//! non-terminal, apex, not a name, forwarded), the entries behind the records (cluster,
+//! non-terminal, apex, not a name, forwarded, a zone transfer), the entries behind the records (cluster,
 //! `namespace/name`, address rule), the sources that lost (conflicts), and staleness.
 //! A name that does not exist is an answer too (HTTP 200); only a malformed name or type is
 //! an error (400). `globaldns explain` is an HTTP client of this endpoint.
@@ -21,6 +21,7 @@ use thiserror::Error;
 
 use crate::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use crate::dns::text;
+use crate::dns::wire::rtype;
 use crate::name;
 use crate::table::derived::reverse_address;
 use crate::table::{Host, Lookup, Table};
@@ -53,6 +54,12 @@ pub enum BadQuestion {
 impl Question {
     /// The question of `name` (trailing dot optional) and `qtype` (a mnemonic, `TYPE<n>` or a
     /// number).
+    ///
+    /// # Errors
+    ///
+    /// - [`BadQuestion::Name`] when `name` is empty, holds whitespace or control characters,
+    ///   or is not a domain name (an empty label, a label over 63 bytes, over 255 in all);
+    /// - [`BadQuestion::Type`] when `qtype` is not a type.
     pub fn new(name: &str, qtype: &str) -> Result<Self, BadQuestion> {
         let bad = || BadQuestion::Name(name.into());
         if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
@@ -68,6 +75,10 @@ impl Question {
     }
 
     /// From the query string of `/debug/explain` (`name=…&type=…`, type A by default).
+    ///
+    /// # Errors
+    ///
+    /// [`BadQuestion::NoName`] when the query has no `name`; otherwise as [`Question::new`].
     pub fn from_query(query: &str) -> Result<Self, BadQuestion> {
         let (mut name, mut qtype) = (None, "A".to_owned());
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -141,6 +152,9 @@ pub fn explain(table: &Table, forwarding: bool, q: &Question) -> Value {
     };
     let lookup = table.lookup(&q.wire);
     let name = trimmed(&q.name).to_ascii_lowercase();
+    if matches!(q.qtype, rtype::AXFR | rtype::IXFR) {
+        return transfer(table, q, &name);
+    }
     let mut hosts: Vec<&Host> = Vec::new();
     let (zone, rule, why, mut extra) = match lookup {
         Lookup::OutOfZone if forwarding => (
@@ -228,6 +242,35 @@ pub fn explain(table: &Table, forwarding: bool, q: &Question) -> Value {
         value.append(extra);
     }
     value
+}
+
+/// What the server does with an AXFR or IXFR of `name`: which client asks, and over which
+/// transport, decide it, and neither is known here (`dns/transfer.rs` answers it).
+fn transfer(table: &Table, q: &Question, name: &str) -> Value {
+    let zone = table.zones().iter().find(|z| *z.name == *name);
+    let what = match zone {
+        Some(zone) => format!(
+            "the zone {} at serial {}: SOA, every record, SOA (an IXFR: the changes since the client's serial when the history holds them, else the whole zone; the single SOA when the client is current)",
+            zone.name,
+            table.zone_serial(zone)
+        ),
+        None => format!("NOTAUTH: {name} is not the apex of a served zone, and a transfer is never forwarded"),
+    };
+    let why = format!(
+        "{} is a zone transfer, answered by who asks: a client outside --transfer-to gets REFUSED (EDE 18 Prohibited); to a client inside it, before the first complete sync SERVFAIL (EDE 14 Not Ready), then {what}. Over UDP an AXFR is NOTIMP and an IXFR gets the single SOA of the current version (RFC 1995 §2), the transfer itself then going over TCP. Whether a given client is in --transfer-to is not known here",
+        text::type_name(q.qtype)
+    );
+    json!({
+        "question": { "name": q.name, "type": text::type_name(q.qtype) },
+        "zone": zone.map(|z| &z.name),
+        "rule": "transfer",
+        "why": why,
+        "answer": Value::Null,
+        "hosts": [],
+        "stale": false,
+        "stale_sources": table.stale(),
+        "serial": zone.map(|z| table.zone_serial(z)),
+    })
 }
 
 /// Why an in-zone name is NXDOMAIN, and what the table holds there that is no name.
@@ -360,7 +403,13 @@ pub enum FetchError {
 }
 
 /// Asks the admin endpoint at `admin` to explain `name` of type `qtype`: the HTTP status and
-/// the body.
+/// the body (a bad question is a 400 with the reason in the body, not an error).
+///
+/// # Errors
+///
+/// - [`FetchError::Request`] when the request fails (connection refused, reset);
+/// - [`FetchError::Body`] when the body cannot be read to its end;
+/// - [`FetchError::Timeout`] when the whole exchange takes over 10 s.
 pub async fn fetch(admin: SocketAddr, name: &str, qtype: &str) -> Result<(u16, String), FetchError> {
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("name", name)

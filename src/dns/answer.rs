@@ -57,8 +57,9 @@ pub enum Outcome {
     Drop,
     /// Out of every served zone: forward the query (the buffer is empty).
     Forward,
-    /// AXFR or IXFR over TCP in a served zone: a zone transfer, answered off the hot path
-    /// (`dns/transfer.rs`: access, readiness, the zone) (the buffer is empty).
+    /// AXFR over TCP or IXFR over either, whatever the name: a zone transfer, answered off
+    /// the hot path (`dns/transfer.rs`: access, readiness, the zone; over UDP the single SOA)
+    /// (the buffer is empty).
     Transfer,
 }
 
@@ -142,8 +143,9 @@ pub fn answer(
         }
     };
     let lookup = table.lookup(query.lower_name());
-    if matches!(lookup, Lookup::OutOfZone) && mode.forwarding {
-        // Forwarded whatever its EDNS version or class: the upstream decides.
+    if matches!(lookup, Lookup::OutOfZone) && mode.forwarding && !matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
+        // Forwarded whatever its EDNS version or class: the upstream decides. A transfer
+        // never is: it is answered here (below), whatever its name.
         return Outcome::Forward;
     }
     let mut r = Response::start(&query, out, transport);
@@ -152,22 +154,24 @@ pub fn answer(
         return Outcome::Reply;
     }
     let (zone, host, srv, ptr, apex, addresses) = match lookup {
-        Lookup::OutOfZone => {
-            r.finish(rcode::REFUSED, ra);
-            return Outcome::Reply;
-        }
         _ if query.qclass != CLASS_IN && query.qclass != CLASS_ANY => {
             r.finish(rcode::REFUSED, ra);
             return Outcome::Reply;
         }
-        // Never a transfer over UDP (RFC 5936 §4.2, as Knot and NSD answer).
-        _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) && transport == Transport::Udp => {
+        // Never an AXFR over UDP (RFC 5936 §4.2; Knot answers NOTIMP too).
+        _ if query.qtype == rtype::AXFR && transport == Transport::Udp => {
             r.finish(rcode::NOTIMP, ra);
             return Outcome::Reply;
         }
+        // AXFR over TCP, IXFR over either: access, readiness and the zone are decided off
+        // the hot path, in and out of the served zones alike (dns/transfer.rs).
         _ if matches!(query.qtype, rtype::AXFR | rtype::IXFR) => {
             r.out.clear();
             return Outcome::Transfer;
+        }
+        Lookup::OutOfZone => {
+            r.finish(rcode::REFUSED, ra);
+            return Outcome::Reply;
         }
         _ if !table.synced() => {
             r.ede(ede::NOT_READY);

@@ -15,10 +15,12 @@
 //! address: one call per batch while the batch's queries went to one address, as under load
 //! they mostly do.
 
+use std::cell::RefCell;
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 
 use nix::cmsg_space;
 use nix::libc;
@@ -43,6 +45,11 @@ pub fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
 /// Has the system report each datagram's destination address on `socket`, an IPv6 socket when
 /// `ipv6` (`IPV6_RECVPKTINFO`, which covers the IPv4 clients of a dual-stack socket too), else
 /// an IPv4 one (`IP_PKTINFO`). Set it before binding, so that no datagram comes without.
+///
+/// # Errors
+///
+/// The system's `setsockopt(2)` error: the option does not fit the socket's family
+/// (`ENOPROTOOPT`), or `socket` is not a socket (`ENOTSOCK`).
 pub fn enable_packet_info(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
     if ipv6 {
         setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
@@ -141,6 +148,12 @@ pub struct Peer {
 /// Sends one reply to `peer` from its query's destination, without waiting: a full socket
 /// buffer drops it, as the network may. Not for the hot path: nix's `sendmsg` allocates its
 /// control buffer.
+///
+/// # Errors
+///
+/// The system's `sendmsg(2)` error: `EAGAIN` when the socket buffer is full (the reply is
+/// dropped), or one of the network's (`ENETUNREACH`, `EADDRNOTAVAIL` when the query's
+/// destination is no longer an address of this host).
 pub fn send_one(socket: &impl AsRawFd, reply: &[u8], peer: &Peer) -> io::Result<()> {
     let info = peer.local.packet_info();
     sendmsg(
@@ -164,6 +177,160 @@ fn packet_info_space(ipv6: bool) -> Vec<u8> {
     }
 }
 
+/// Replies to send on one socket, each to its peer from its query's destination; reused.
+pub struct Replies {
+    /// The socket is an IPv6 one.
+    ipv6: bool,
+    /// Reply buffers; the first `peers.len()` are filled.
+    replies: Vec<Vec<u8>>,
+    /// Per reply: its destination.
+    peers: Vec<Option<SockaddrStorage>>,
+    /// Per reply: its source.
+    sources: Vec<Local>,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Replies {
+    /// Room for [`BATCH`] replies on an IPv6 socket when `ipv6`, else an IPv4 one.
+    fn new(ipv6: bool) -> Self {
+        Replies {
+            ipv6,
+            replies: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
+            peers: Vec::with_capacity(BATCH),
+            sources: Vec::with_capacity(BATCH),
+            headers: MultiHeaders::preallocate(BATCH, Some(packet_info_space(ipv6))),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.peers.clear();
+        self.sources.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The next reply's buffer, cleared (there is one while fewer than [`BATCH`] are kept).
+    fn next(&mut self) -> &mut Vec<u8> {
+        let out = &mut self.replies[self.peers.len()];
+        out.clear();
+        out
+    }
+
+    /// Keeps the reply written into [`Replies::next`], for `peer`.
+    fn keep(&mut self, peer: &Peer) {
+        self.peers.push(Some(peer.addr));
+        self.sources.push(peer.local);
+    }
+
+    /// Sends the replies from the `from`th on that leave from the same address as it, with
+    /// `flags`; returns how many the system took.
+    fn send(&mut self, socket: &impl AsRawFd, from: usize, flags: MsgFlags) -> io::Result<usize> {
+        let Some(&source) = self.sources.get(from) else {
+            return Ok(0);
+        };
+        let run = self.sources[from..].iter().take_while(|&&s| s == source).count();
+        let mut replies = self.replies[from..].iter();
+        let slices: [[IoSlice<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSlice::new(replies.next().map_or(&[][..], |r| &r[..]))]);
+        let info = source.packet_info();
+        let sent = sendmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            slices[..run].iter(),
+            &self.peers[from..from + run],
+            [info.message()],
+            flags,
+        )
+        .map_err(io::Error::from)?;
+        Ok(sent.count())
+    }
+
+    /// Sends every reply without waiting, then forgets them: a reply the system refuses (a
+    /// full socket buffer) is dropped, as the network may.
+    fn send_now(&mut self, socket: &impl AsRawFd) {
+        let mut sent = 0;
+        while sent < self.len() {
+            match self.send(socket, sent, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => sent += n.max(1),
+                Err(e) => {
+                    tracing::debug!(error = %e, peer = ?self.peers[sent].as_ref().and_then(to_std), "udp send");
+                    sent += 1;
+                }
+            }
+        }
+        self.clear();
+    }
+}
+
+/// Replies queued by [`send_soon`] on this thread while [`replying_together`] runs.
+#[derive(Default)]
+struct Queued {
+    /// Inside [`replying_together`].
+    active: bool,
+    /// Per socket: its replies.
+    sockets: Vec<(Arc<std::net::UdpSocket>, Replies)>,
+    /// Reply batches to reuse.
+    spare: Vec<Replies>,
+}
+
+thread_local! {
+    static QUEUED: RefCell<Queued> = RefCell::default();
+}
+
+/// Runs `f`, sending the replies that [`send_soon`] is given meanwhile on this thread at its
+/// end, together: one `sendmmsg` per socket and source address instead of one `sendmsg` each
+/// (the answers to forwarded queries, taken from an upstream socket in one go, go out so).
+pub fn replying_together<T>(f: impl FnOnce() -> T) -> T {
+    let nested = QUEUED.with_borrow_mut(|q| std::mem::replace(&mut q.active, true));
+    let result = f();
+    if !nested {
+        QUEUED.with_borrow_mut(|q| {
+            q.active = false;
+            let Queued { sockets, spare, .. } = q;
+            for (socket, mut replies) in sockets.drain(..) {
+                replies.send_now(socket.as_ref());
+                spare.push(replies);
+            }
+        });
+    }
+    result
+}
+
+/// Sends `reply` to `peer` on `socket` from its query's destination, without waiting (a full
+/// socket buffer drops it, as the network may): at the end of [`replying_together`] when
+/// called inside it, else at once.
+pub fn send_soon(socket: Arc<std::net::UdpSocket>, reply: &[u8], peer: &Peer) {
+    let queued = QUEUED.with_borrow_mut(|q| {
+        if !q.active {
+            return false;
+        }
+        let at = match q.sockets.iter().position(|(s, _)| Arc::ptr_eq(s, &socket)) {
+            Some(at) => at,
+            None => {
+                let ipv6 = matches!(peer.local, Local::V6(..));
+                let replies = match q.spare.iter().position(|r| r.ipv6 == ipv6) {
+                    Some(k) => q.spare.swap_remove(k),
+                    None => Replies::new(ipv6),
+                };
+                q.sockets.push((socket.clone(), replies));
+                q.sockets.len() - 1
+            }
+        };
+        let replies = &mut q.sockets[at].1;
+        if replies.len() == BATCH {
+            replies.send_now(socket.as_ref());
+        }
+        replies.next().extend_from_slice(reply);
+        replies.keep(peer);
+        true
+    });
+    if !queued && let Err(e) = send_one(socket.as_ref(), reply, peer) {
+        tracing::debug!(error = %e, peer = ?to_std(&peer.addr), "udp send");
+    }
+}
+
 /// One socket's received datagrams and replies, reused batch after batch.
 pub struct Batch {
     /// The socket is an IPv6 one.
@@ -172,14 +339,9 @@ pub struct Batch {
     queries: Vec<Vec<u8>>,
     /// Per received datagram with a sender: its buffer, length and addresses.
     received: Vec<(usize, usize, Peer)>,
-    /// Replies to send; the first `peers.len()` are filled.
-    replies: Vec<Vec<u8>>,
-    /// Per reply: its destination.
-    peers: Vec<Option<SockaddrStorage>>,
-    /// Per reply: its source.
-    sources: Vec<Local>,
+    /// Replies to send.
+    out: Replies,
     recv_headers: MultiHeaders<SockaddrStorage>,
-    send_headers: MultiHeaders<SockaddrStorage>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -187,7 +349,7 @@ impl std::fmt::Debug for Batch {
         f.debug_struct("Batch")
             .field("ipv6", &self.ipv6)
             .field("received", &self.received.len())
-            .field("replies", &self.peers.len())
+            .field("replies", &self.out.len())
             .finish_non_exhaustive()
     }
 }
@@ -200,20 +362,21 @@ impl Batch {
             ipv6,
             queries: vec![vec![0u8; MAX_QUERY]; BATCH],
             received: Vec::with_capacity(BATCH),
-            replies: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
-            peers: Vec::with_capacity(BATCH),
-            sources: Vec::with_capacity(BATCH),
+            out: Replies::new(ipv6),
             recv_headers: MultiHeaders::preallocate(BATCH, Some(packet_info_space(ipv6))),
-            send_headers: MultiHeaders::preallocate(BATCH, Some(packet_info_space(ipv6))),
         }
     }
 
     /// Receives up to [`BATCH`] datagrams: waits for the first as the socket does (blocking,
     /// up to its read timeout), then takes what else is queued. Clears the replies.
+    ///
+    /// # Errors
+    ///
+    /// The system's `recvmmsg(2)` error: `EAGAIN`/`EWOULDBLOCK` when the read timeout passes
+    /// with nothing received, `EINTR` when a signal interrupts the wait.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         self.received.clear();
-        self.peers.clear();
-        self.sources.clear();
+        self.out.clear();
         let mut bufs = self.queries.iter_mut();
         let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..]))]);
@@ -250,40 +413,61 @@ impl Batch {
     /// the next free reply buffer, cleared; a reply is kept for sending when `respond` says so.
     pub fn respond(&mut self, mut respond: impl FnMut(&[u8], &Peer, &mut Vec<u8>) -> bool) {
         for (buf, len, peer) in &self.received {
-            let out = &mut self.replies[self.peers.len()];
-            out.clear();
-            if respond(&self.queries[*buf][..(*len).min(MAX_QUERY)], peer, out) {
-                self.peers.push(Some(peer.addr));
-                self.sources.push(peer.local);
+            if respond(&self.queries[*buf][..(*len).min(MAX_QUERY)], peer, self.out.next()) {
+                self.out.keep(peer);
             }
         }
     }
 
     /// How many replies [`Batch::respond`] kept.
     pub fn replies(&self) -> usize {
-        self.peers.len()
+        self.out.len()
     }
 
     /// Sends the replies from the `from`th on that leave from the same address as it, waiting
     /// for socket buffer space as the socket does; returns how many the system took.
+    ///
+    /// # Errors
+    ///
+    /// The system's `sendmmsg(2)` error when not even the first reply is taken: one of the
+    /// network's for that reply's client (`ENETUNREACH`; `EADDRNOTAVAIL` when its source is no
+    /// longer an address of this host), or `EAGAIN` on a non-blocking socket with a full buffer.
     pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
-        let Some(&source) = self.sources.get(from) else {
-            return Ok(0);
+        self.out.send(socket, from, MsgFlags::empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies given to `send_soon` inside `replying_together` wait for its end, then all go.
+    #[test]
+    fn replies_given_together_leave_together() {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_nonblocking(true).unwrap();
+        let server = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let peer = Peer {
+            addr: SockaddrStorage::from(client.local_addr().unwrap()),
+            local: Local::V4(Ipv4Addr::LOCALHOST),
         };
-        let run = self.sources[from..].iter().take_while(|&&s| s == source).count();
-        let mut replies = self.replies[from..].iter();
-        let slices: [[IoSlice<'_>; 1]; BATCH] =
-            std::array::from_fn(|_| [IoSlice::new(replies.next().map_or(&[][..], |r| &r[..]))]);
-        let info = source.packet_info();
-        let sent = sendmmsg(
-            socket.as_raw_fd(),
-            &mut self.send_headers,
-            slices[..run].iter(),
-            &self.peers[from..from + run],
-            [info.message()],
-            MsgFlags::empty(),
-        )
-        .map_err(io::Error::from)?;
-        Ok(sent.count())
+        let mut buf = [0u8; 64];
+        replying_together(|| {
+            for k in 0..3u8 {
+                send_soon(server.clone(), &[k; 12], &peer);
+            }
+            let early = client.recv(&mut buf);
+            assert!(
+                early.is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock),
+                "none sent yet"
+            );
+        });
+        for k in 0..3u8 {
+            let n = client.recv(&mut buf).expect("sent at the end");
+            assert_eq!(buf[..n], [k; 12]);
+        }
+        send_soon(server.clone(), &[9; 12], &peer);
+        let n = client.recv(&mut buf).expect("outside, sent at once");
+        assert_eq!(buf[..n], [9; 12]);
     }
 }

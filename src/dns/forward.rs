@@ -124,6 +124,39 @@ struct Forward<R> {
     reply: R,
 }
 
+impl<R> Forward<R> {
+    /// The forward of `query` until `deadline`, before its first attempt.
+    fn new(query: &[u8], deadline: Instant, reply: R) -> Self {
+        Forward {
+            query: query.to_vec(),
+            deadline,
+            next: 0,
+            attempts: 0,
+            failure: ede::NO_REACHABLE_AUTHORITY,
+            reply,
+        }
+    }
+}
+
+/// The UDP forwards of one batch of queries, waiting to be sent together: one `sendmmsg` per
+/// upstream socket instead of one `send` each. Belongs to the thread that made it.
+#[derive(Default)]
+pub struct UdpSends(channel::Sends);
+
+impl UdpSends {
+    /// Sends the forwards queued by [`Forwarder::forward_udp`]; one the system refuses is
+    /// retried or answered SERVFAIL, as any failed attempt.
+    pub fn flush(&mut self) {
+        self.0.flush();
+    }
+}
+
+impl std::fmt::Debug for UdpSends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSends").finish_non_exhaustive()
+    }
+}
+
 impl Forwarder {
     /// A forwarder for these settings, its tasks on the runtime this is called on, counting
     /// in `metrics`.
@@ -180,9 +213,10 @@ impl Forwarder {
         let deadline = Instant::now() + self.inner.settings.budget;
         loop {
             let (tx, rx) = oneshot::channel();
-            self.start(query, deadline, move |answer: &mut [u8], from: Option<usize>| {
+            let forward = Forward::new(query, deadline, move |answer: &mut [u8], from: Option<usize>| {
                 let _ = tx.send((answer.to_vec(), from));
             });
+            self.attempt(forward, None);
             let Ok((answer, from)) = rx.await else {
                 return error_reply(query, rcode::SERVFAIL, true, out); // (the runtime is going away)
             };
@@ -201,8 +235,9 @@ impl Forwarder {
     /// Forwards a UDP client's `query` as [`Forwarder::forward`] does and calls `reply` with
     /// the response: from the task that receives the upstream's answer, or at once (SERVFAIL)
     /// when no upstream is up or too many forwards are in flight. Needs no runtime of the
-    /// caller's.
-    pub fn forward_udp(&self, query: &[u8], reply: impl FnOnce(&[u8]) + Send + 'static) {
+    /// caller's. The query waits in `sends` (with the others of its batch, on one upstream
+    /// socket) until [`UdpSends::flush`].
+    pub fn forward_udp(&self, query: &[u8], sends: &mut UdpSends, reply: impl FnOnce(&[u8]) + Send + 'static) {
         let Some(permit) = self.permit() else {
             let mut out = Vec::new();
             error_reply(query, rcode::SERVFAIL, true, &mut out);
@@ -211,30 +246,17 @@ impl Forwarder {
         // The clock of the runtime (the paused one in tests), not of this thread.
         let _runtime = self.inner.runtime.enter();
         let deadline = Instant::now() + self.inner.settings.budget;
-        self.start(query, deadline, move |answer: &mut [u8], _| {
+        let forward = Forward::new(query, deadline, move |answer: &mut [u8], _| {
             reply(answer);
             drop(permit);
         });
-    }
-
-    /// Starts the forward of `query` until `deadline`; `reply` gets the response.
-    fn start<R>(&self, query: &[u8], deadline: Instant, reply: R)
-    where
-        R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
-    {
-        self.attempt(Forward {
-            query: query.to_vec(),
-            deadline,
-            next: 0,
-            attempts: 0,
-            failure: ede::NO_REACHABLE_AUTHORITY,
-            reply,
-        });
+        self.attempt(forward, Some(&mut sends.0));
     }
 
     /// The next attempt of `forward`, at the first upstream that is up from `forward.next`
-    /// on; SERVFAIL when there is none, or no time or attempt is left.
-    fn attempt<R>(&self, mut forward: Forward<R>)
+    /// on, sent at once or queued in `sends`; SERVFAIL when there is none, or no time or
+    /// attempt is left.
+    fn attempt<R>(&self, mut forward: Forward<R>, sends: Option<&mut channel::Sends>)
     where
         R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
     {
@@ -260,7 +282,11 @@ impl Forwarder {
         let mut msg = forward.query.clone();
         let forwarder = self.clone();
         let done: Done = Box::new(move |result| forwarder.attempted(forward, index, result));
-        if let Err((e, done)) = upstreams[index].channels.start(&mut msg, timeout, done) {
+        let started = match sends {
+            Some(sends) => upstreams[index].channels.queue(&mut msg, timeout, done, sends),
+            None => upstreams[index].channels.start(&mut msg, timeout, done),
+        };
+        if let Err((e, done)) = started {
             done(Err(e));
         }
     }
@@ -278,12 +304,12 @@ impl Forwarder {
             }
             Ok(None) => {
                 self.failed(index, &AttemptError::Timeout);
-                self.attempt(forward);
+                self.attempt(forward, None);
             }
             // A full socket buffer of ours says nothing of the upstream.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.inner.upstreams[index].counted.count(ForwardResult::Error);
-                self.attempt(forward);
+                self.attempt(forward, None);
             }
             Err(e) => {
                 self.failed(index, &AttemptError::Io(e));
@@ -291,7 +317,7 @@ impl Forwarder {
                     failure: ede::NETWORK_ERROR,
                     ..forward
                 };
-                self.attempt(forward);
+                self.attempt(forward, None);
             }
         }
     }

@@ -33,7 +33,7 @@ mod bind;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use super::batch::{self, Batch, Peer, to_std};
-use super::forward::Forwarder;
+use super::forward::{Forwarder, UdpSends};
 use super::transfer::{self, Transfers};
 use super::wire;
 use crate::metrics::{Metrics, Path, Tally};
@@ -111,6 +111,12 @@ impl Listeners {
     /// Binds `udp_sockets` UDP sockets and TCP on each of `addrs`, as `server/bind.rs` says (a
     /// dual-stack `[::]` without IPv6 falls back to `0.0.0.0`, with a warning). With port 0
     /// the system picks a port free for both.
+    ///
+    /// # Errors
+    ///
+    /// A [`BindError`] naming the first address that cannot be bound, with the system's
+    /// error: in use (`EADDRINUSE`), not an address of this host (`EADDRNOTAVAIL`), a port
+    /// below 1024 without `CAP_NET_BIND_SERVICE` (`EACCES`).
     pub async fn bind(addrs: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
         let bound = addrs
             .iter()
@@ -138,6 +144,11 @@ impl Listeners {
     /// cancelled; in-flight queries (TCP, and forwarded UDP ones) are answered before the future
     /// ends. Out-of-zone queries go to `forwarder`, or get REFUSED. Queries are counted in
     /// `metrics`.
+    ///
+    /// # Errors
+    ///
+    /// The system's error when a UDP thread cannot be spawned (out of memory or of threads);
+    /// `shutdown` is then cancelled, so the threads already started stop.
     pub fn serve(
         self,
         table: Arc<ArcSwap<Table>>,
@@ -202,6 +213,10 @@ impl Listeners {
 
 /// A TCP listener on `addr` alone (the admin endpoint's) by the rules of the DNS listeners:
 /// `[::]` dual-stack, `0.0.0.0` on its port where the system has no IPv6.
+///
+/// # Errors
+///
+/// A [`BindError`] as [`Listeners::bind`] gives one.
 pub fn tcp_listener(addr: SocketAddr) -> Result<TcpListener, BindError> {
     bind::with_fallback(addr, bind::stack(addr, &[addr]), bind::tcp)
 }
@@ -235,22 +250,43 @@ impl Shared {
         match &self.transfers {
             Some(t) => t.serve(table, query.to_vec(), peer).await,
             None => {
+                let started = Instant::now();
                 let (messages, kind, _) = transfer::respond(&table, query, false, false);
-                self.metrics.transfer(kind, "refused");
+                let first = messages.first().map(Vec::as_slice);
+                self.metrics.transfer(kind, "refused", first, started.elapsed());
                 messages.iter().flat_map(|m| frame(m)).collect()
             }
         }
     }
 
+    /// Answers a UDP client's IXFR `query` from `table` into `out` (RFC 1995 §2: the single
+    /// SOA to a client that may transfer; [`transfer::respond_udp`]), counting it. Cold: the
+    /// answer path hands over nothing else.
+    #[cold]
+    fn transfer_udp(&self, table: &Table, query: &[u8], peer: &Peer, out: &mut Vec<u8>) -> bool {
+        let started = Instant::now();
+        let (allowed, ready) = match (&self.transfers, to_std(&peer.addr)) {
+            (Some(t), Some(addr)) => (t.allows(addr.ip()), t.ready(table)),
+            _ => (false, false),
+        };
+        let (reply, kind, verdict) = transfer::respond_udp(table, query, allowed, ready);
+        self.metrics
+            .transfer(kind, verdict.label(), Some(&reply), started.elapsed());
+        out.clear();
+        out.extend_from_slice(&reply);
+        !out.is_empty()
+    }
+
     /// Forwards a UDP client's `query`: its answer goes to `peer` on `socket`, from the
     /// address the query was sent to, from wherever the upstream's answer arrives.
-    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer) {
+    /// The query waits in `sends` for the rest of its batch.
+    fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer, sends: &mut UdpSends) {
         // Counts as in flight until answered, so that shutdown waits for it.
         let (started, socket, in_flight) = (Instant::now(), socket.clone(), self.tracker.token());
         let metrics = self.metrics.clone();
-        self.forwarder().forward_udp(query, move |out| {
+        self.forwarder().forward_udp(query, sends, move |out| {
             forwarded(&metrics, Transport::Udp, out, started);
-            send_now(socket.as_ref(), out, &peer);
+            batch::send_soon(socket, out, &peer);
             drop(in_flight);
         });
     }
@@ -298,6 +334,7 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
     let mut batch = Batch::new(ipv6);
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
+    let mut sends = UdpSends::default();
     let metrics = &shared.metrics;
     while !shutdown.is_cancelled() {
         match batch.recv(socket.as_ref()) {
@@ -314,13 +351,15 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
         batch.respond(|query, peer, out| {
             match answer_tallied(&table, query, Transport::Udp, shared.mode, &mut rng, out, &mut tally) {
                 Outcome::Reply => true,
-                Outcome::Drop | Outcome::Transfer => false,
+                Outcome::Drop => false,
+                Outcome::Transfer => shared.transfer_udp(&table, query, peer, out),
                 Outcome::Forward => {
-                    shared.forward_udp(query, socket, *peer);
+                    shared.forward_udp(query, socket, *peer, &mut sends);
                     false
                 }
             }
         });
+        sends.flush();
         drop(table);
         metrics.add(Transport::Udp, Path::Authoritative, &mut tally, started.elapsed());
         let mut sent = 0;
@@ -334,14 +373,6 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
                 }
             }
         }
-    }
-}
-
-/// Sends one reply without waiting: a forward's, from the runtime, on a blocking socket whose
-/// thread must not be held up. A full socket buffer drops it, as the network may.
-fn send_now(socket: &std::net::UdpSocket, out: &[u8], peer: &Peer) {
-    if let Err(e) = batch::send_one(socket, out, peer) {
-        tracing::debug!(error = %e, peer = ?to_std(&peer.addr), "udp send");
     }
 }
 

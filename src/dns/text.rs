@@ -54,6 +54,10 @@ pub fn parse_type(text: &str) -> Option<u16> {
     if let Some(n) = upper.strip_prefix("TYPE").and_then(|n| n.parse::<u16>().ok()) {
         return Some(n);
     }
+    // hickory parses every mnemonic but IXFR (RFC 1995's 251).
+    if upper == "IXFR" {
+        return Some(u16::from(RecordType::IXFR));
+    }
     match upper.parse::<RecordType>() {
         Ok(RecordType::Unknown(_)) | Err(_) => None,
         Ok(t) => Some(u16::from(t)),
@@ -113,6 +117,8 @@ mod tests {
         assert_eq!(parse_type("Ptr"), Some(12));
         assert_eq!(parse_type("TYPE65"), Some(65));
         assert_eq!(parse_type("255"), Some(255));
+        assert_eq!((parse_type("ixfr"), parse_type("AXFR")), (Some(251), Some(252)));
+        assert_eq!((type_name(251), type_name(252)), ("IXFR".into(), "AXFR".into()));
         assert_eq!(parse_type("NOPE"), None);
         assert_eq!(parse_type(""), None);
         assert_eq!(type_name(33), "SRV");

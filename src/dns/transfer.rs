@@ -1,10 +1,15 @@
 //! Zone transfers to secondaries (RFC 5936 AXFR, RFC 1995 IXFR, both over TCP only) and
 //! NOTIFY (RFC 1996, [`notify`]), off the hot path.
 //!
-//! - The answer path hands an AXFR/IXFR over TCP here ([`Outcome::Transfer`]); over UDP it
-//!   answers NOTIMP itself.
+//! - The answer path hands an AXFR/IXFR over TCP here ([`Outcome::Transfer`]), whatever its
+//!   name (a transfer is never forwarded), and an IXFR over UDP, answered with the single
+//!   SOA ([`respond_udp`], RFC 1995 §2); an AXFR over UDP it answers NOTIMP itself (RFC 5936
+//!   §4.2).
 //! - Access: a client outside `--transfer-to` gets REFUSED (with EDE 18 Prohibited when it
-//!   sent EDNS), whatever else holds. A question that is not a served zone's apex: NOTAUTH.
+//!   sent EDNS), whatever else holds. A question that is not a served zone's apex — below
+//!   one, or outside every served zone — NOTAUTH ("not authoritative for the zone named",
+//!   RFC 2136 §2.2; Knot answers a transfer of a zone it does not serve the same), never
+//!   REFUSED: that is for clients outside `--transfer-to`, whose question is not looked at.
 //! - Nothing is transferred before the first complete sync (every source synced once, as
 //!   `/readyz` says): SERVFAIL, with EDE 14 Not Ready. SERVFAIL, not REFUSED, because a
 //!   secondary takes SERVFAIL for "try again at the retry interval" and keeps serving its copy,
@@ -63,10 +68,13 @@ pub enum Verdict {
     NotAuth,
     /// Not a well-formed request.
     Error,
+    /// An IXFR over UDP, answered with the single SOA (RFC 1995 §2).
+    OverUdp,
 }
 
 impl Verdict {
-    fn label(self) -> &'static str {
+    /// The metrics' `result` label.
+    pub fn label(self) -> &'static str {
         match self {
             Verdict::Full => "full",
             Verdict::Incremental => "incremental",
@@ -75,6 +83,7 @@ impl Verdict {
             Verdict::NotReady => "not_ready",
             Verdict::NotAuth => "not_auth",
             Verdict::Error => "error",
+            Verdict::OverUdp => "udp_soa",
         }
     }
 }
@@ -83,6 +92,49 @@ const NOTAUTH: u16 = 9;
 const SERVFAIL: u16 = 2;
 const REFUSED: u16 = 5;
 
+/// The zone `request` asks of `table` when it is to be answered, else the one-message error
+/// answer: REFUSED (EDE 18) outside `--transfer-to` (`allowed`), NOTAUTH for a name that is
+/// not a served zone's apex, SERVFAIL (EDE 14) before the first complete sync (`ready`).
+fn zone_asked<'t>(
+    table: &'t Table,
+    request: &message::Request,
+    allowed: bool,
+    ready: bool,
+) -> Result<&'t crate::table::Zone, (Vec<u8>, Verdict)> {
+    if !allowed {
+        let reply = message::error(request, REFUSED, Some(ede::PROHIBITED));
+        return Err((reply, Verdict::Refused));
+    }
+    let Some(zone) = table.zones().iter().find(|z| *z.name == request.zone) else {
+        return Err((message::error(request, NOTAUTH, None), Verdict::NotAuth));
+    };
+    if !ready {
+        let reply = message::error(request, SERVFAIL, Some(ede::NOT_READY));
+        return Err((reply, Verdict::NotReady));
+    }
+    Ok(zone)
+}
+
+/// The answer to an IXFR over UDP from `table` (pure; `allowed` and `ready` as for
+/// [`respond`]): to a client that may transfer, the single SOA of the zone's current version
+/// (RFC 1995 §2 and §4: the client then asks over TCP, or is current); otherwise the same
+/// error answer as over TCP. AXFR over UDP never comes here: the answer path answers it
+/// NOTIMP (RFC 5936 §4.2).
+pub fn respond_udp(table: &Table, query: &[u8], allowed: bool, ready: bool) -> (Vec<u8>, &'static str, Verdict) {
+    let Ok(request) = message::parse_request(query) else {
+        return (message::formerr(query), "other", Verdict::Error);
+    };
+    let kind = request.kind.label();
+    match zone_asked(table, &request, allowed, ready) {
+        Err((reply, verdict)) => (reply, kind, verdict),
+        Ok(zone) => {
+            let soa = table.soa(zone);
+            let mut messages = message::transfer(&request, &[Item::Soa(&soa)]);
+            (messages.swap_remove(0), kind, Verdict::OverUdp)
+        }
+    }
+}
+
 /// The messages answering the transfer request `query` from `table` (pure): `allowed` says
 /// whether the client is in `--transfer-to`, `ready` whether the first complete sync is done.
 pub fn respond(table: &Table, query: &[u8], allowed: bool, ready: bool) -> (Vec<Vec<u8>>, &'static str, Verdict) {
@@ -90,17 +142,10 @@ pub fn respond(table: &Table, query: &[u8], allowed: bool, ready: bool) -> (Vec<
         return (vec![message::formerr(query)], "other", Verdict::Error);
     };
     let kind = request.kind.label();
-    if !allowed {
-        let reply = message::error(&request, REFUSED, Some(ede::PROHIBITED));
-        return (vec![reply], kind, Verdict::Refused);
-    }
-    let Some(zone) = table.zones().iter().find(|z| *z.name == request.zone) else {
-        return (vec![message::error(&request, NOTAUTH, None)], kind, Verdict::NotAuth);
+    let zone = match zone_asked(table, &request, allowed, ready) {
+        Ok(zone) => zone,
+        Err((reply, verdict)) => return (vec![reply], kind, verdict),
     };
-    if !ready {
-        let reply = message::error(&request, SERVFAIL, Some(ede::NOT_READY));
-        return (vec![reply], kind, Verdict::NotReady);
-    }
     let soa = table.soa(zone);
     let ttl = table.ttl();
     if request.kind == Kind::Ixfr
@@ -157,11 +202,18 @@ impl Transfers {
         self.allow.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether `table` may be transferred: every source has synced once (`/readyz`) and the
+    /// table holds the local cluster's entries.
+    pub fn ready(&self, table: &Table) -> bool {
+        self.status.load().ready() && table.synced()
+    }
+
     /// The answer to the transfer request `query` of `peer` from `table` (the table published
     /// when it was read), as length-prefixed TCP frames, ready to write.
     pub async fn serve(&self, table: Arc<Table>, query: Vec<u8>, peer: IpAddr) -> Vec<u8> {
+        let started = std::time::Instant::now();
         let allowed = self.allows(peer);
-        let ready = self.status.load().ready() && table.synced();
+        let ready = self.ready(&table);
         let (messages, kind, result) = if allowed && ready {
             let _permit = self.permits.acquire().await;
             let built = tokio::task::spawn_blocking(move || respond(&table, &query, allowed, ready)).await;
@@ -172,7 +224,8 @@ impl Transfers {
         } else {
             respond(&table, &query, allowed, ready)
         };
-        self.metrics.transfer(kind, result.label());
+        let first = messages.first().map(Vec::as_slice);
+        self.metrics.transfer(kind, result.label(), first, started.elapsed());
         if result == Verdict::Refused {
             tracing::debug!(%peer, "zone transfer refused: client not in --transfer-to");
         }

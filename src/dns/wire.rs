@@ -167,6 +167,15 @@ fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
 
 /// Parses a query. The question name must be uncompressed (nothing precedes it to point
 /// to), at most 255 bytes, with labels of at most 63.
+///
+/// # Errors
+///
+/// - [`Reject::Drop`] for a message shorter than a header, or a response (QR=1);
+/// - [`Reject::Reply`] with NOTIMP for an opcode other than QUERY;
+/// - [`Reject::Reply`] with FORMERR when QDCOUNT is not 1, the question is cut short, its
+///   name is compressed, too long or has a label over 63 bytes, a record is cut short, or an
+///   OPT record is misplaced, repeated, not owned by the root or its options overrun it
+///   (RFC 6891 §6.1.1).
 pub fn parse(msg: &[u8]) -> Result<Query<'_>, Reject> {
     if msg.len() < HEADER_LEN {
         return Err(Reject::Drop);

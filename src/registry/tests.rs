@@ -272,3 +272,35 @@ fn a_spawned_registry_applies_updates_from_another_runtime_and_stops() {
             .expect("stops");
     });
 }
+
+#[test]
+fn incomplete_entries_are_served_but_never_sync_the_source_until_a_complete_list() {
+    let mut r = registry(None, Duration::from_secs(5));
+    let files = SourceId::new(SourceKey::files());
+    let error = "/entries/bad.yaml: does not parse".to_string();
+    apply_all(
+        &mut r,
+        [
+            files.says(Event::Started),
+            files.says(Event::Incomplete(
+                vec![entry("a", "a.global", "240.0.0.1")],
+                error.clone(),
+            )),
+        ],
+    );
+    assert!(served(&r, "a.global").is_some(), "what loaded is served");
+    let s = status(&r, "files").unwrap();
+    assert!(!s.synced && s.error == Some(error), "{s:?}");
+    assert!(!r.status().load().ready());
+    assert!(r.next_give_up().is_none(), "incomplete files are never given up on");
+    r.give_up_waiting(Instant::now() + Duration::from_secs(60));
+    r.publish();
+    assert!(!r.status().load().ready(), "not even past the sync timeout");
+    apply_all(
+        &mut r,
+        [files.says(Event::Listed(vec![entry("a", "a.global", "240.0.0.1")]))],
+    );
+    let s = status(&r, "files").unwrap();
+    assert!(s.synced && s.error.is_none(), "{s:?}");
+    assert!(r.status().load().ready());
+}

@@ -259,6 +259,21 @@ fn reasons_read_as_before_and_carry_a_bounded_label() {
             "export_to",
         ),
         (
+            "spec: {hosts: [a.global], ports: [{name: http, number: 80}, {name: http, number: 8080}]}\n",
+            "spec.ports: port name \"http\" already defined",
+            "ports",
+        ),
+        (
+            "spec: {hosts: [a.global], ports: [{name: dns, number: 53, protocol: TCP}, {name: dns-udp, number: 53, protocol: UDP}]}\n",
+            "spec.ports: port 53 already defined",
+            "ports",
+        ),
+        (
+            "spec: {hosts: [a.global], ports: [{number: 1}, {name: \"\", number: 2}]}\n",
+            "spec.ports: port name \"\" already defined",
+            "ports",
+        ),
+        (
             "spec: {hosts: a.global}\n",
             "invalid type: string \"a.global\", expected a sequence",
             "schema",
@@ -384,7 +399,7 @@ fn large_files_are_not_cut_by_the_parser_budget() {
 
 #[test]
 fn named_ports_for_srv_records() {
-    let e = one("spec:\n  hosts: [a.global]\n  ports:\n  - {name: HTTP-web, number: 8080, protocol: HTTP}\n  - {name: dns, number: 53, protocol: udp}\n  - {name: grpc, number: 9000}\n  - {name: under_score, number: 1}\n  - {number: 2}\n  - {name: http-web, number: 8080, protocol: TCP}\n  - {name: \"\", number: 3}\n").unwrap();
+    let e = one("spec:\n  hosts: [a.global]\n  ports:\n  - {name: HTTP-web, number: 8080, protocol: HTTP}\n  - {name: dns, number: 53, protocol: udp}\n  - {name: grpc, number: 9000}\n  - {name: under_score, number: 1}\n  - {number: 2}\n  - {name: Grpc, number: 9001}\n").unwrap();
     let ports: Vec<(&str, u16, Protocol)> = e.ports.iter().map(|p| (&*p.name, p.number, p.protocol)).collect();
     assert_eq!(
         ports,
@@ -392,12 +407,13 @@ fn named_ports_for_srv_records() {
             ("http-web", 8080, Protocol::Tcp),
             ("dns", 53, Protocol::Udp),
             ("grpc", 9000, Protocol::Tcp),
+            ("grpc", 9001, Protocol::Tcp),
         ],
-        "lower case, UDP in any case, every other protocol TCP, each once"
+        "lower case (names differing in case only are two ports, as Istio sees them), UDP in any case, every other protocol TCP"
     );
-    assert_eq!(e.warnings.len(), 3, "{:?}", e.warnings);
+    assert_eq!(e.warnings.len(), 2, "{:?}", e.warnings);
     assert!(e.warnings[0].contains("\"under_score\"") && e.warnings[0].contains("no SRV record for port 1"));
-    assert!(e.warnings[1].contains("\"\"") && e.warnings[2].contains("port 3"));
+    assert!(e.warnings[1].contains("\"\"") && e.warnings[1].contains("port 2"));
     let long = "a".repeat(63);
     let e = one(&format!(
         "spec:\n  hosts: [a.global]\n  ports: [{{name: {long}, number: 1}}, {{name: {}, number: 2}}]\n",

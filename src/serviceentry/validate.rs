@@ -45,6 +45,9 @@ pub enum Reason {
     /// `spec.exportTo` breaks Istio's rules.
     #[error(transparent)]
     ExportTo(#[from] BadExportTo),
+    /// `spec.ports` names a port or a number twice.
+    #[error(transparent)]
+    Ports(#[from] BadPorts),
     /// A `networking.istio.io` version that has no ServiceEntry (the `apiVersion` as written).
     #[error("unsupported apiVersion {0:?}")]
     ApiVersion(String),
@@ -56,7 +59,7 @@ pub enum Reason {
 
 impl Reason {
     /// A label for metrics, one of a fixed set: `missing_field`, `host`, `address`,
-    /// `resolution`, `export_to`, `api_version`, `schema`.
+    /// `resolution`, `export_to`, `ports`, `api_version`, `schema`.
     pub fn label(&self) -> &'static str {
         match self {
             Reason::MissingField(_) => "missing_field",
@@ -64,18 +67,20 @@ impl Reason {
             Reason::Address(_) => "address",
             Reason::Resolution(_) => "resolution",
             Reason::ExportTo(_) => "export_to",
+            Reason::Ports(_) => "ports",
             Reason::ApiVersion(_) => "api_version",
             Reason::Schema(_) => "schema",
         }
     }
 
     /// Every label [`Reason::label`] gives.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "missing_field",
         "host",
         "address",
         "resolution",
         "export_to",
+        "ports",
         "api_version",
         "schema",
     ];
@@ -123,6 +128,20 @@ pub enum BadResolution {
     /// Neither a string nor a number (the value as JSON).
     #[error("resolution must be a string, not {0}")]
     Type(String),
+}
+
+/// Why `spec.ports` is refused: as istio/istio `pkg/config/validation`'s
+/// `ValidateServiceEntry`, each port's name (as written, the absent name counting as `""`)
+/// and each number appear once, whatever the protocol (two `http` ports would give two
+/// `_http._tcp` SRV records Istio never routes).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BadPorts {
+    /// A name given to two ports.
+    #[error("spec.ports: port name {0:?} already defined")]
+    NameTwice(String),
+    /// A number given to two ports.
+    #[error("spec.ports: port {0} already defined")]
+    NumberTwice(u16),
 }
 
 /// Why `spec.exportTo` is refused.

@@ -35,6 +35,12 @@ pub struct NotYaml(#[source] serde_saphyr::Error);
 
 /// Reads every ServiceEntry document of `text`; objects without a namespace are placed in
 /// `default_namespace`.
+///
+/// # Errors
+///
+/// [`NotYaml`] when `text` is not YAML at all (a syntax error, an alias or nesting deeper
+/// than the parser's limits allow, more documents or nodes than its budget). A ServiceEntry
+/// that is YAML but invalid is no error: it is listed in [`Parsed::invalid`].
 pub fn parse(text: &str, default_namespace: &str) -> Result<Parsed, NotYaml> {
     // YAML 1.2 booleans only: a name like `y` or `no` stays a string. The parser's default
     // budget allows 1 024 documents, 250 000 nodes and 1 M events per text: far below an

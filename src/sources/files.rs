@@ -6,6 +6,12 @@
 //! symlink) reloads that file within one poll interval. A file that stops parsing keeps its
 //! last good entries; a file that disappears takes its entries with it.
 //!
+//! At start there are no last good entries: until every path has been read and every file
+//! parsed once, the source is incomplete ([`FileSource::incomplete`]). It then serves what
+//! it could read but is not synced ([`Event::Incomplete`]): `/readyz` is 503 naming the path,
+//! and nothing is transferred or NOTIFYed (a partial zone with a higher serial would wipe the
+//! secondaries). The poll retries; the first complete load syncs it ([`Event::Listed`]).
+//!
 //! Between changes the source keeps each file's entries packed with [`postcard`] (~52 bytes an
 //! entry against ~270 as values; 5.4 MB instead of ~28 MB for 100 000): the registry holds the
 //! entries themselves, and a change sends the complete set again, unpacked (~0.05 s for
@@ -35,7 +41,7 @@ pub enum Diagnostic {
     Invalid(PathBuf, Invalid),
     /// An entry loaded with a warning (a wide CIDR skipped, …).
     Warning(PathBuf, String),
-    /// A path could not be read or parsed; its last good entries are kept.
+    /// A path could not be read or parsed; its last good entries, if it had any, are kept.
     Unreadable(PathBuf, String),
 }
 
@@ -51,7 +57,7 @@ impl fmt::Display for Diagnostic {
         match self {
             Diagnostic::Invalid(p, i) => write!(f, "{}: invalid ServiceEntry files/{i}; skipped", p.display()),
             Diagnostic::Warning(p, w) => write!(f, "{}: {w}", p.display()),
-            Diagnostic::Unreadable(p, e) => write!(f, "{}: {e}; keeping its last good entries", p.display()),
+            Diagnostic::Unreadable(p, e) => write!(f, "{}: {e}; keeping its last good entries, if any", p.display()),
         }
     }
 }
@@ -107,6 +113,8 @@ struct Loaded {
     /// How many entries `packed` holds.
     count: usize,
     packed: Packed,
+    /// Why the file as it is now (`stamp`) could not be read or parsed.
+    error: Option<String>,
 }
 
 /// The state of the `--entries` paths.
@@ -200,22 +208,53 @@ impl FileSource {
                         stamp,
                         count: parsed.entries.len(),
                         packed: Packed::pack(&parsed.entries),
+                        error: None,
                     };
                     self.files.insert(path, loaded);
                     changed = true;
                 }
                 Err(e) => {
-                    diagnostics.push(Diagnostic::Unreadable(path.clone(), e));
+                    diagnostics.push(Diagnostic::Unreadable(path.clone(), e.clone()));
                     // Remember the stamp so the same failure is told once; keep the entries.
                     let (count, packed) = self
                         .files
                         .remove(&path)
                         .map_or((0, Packed::default()), |l| (l.count, l.packed));
-                    self.files.insert(path, Loaded { stamp, count, packed });
+                    let error = Some(e);
+                    self.files.insert(
+                        path,
+                        Loaded {
+                            stamp,
+                            count,
+                            packed,
+                            error,
+                        },
+                    );
                 }
             }
         }
         (changed, diagnostics)
+    }
+
+    /// What keeps the entries from being complete, as the last [`FileSource::refresh`] found
+    /// it: each root that could not be listed and each file that could not be read or parsed,
+    /// with its error; `None` when every path loaded.
+    pub fn incomplete(&self) -> Option<String> {
+        let roots = self.root_errors.iter();
+        let files = (self.files.iter()).filter_map(|(p, l)| Some((p, l.error.as_ref()?)));
+        let problems: Vec<String> = (roots.chain(files))
+            .map(|(path, e)| format!("{}: {e}", path.display()))
+            .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+
+    /// What to tell the registry of the entries as they are now: [`Event::Listed`] when
+    /// complete, else [`Event::Incomplete`].
+    pub fn event(&self) -> Event {
+        match self.incomplete() {
+            None => Event::Listed(self.entries()),
+            Some(error) => Event::Incomplete(self.entries(), error),
+        }
     }
 
     /// Every loaded entry, files in path order.
@@ -240,38 +279,60 @@ pub fn report(diagnostics: &[Diagnostic], metrics: &Metrics) {
 }
 
 /// Polls the files every `interval` and sends their entries when they change. Reading,
-/// parsing and collecting them is blocking work, done off the runtime.
+/// parsing and collecting them is blocking work, done off the runtime. `complete` says
+/// whether the load at start was: until a load is, each change and each new error is sent as
+/// [`Event::Incomplete`], and the first complete load as [`Event::Listed`]; after that a
+/// failure keeps the last good entries, as [`FileSource::refresh`] does.
 pub async fn watch(
     mut source: FileSource,
     id: SourceId,
     interval: Duration,
+    mut complete: bool,
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut told = source.incomplete();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok((back, entries, diagnostics)) = tokio::task::spawn_blocking(move || {
+        let Ok((back, now_told, event, diagnostics)) = tokio::task::spawn_blocking(move || {
             let (changed, diagnostics) = source.refresh();
-            let entries = changed.then(|| source.entries());
-            (source, entries, diagnostics)
+            let event = if complete {
+                changed.then(|| Event::Listed(source.entries()))
+            } else {
+                let problems = source.incomplete();
+                (changed || problems != told).then(|| {
+                    told = problems;
+                    source.event()
+                })
+            };
+            (source, told, event, diagnostics)
         })
         .await
         else {
             return;
         };
-        source = back;
+        (source, told) = (back, now_told);
         report(&diagnostics, &metrics);
-        if let Some(entries) = entries {
-            tracing::info!(entries = entries.len(), "entry files changed");
-            if updates.send(id.says(Event::Listed(entries))).await.is_err() {
-                return;
+        let Some(event) = event else { continue };
+        match &event {
+            Event::Listed(entries) if !complete => {
+                complete = true;
+                tracing::info!(entries = entries.len(), "entry files loaded: the file source is synced");
             }
+            Event::Listed(entries) => tracing::info!(entries = entries.len(), "entry files changed"),
+            Event::Incomplete(entries, error) => {
+                tracing::warn!(entries = entries.len(), %error, "entry files incomplete: serving what loaded, not synced")
+            }
+            _ => {}
+        }
+        if updates.send(id.says(event)).await.is_err() {
+            return;
         }
     }
 }

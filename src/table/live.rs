@@ -3,7 +3,7 @@
 //!
 //! [`Live`] holds every source's entries, indexed by the hosts they name. A change marks those
 //! hosts dirty; [`Live::commit`] recomputes each dirty host from the entries of every source
-//! that names it (the same per-host rules [`build`](super::build) uses) and writes it into a
+//! that names it (the per-host rules of [`rules`](super::rules)) and writes it into a
 //! table split into [`SHARDS`] copy-on-write shards. A published [`Table`] shares every
 //! shard; the first write to a shard after a publish copies that shard only, so publishing
 //! one change costs a shard copy (a few hundred names), whatever the table's size.
@@ -22,8 +22,8 @@ use std::hash::BuildHasher;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
-use super::build::{Allocation, allocation, merge, named_hosts, source_host};
 use super::derived::{Ptr, Srv};
+use super::rules::{Allocation, allocation, merge, named_hosts, source_host};
 use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Version, Zone, zone_of};
 use crate::name;
 use crate::serviceentry::{Entry, EntryId};
@@ -514,12 +514,13 @@ impl<K: Source> Live<K> {
         if old.as_deref() == new.as_ref() {
             return;
         }
-        // The records served, whatever their order (answers are shuffled anyway).
+        // The records served, whatever their order (answers are shuffled anyway): addresses, and
+        // the named ports its SRV records come from (kept sorted).
         let served = |h: Option<&Host>| {
             h.filter(|h| h.has_addresses()).map(|h| {
                 let mut addresses = h.addresses();
                 addresses.sort();
-                addresses
+                (addresses, h.ports.clone())
             })
         };
         let served_changed = served(old.as_deref()) != served(new.as_ref());
@@ -608,6 +609,37 @@ impl<K: Source> Live<K> {
         if matches!(node.owner, Owner::None) && node.below == 0 {
             occupied.remove();
         }
+    }
+}
+
+/// One source's entries; sources are given in precedence order, highest first.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceInput<'a> {
+    /// Name of the source (a cluster ID, or `files`).
+    pub name: &'a Arc<str>,
+    /// Its entries.
+    pub entries: &'a [Entry],
+}
+
+/// A source of [`Live::build`]: its position and name.
+impl Source for (usize, Arc<str>) {
+    fn name(&self) -> &Arc<str> {
+        &self.1
+    }
+}
+
+impl Live<(usize, Arc<str>)> {
+    /// Builds the table from the sources, highest precedence first (the rules of DESIGN.md
+    /// "ServiceEntry → records": per host, the highest source that gives it addresses wins, a
+    /// lower one with other addresses is a [`Conflict`]). Within a source, entries are taken
+    /// in `namespace/name` order. Every zone is at `serial`, with no history.
+    pub fn build(settings: &TableSettings, sources: &[SourceInput<'_>], serial: u32, synced: bool) -> Table {
+        let mut live = Live::new(settings.clone());
+        for (i, source) in sources.iter().enumerate() {
+            live.replace(&(i, source.name.clone()), source.entries.iter().cloned());
+        }
+        live.commit();
+        live.table(serial, synced)
     }
 }
 

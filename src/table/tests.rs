@@ -3,32 +3,22 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::testing::{self, se};
 use super::*;
-use crate::serviceentry::{Entry, yaml};
+use crate::serviceentry::Entry;
 
-/// Entries from compact YAML: one `name: host[,host] [addresses…]`-style document each.
+/// The entries of `text`, in namespace `ns`.
 fn entries(text: &str) -> Vec<Entry> {
-    let parsed = yaml::parse(text, "ns").unwrap();
-    assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
-    parsed.entries
-}
-
-fn se(name: &str, spec: &str) -> String {
-    format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+    testing::entries(text, "ns")
 }
 
 fn settings() -> TableSettings {
     TableSettings::new(&["global"]).unwrap()
 }
 
+/// The table of `sources` at serial 7, synced.
 fn table_of(settings: &TableSettings, sources: &[(&str, &[Entry])]) -> Table {
-    let names: Vec<Arc<str>> = sources.iter().map(|(n, _)| Arc::from(*n)).collect();
-    let inputs: Vec<SourceInput<'_>> = sources
-        .iter()
-        .zip(&names)
-        .map(|((_, e), name)| SourceInput { name, entries: e })
-        .collect();
-    build(settings, &inputs, 7, true)
+    testing::table_of(settings, sources, 7, true)
 }
 
 fn one(text: &str) -> Table {
@@ -340,9 +330,9 @@ fn a_name_appears_and_goes_with_its_addresses() {
 
 #[test]
 fn several_zones_most_specific_first() {
-    let s = TableSettings::new(&["global", "Corp.Global.", "mesh.internal", "global"]).unwrap();
+    let s = TableSettings::new(&["global", "Corp.Example.", "mesh.internal", "global"]).unwrap();
     let names: Vec<&str> = s.zones().iter().map(|z| &*z.name).collect();
-    assert_eq!(names, ["mesh.internal", "corp.global", "global"]);
+    assert_eq!(names, ["mesh.internal", "corp.example", "global"]);
     let t = table_of(
         &s,
         &[(
@@ -351,9 +341,9 @@ fn several_zones_most_specific_first() {
                 &[
                     se(
                         "a",
-                        "{hosts: [a.corp.global, b.global, c.mesh.internal, d.example.com], addresses: [1.1.1.1]}",
+                        "{hosts: [a.corp.example, b.global, c.mesh.internal, d.example.com], addresses: [1.1.1.1]}",
                     ),
-                    se("w", "{hosts: [\"*.corp.global\"], addresses: [2.2.2.2]}"),
+                    se("w", "{hosts: [\"*.corp.example\"], addresses: [2.2.2.2]}"),
                 ]
                 .concat(),
             ),
@@ -363,11 +353,12 @@ fn several_zones_most_specific_first() {
         Lookup::Exists { zone, .. } | Lookup::NxDomain { zone } => zone.name.to_string(),
         Lookup::OutOfZone => "-".into(),
     };
-    assert_eq!(zone_of("a.corp.global"), "corp.global");
-    assert_eq!(zone_of("corp.global"), "corp.global");
+    assert_eq!(zone_of("a.corp.example"), "corp.example");
+    assert_eq!(zone_of("corp.example"), "corp.example");
     assert_eq!(zone_of("b.global"), "global");
     assert_eq!(zone_of("c.mesh.internal"), "mesh.internal");
-    assert_eq!(look(&t, "x.corp.global"), "2.2.2.2");
+    assert_eq!(zone_of("example"), "-");
+    assert_eq!(look(&t, "x.corp.example"), "2.2.2.2");
     assert_eq!(look(&t, "d.example.com"), "out");
     assert_eq!(t.hosts().len(), 4, "hosts outside every zone are ignored");
 }
@@ -426,6 +417,77 @@ fn bad_zones() {
     assert_eq!(TableSettings::new(&["."]), Err(SettingsError::RootZone));
     assert_eq!(TableSettings::new::<&str>(&[]), Err(SettingsError::NoZone));
     assert!(matches!(TableSettings::new(&["a..b"]), Err(SettingsError::BadZone(_))));
+}
+
+#[test]
+fn a_port_change_is_a_record_change() {
+    // An SRV record changes with a named port alone: the host's zone must see the change (its
+    // serial and IXFR history follow `changed`), though no address moved.
+    let source = (0, Arc::<str>::from("c1"));
+    let mut live = Live::new(settings());
+    let port = |name: &str, number: u16| {
+        format!(
+            "{{hosts: [a.global], addresses: [1.1.1.1], ports: [{{name: {name}, number: {number}, protocol: HTTP}}]}}"
+        )
+    };
+    live.replace(&source, entries(&se("one", &port("http1", 8000))));
+    live.commit();
+    for (name, number, what) in [("http2", 8000, "renamed"), ("http2", 8001, "renumbered")] {
+        live.replace(&source, entries(&se("one", &port(name, number))));
+        let commit = live.commit();
+        assert!(commit.records_changed, "{what}");
+        assert_eq!(commit.changed.len(), 1, "{what}: the host is a change of its zone");
+    }
+}
+
+#[test]
+fn reverse_zones_must_be_address_prefixes_and_zones_must_not_nest() {
+    for bad in [
+        "in-addr.arpa",
+        "ip6.arpa",
+        "arpa",
+        "300.in-addr.arpa",
+        "x.in-addr.arpa",
+        "010.in-addr.arpa",
+        "1.2.3.4.5.in-addr.arpa",
+        "ab.ip6.arpa",
+        "g.ip6.arpa",
+        &format!("{}ip6.arpa", "0.".repeat(33)),
+    ] {
+        let e = TableSettings::new(&["global", bad]).unwrap_err();
+        assert_eq!(e, SettingsError::BadReverseZone(bad.into()), "{bad}");
+        assert!(e.to_string().contains("240.in-addr.arpa"), "says what would do: {e}");
+    }
+    for good in [
+        "240.in-addr.arpa",
+        "0.10.in-addr.arpa",
+        "1.0.0.127.In-Addr.Arpa.",
+        "8.b.d.0.1.0.0.2.ip6.arpa",
+        "D.f.ip6.arpa",
+        "e164.arpa",
+    ] {
+        assert!(TableSettings::new(&[good]).is_ok(), "{good}");
+    }
+    for (zones, inner, outer) in [
+        (["global", "bar.global"], "bar.global", "global"),
+        (["Bar.Global", "global"], "bar.global", "global"),
+        (
+            ["240.in-addr.arpa", "0.240.in-addr.arpa"],
+            "0.240.in-addr.arpa",
+            "240.in-addr.arpa",
+        ),
+    ] {
+        let e = TableSettings::new(&zones).unwrap_err();
+        let want = SettingsError::NestedZones {
+            inner: inner.into(),
+            outer: outer.into(),
+        };
+        assert_eq!(e, want, "{zones:?}");
+    }
+    assert!(
+        TableSettings::new(&["global", "xglobal", "global."]).is_ok(),
+        "neither inside the other"
+    );
 }
 
 #[test]

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use globaldns::app::{self, ServeConfig, Sources};
-use globaldns::dns::server::Limits;
-use globaldns::table::TableSettings;
+use globaldns::app::{self, Sources};
 use hickory_proto::rr::RecordType;
 use tokio::net::UdpSocket;
 
-use crate::kubeapi::{KubeApi, merged_kubeconfig};
+use crate::config::{clusters, loopback};
+use crate::kubeapi::KubeApi;
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
@@ -103,30 +102,20 @@ async fn readyz_waits_for_the_local_cluster() {
     let local = KubeApi::start(&["v1"]).await;
     local.set_down(true);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, merged_kubeconfig(&[(&local, "east")])).unwrap();
-    let running = app::start(ServeConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        admin: Some("127.0.0.1:0".parse().unwrap()),
-        table: TableSettings::new(&["global"]).unwrap(),
-        sources: Sources {
-            kubeconfig: Some(kubeconfig),
-            contexts: vec!["east".into()],
-            sync_timeout: Duration::from_millis(300),
-            ..Default::default()
-        },
-        limits: Limits::default(),
-        forward: None,
-        transfer: Default::default(),
-    })
+    let running = app::start(loopback(Sources {
+        sync_timeout: Duration::from_millis(300),
+        ..clusters(dir.path(), &[(&local, "east")])
+    }))
     .await
     .unwrap();
     let admin = running.admin_addr().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        get(admin, "/readyz").await,
-        (503, "waiting for east\n".into()),
-        "the local cluster never stops holding readiness"
+    let (code, body) = get(admin, "/readyz").await;
+    assert_eq!(code, 503, "the local cluster never stops holding readiness");
+    // The source waited for, and why: its last error.
+    assert!(
+        body.starts_with("waiting for east (") && body.ends_with(")\n"),
+        "{body}"
     );
     let (_, metrics) = get(admin, "/metrics").await;
     assert!(

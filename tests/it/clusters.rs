@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use globaldns::app::{self, Running, ServeConfig, Sources};
-use globaldns::dns::server::Limits;
+use globaldns::app::{self, Running, Sources};
 use globaldns::metrics::Metrics;
 use globaldns::source::{Event, Update};
 use globaldns::sources::remote_secrets;
@@ -19,7 +18,8 @@ use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::kubeapi::{KubeApi, merged_kubeconfig};
+use crate::config::{self, loopback};
+use crate::kubeapi::{KubeApi, write_kubeconfig};
 use crate::support::*;
 
 pub(crate) struct Mesh {
@@ -30,31 +30,19 @@ pub(crate) struct Mesh {
 
 impl Mesh {
     /// Serves the clusters `(api, context)`, the first the local one (a kubeconfig of their
-    /// contexts, as [`merged_kubeconfig`] writes it).
+    /// contexts, as [`write_kubeconfig`] writes it).
     pub(crate) async fn start(
         clusters: &[(&KubeApi, &str)],
         remote_secrets: Option<&str>,
         sync_timeout: Duration,
     ) -> Mesh {
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, merged_kubeconfig(clusters)).unwrap();
-        let config = ServeConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            admin: Some("127.0.0.1:0".parse().unwrap()),
-            table: TableSettings::new(&["global"]).unwrap(),
-            sources: Sources {
-                kubeconfig: Some(kubeconfig),
-                contexts: clusters.iter().map(|(_, n)| n.to_string()).collect(),
-                remote_secrets: remote_secrets.map(str::to_owned),
-                sync_timeout,
-                ..Default::default()
-            },
-            limits: Limits::default(),
-            forward: None,
-            transfer: Default::default(),
+        let sources = Sources {
+            remote_secrets: remote_secrets.map(str::to_owned),
+            sync_timeout,
+            ..config::clusters(dir.path(), clusters)
         };
-        let running = app::start(config).await.expect("starts");
+        let running = app::start(loopback(sources)).await.expect("starts");
         let client = udp_client(running.dns_addr()).await;
         Mesh {
             running,
@@ -474,8 +462,7 @@ async fn records_prints_the_merged_table_of_live_clusters() {
         Some(json!({"addresses": [{"host": "two.global", "value": "240.240.0.7"}]})),
     );
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, merged_kubeconfig(&[(&c1, "c1"), (&c2, "c2")])).unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &[(&c1, "c1"), (&c2, "c2")]);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_globaldns"))
         .args([
             "records",
@@ -531,8 +518,7 @@ async fn credentials_never_reach_the_logs() {
         "apiVersion: v1\nkind: Config\nusers:\n- name: x\n  user:\n    token: token-broken-do-not-log\n    bogus: [\n";
     local.apply_secret("istio-system", "broken", label, &[("west", broken)]);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, merged_kubeconfig(&[(&local, "local")])).unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &[(&local, "local")]);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_globaldns"))
         .args([
             "serve",

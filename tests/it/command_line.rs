@@ -1,6 +1,6 @@
 //! The binary: `check`, `records`, `serve` with the README's dig line, environment fallbacks.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -87,22 +87,40 @@ fn serve_without_sources_or_with_bad_zones_says_why() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sources"));
-    let out = globaldns()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--zone",
-            ".",
-        ])
-        .arg("--entries")
-        .arg(examples_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("root zone"));
+    let bad_zones: [(&[&str], &str); 5] = [
+        (&["."], "root zone"),
+        (
+            &["in-addr.arpa"],
+            "\"in-addr.arpa\" is no reverse zone of an address prefix",
+        ),
+        (&["300.in-addr.arpa"], "\"300.in-addr.arpa\" is no reverse zone"),
+        (&["x.in-addr.arpa"], "\"x.in-addr.arpa\" is no reverse zone"),
+        (
+            &["global", "bar.global"],
+            "zone \"bar.global\" lies inside zone \"global\"",
+        ),
+    ];
+    for (zones, says) in bad_zones {
+        let mut serve = globaldns();
+        serve.args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+        for zone in zones {
+            serve.args(["--zone", zone]);
+        }
+        serve.arg("--entries").arg(examples_dir());
+        let mut child = Child(serve.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match child.0.try_wait().unwrap() {
+                Some(status) => break Some(status),
+                None if std::time::Instant::now() > deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{zones:?} does not start");
+        let mut stderr = String::new();
+        child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(stderr.contains(says), "{zones:?}: {stderr}");
+    }
 }
 
 /// A spawned `globaldns serve`, killed if the test ends early.
@@ -218,4 +236,52 @@ fn a_closed_log_pipe_does_not_stop_the_server() {
     }
     assert_eq!(dig(&port, &["+short", "httpbin.bar.global"]), "240.0.0.2\n");
     child.terminate();
+}
+
+/// The `--options` in `text`: `--` and a lower-case word.
+fn options(text: &str) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for (at, _) in text.match_indices("--") {
+        let word: String = text[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect();
+        if word.starts_with(|c: char| c.is_ascii_lowercase()) {
+            found.insert(format!("--{word}"));
+        }
+    }
+    found
+}
+
+/// The README's "Command line" block names exactly the options the binary has: none it lacks
+/// (a `--udp-sockets` once stood there), and every one of every subcommand.
+#[test]
+fn the_readme_command_line_names_the_options_the_binary_has() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Command line\n")
+        .nth(1)
+        .expect("a Command line section");
+    let block = section.split("```").nth(1).expect("its command line in a code block");
+    let mut help = String::new();
+    for subcommand in ["serve", "check", "records", "explain"] {
+        let out = globaldns().args([subcommand, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{subcommand} --help");
+        help.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    let (named, has) = (options(block), options(&help));
+    let lacking: Vec<_> = named.difference(&has).collect();
+    assert!(
+        lacking.is_empty(),
+        "the README names options the binary lacks: {lacking:?}"
+    );
+    let undocumented: Vec<_> = has
+        .difference(&named)
+        .filter(|o| !["--help", "--version"].contains(&o.as_str()))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "options missing from the README: {undocumented:?}"
+    );
+    assert!(named.contains("--listen") && named.contains("--zone"), "{named:?}");
 }

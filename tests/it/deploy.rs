@@ -56,7 +56,7 @@ pub(crate) fn validate(files: &[PathBuf], count: usize) {
     assert_eq!(text.matches(" passed for resource ").count(), count, "{text}");
 }
 
-fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
@@ -78,10 +78,9 @@ fn the_base_renders_with_kustomize_and_validates_against_the_kubernetes_schemas(
             "Role",
             "RoleBinding",
             "Service",
-            "Service",
             "ServiceAccount",
         ],
-        "nothing that needs prometheus-operator's CRDs: that is deploy/monitoring/"
+        "nothing that needs prometheus-operator's CRDs (deploy/monitoring/), no transfer primary (components/transfer)"
     );
     for obj in &objects {
         let cluster_scoped = obj["kind"].as_str().unwrap().starts_with("Cluster");
@@ -163,18 +162,7 @@ fn the_deployment_is_hardened_and_uses_real_flags() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
-    let help = serve_help();
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert_serve_args(&args);
-    for env in c["env"].as_array().unwrap() {
-        let name = env["name"].as_str().unwrap();
-        assert!(help.contains(&format!("env: {name}")), "{name} is not read by serve");
-    }
+    assert_container_uses_real_flags(c);
     let service = find(&objects, "Service")
         .into_iter()
         .find(|s| s["metadata"]["name"] == "globaldns")
@@ -213,6 +201,22 @@ fn serve_help() -> String {
         .output()
         .unwrap();
     String::from_utf8(help.stdout).unwrap()
+}
+
+/// The container `c` runs `serve` with flags and environment variables it reads.
+pub(crate) fn assert_container_uses_real_flags(c: &Value) {
+    let help = serve_help();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_serve_args(&args);
+    for env in c["env"].as_array().unwrap() {
+        let name = env["name"].as_str().unwrap();
+        assert!(help.contains(&format!("env: {name}")), "{name} is not read by serve");
+    }
 }
 
 /// `args` are `serve` and flags it knows.

@@ -118,7 +118,7 @@ fn istio_nds_fixture_with_legacy_allocation() {
     let mut settings = TableSettings::new(&["host.example"]).unwrap();
     settings.auto_allocate = AutoAllocate::IstioLegacy;
     let name: std::sync::Arc<str> = "cluster".into();
-    let table = table::build(
+    let table = table::Live::build(
         &settings,
         &[SourceInput {
             name: &name,

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -303,6 +304,13 @@ impl KubeApi {
             self.addr
         )
     }
+}
+
+/// Writes [`merged_kubeconfig`] of `parts` to `dir/kubeconfig`; its path.
+pub(crate) fn write_kubeconfig(dir: &Path, parts: &[(&KubeApi, &str)]) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, merged_kubeconfig(parts)).unwrap();
+    path
 }
 
 /// Several API servers' contexts in one kubeconfig.

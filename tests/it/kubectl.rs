@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::clusters::Mesh;
-use crate::kubeapi::{KubeApi, merged_kubeconfig};
+use crate::kubeapi::{KubeApi, write_kubeconfig};
 use crate::support::*;
 
 /// The oldest kubectl accepted: its kustomize must know `labels` (kustomize ≥ 4.1) and its
@@ -54,10 +54,10 @@ struct Kubectl {
 }
 
 impl Kubectl {
-    /// For the emulated server's context `name` (written as [`merged_kubeconfig`] writes it).
+    /// For the emulated server's context `name` (written by [`write_kubeconfig`]).
     fn new(api: &KubeApi, name: &str) -> Kubectl {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("kubeconfig"), merged_kubeconfig(&[(api, name)])).unwrap();
+        write_kubeconfig(dir.path(), &[(api, name)]);
         Kubectl { dir }
     }
 

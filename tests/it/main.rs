@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 //! One binary, as hickory-dns does, so the crate links once.
 
+mod config;
 mod kubeapi;
 mod support;
 mod upstream;
@@ -11,6 +12,7 @@ mod admin;
 mod clusters;
 mod command_line;
 mod deploy;
+mod deploy_transfer;
 mod dns_over_sockets;
 mod entry_files;
 mod fixtures;
@@ -21,4 +23,5 @@ mod monitoring;
 mod peers;
 mod records;
 mod transfer;
+mod transfer_gate;
 mod truncation;

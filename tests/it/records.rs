@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use globaldns::app::{self, Running, ServeConfig, Sources};
+use globaldns::app::{self, Running, ServeConfig};
 use globaldns::dns::server::Limits;
 use globaldns::table::TableSettings;
 use hickory_proto::op::Message;
@@ -15,7 +15,8 @@ use serde_json::json;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::kubeapi::{KubeApi, merged_kubeconfig};
+use crate::config::{clusters, loopback};
+use crate::kubeapi::KubeApi;
 use crate::support::*;
 use crate::upstream::{Behaviour, Upstream};
 
@@ -107,21 +108,10 @@ async fn srv_ptr_and_the_negative_ttl_as_dig_shows_them() {
 /// forwarding to `upstream` when given.
 async fn serve_cluster(api: &KubeApi, upstream: Option<SocketAddr>) -> (Running, TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, merged_kubeconfig(&[(api, "local")])).unwrap();
     let config = ServeConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        admin: Some("127.0.0.1:0".parse().unwrap()),
         table: settings(),
-        sources: Sources {
-            kubeconfig: Some(kubeconfig),
-            contexts: vec!["local".into()],
-            sync_timeout: Duration::from_secs(10),
-            ..Default::default()
-        },
-        limits: Limits::default(),
         forward: upstream.map(|u| forwarding(&[u])),
-        transfer: Default::default(),
+        ..loopback(clusters(dir.path(), &[(api, "local")]))
     };
     (app::start(config).await.expect("starts"), dir)
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use globaldns::app::{self, Running, ServeConfig, Sources};
+use globaldns::app::{self, Running, ServeConfig};
 use globaldns::dns::forward::ForwardSettings;
 use globaldns::dns::server::Limits;
 use globaldns::table::TableSettings;
@@ -18,6 +18,8 @@ use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{entry_files, loopback};
 
 /// A ServiceEntry document.
 pub(crate) fn se(namespace: &str, name: &str, spec: &str) -> String {
@@ -66,17 +68,10 @@ impl Server {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let config = ServeConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            admin: Some("127.0.0.1:0".parse().unwrap()),
             table: settings,
-            sources: Sources {
-                entries: vec![dir.path().to_owned()],
-                sync_timeout: Duration::from_secs(10),
-                ..Default::default()
-            },
             limits,
             forward,
-            transfer: Default::default(),
+            ..loopback(entry_files(dir.path()))
         };
         let running = app::start(config).await.expect("server starts");
         Server {

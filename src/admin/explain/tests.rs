@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::serviceentry::yaml;
-use crate::table::{SourceInput, TableSettings, build};
+
+use crate::table::TableSettings;
+use crate::table::testing::{entries, table_of};
 
 fn se(namespace: &str, name: &str, spec: &str) -> String {
     format!(
@@ -28,25 +29,9 @@ fn table(synced: bool) -> Table {
         "httpbin",
         "{hosts: [httpbin.bar.global, r.global], addresses: [240.0.0.9]}",
     );
-    let parse = |text: &str| yaml::parse(text, "default").unwrap().entries;
-    let (local, remote) = (parse(&local), parse(&remote));
-    let (c1, c2): (Arc<str>, Arc<str>) = ("c1".into(), "c2".into());
+    let (local, remote) = (entries(&local, "default"), entries(&remote, "default"));
     let settings = TableSettings::new(&["global", "240.in-addr.arpa"]).unwrap();
-    build(
-        &settings,
-        &[
-            SourceInput {
-                name: &c1,
-                entries: &local,
-            },
-            SourceInput {
-                name: &c2,
-                entries: &remote,
-            },
-        ],
-        5,
-        synced,
-    )
+    table_of(&settings, &[("c1", &local), ("c2", &remote)], 5, synced)
 }
 
 fn says(table: &Table, forwarding: bool, name: &str, qtype: &str) -> Value {
@@ -197,4 +182,32 @@ fn rendered_for_people() {
     );
     let text = render(&says(&t, true, "example.com", "A"));
     assert!(text.starts_with("example.com. A: forwarded\n"), "{text}");
+}
+
+#[test]
+fn a_transfer_is_explained_as_one_never_as_the_apex() {
+    let t = table(true);
+    for qtype in ["AXFR", "IXFR", "ixfr"] {
+        let v = says(&t, true, "global", qtype);
+        assert_eq!(v["rule"], "transfer", "{qtype}: {v}");
+        assert_eq!(v["question"]["type"], qtype.to_ascii_uppercase());
+        assert_eq!(v["serial"], t.zone_serial(&t.zones()[0]), "{v}");
+        let why = v["why"].as_str().unwrap();
+        for said in [
+            "--transfer-to",
+            "REFUSED",
+            "NOTIMP",
+            "single SOA",
+            "the zone global at serial",
+        ] {
+            assert!(why.contains(said), "{qtype} says {said:?}: {why}");
+        }
+        assert!(!why.contains("NODATA"), "{why}");
+    }
+    for name in ["bar.global", "example.com"] {
+        let v = says(&t, true, name, "AXFR");
+        assert_eq!(v["rule"], "transfer");
+        assert!(v["why"].as_str().unwrap().contains("NOTAUTH"), "{name}: {v}");
+    }
+    assert_eq!(Question::from_query("name=global&type=IXFR").unwrap().qtype, 251);
 }

@@ -6,8 +6,9 @@ use hickory_proto::op::{Edns, Message, OpCode, Query as HQuery, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::*;
-use crate::serviceentry::yaml;
-use crate::table::{SourceInput, TableSettings, build};
+
+use crate::table::TableSettings;
+use crate::table::testing::{entries, table_of};
 
 const ENTRIES: &str = "
 apiVersion: networking.istio.io/v1
@@ -39,19 +40,8 @@ spec: {hosts: [\"*.nowhere.global\", \"*.eu.shop.global\"], resolution: DNS}
 fn table_with(extra: &str, synced: bool) -> Table {
     let mut text = ENTRIES.to_string();
     text.push_str(extra);
-    let parsed = yaml::parse(&text, "default").unwrap();
-    assert!(parsed.invalid.is_empty());
-    let name: Arc<str> = "c1".into();
     let settings = TableSettings::new(&["global"]).unwrap();
-    build(
-        &settings,
-        &[SourceInput {
-            name: &name,
-            entries: &parsed.entries,
-        }],
-        2024,
-        synced,
-    )
+    table_of(&settings, &[("c1", &entries(&text, "default"))], 2024, synced)
 }
 
 fn table() -> Table {
@@ -100,17 +90,34 @@ fn respond(table: &Table, msg: &[u8], transport: Transport) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn axfr_and_ixfr_over_tcp_go_to_the_transfer_path_even_before_the_first_sync() {
+fn transfers_go_to_the_transfer_path_whatever_the_name_even_before_the_first_sync_and_are_never_forwarded() {
     for synced in [true, false] {
-        let t = crate::table::build(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
-        for qtype in [RecordType::AXFR, RecordType::IXFR] {
-            let mut out = vec![1, 2, 3];
-            let q = query("global.", qtype, false);
-            let outcome = answer(&t, &q, Transport::Tcp, Mode::default(), &mut Shuffler::new(1), &mut out);
-            assert_eq!(outcome, Outcome::Transfer, "{qtype}");
-            assert!(out.is_empty());
-            let m = ask(&t, &q, Transport::Udp);
-            assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{qtype} over UDP");
+        let t = table_of(&TableSettings::new(&["global"]).unwrap(), &[], 7, synced);
+        let asked = [
+            (RecordType::AXFR, Transport::Tcp),
+            (RecordType::IXFR, Transport::Tcp),
+            (RecordType::IXFR, Transport::Udp),
+        ];
+        for ((qtype, transport), name) in asked
+            .into_iter()
+            .flat_map(|a| ["global.", "bar.global.", "example.com."].map(|n| (a, n)))
+        {
+            for forwarding in [false, true] {
+                let mut out = vec![1, 2, 3];
+                let q = query(name, qtype, false);
+                let outcome = answer(&t, &q, transport, Mode { forwarding }, &mut Shuffler::new(1), &mut out);
+                assert_eq!(
+                    outcome,
+                    Outcome::Transfer,
+                    "{name} {qtype} {transport:?} forwarding={forwarding}"
+                );
+                assert!(out.is_empty());
+            }
+        }
+        // AXFR over UDP is never a transfer (RFC 5936 §4.2), in the zone or out of it.
+        for name in ["global.", "example.com."] {
+            let m = ask(&t, &query(name, RecordType::AXFR, false), Transport::Udp);
+            assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "{name} AXFR over UDP");
         }
     }
 }
@@ -341,13 +348,6 @@ fn answers_row_by_row() {
         Case {
             name: "global.",
             qtype: AXFR,
-            rcode: NotImp,
-            answer: &[],
-            authority: &[],
-        },
-        Case {
-            name: "global.",
-            qtype: IXFR,
             rcode: NotImp,
             answer: &[],
             authority: &[],

@@ -28,6 +28,11 @@ fn dialable(addr: &SocketAddr) -> bool {
 
 /// Parses `IP` (port 53) or `IP:PORT` (`[v6]:PORT` for IPv6); an IPv6 address may carry a
 /// zone, `fe80::1%eth0` or `[fe80::1%eth0]:53` (an interface name or index).
+///
+/// # Errors
+///
+/// [`BadUpstream`] (holding `text`) when `text` is neither form, its zone names no interface
+/// of this host, its port is 0, or it is a link-local IPv6 address without a zone.
 pub fn parse_upstream(text: &str) -> Result<SocketAddr, BadUpstream> {
     let bad = || BadUpstream(text.into());
     let addr = if let Ok(addr) = text.parse::<SocketAddr>() {

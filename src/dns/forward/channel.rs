@@ -22,7 +22,9 @@
 //! it closed as it does, and registering on a closed socket fails (the caller takes another
 //! one), so no query can wait on a socket nobody reads; an insert earlier than the timer
 //! the receiving task sleeps on wakes it (the queue keeps its waker), so no deadline is
-//! missed however the receiving task was idling.
+//! missed however the receiving task was idling. While the socket is in use a tick ([`TICK`])
+//! keeps that timer no later than a new query's deadline, so registering seldom wakes the
+//! receiving task (a wake-up of a runtime thread, once per query at moderate rates).
 //!
 //! An answer counts only if it is a response with a pending ID and that query's question;
 //! anything else (spoofed, late, garbled) is dropped and the query keeps waiting. An ICMP
@@ -39,11 +41,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue::Key;
 
+use super::super::batch::replying_together;
 use super::super::wire;
 
 /// Sockets per upstream.
@@ -53,8 +57,18 @@ pub(super) const MAX_AGE: Duration = Duration::from_secs(10);
 /// Most queries a socket takes.
 pub(super) const MAX_USES: u32 = 1000;
 
-/// Answers taken in one go after the first, before deadlines are looked at again.
+/// While a socket is in use, a timer entry of its own (the tick) expires this often, so that
+/// the queue's timer is armed no later than any query's deadline (those at least this far
+/// off): registering a query then need not wake the receiving task to arm it, which would
+/// cost a wake-up of a runtime thread per query at moderate rates. A socket unused for a tick
+/// stops ticking (its next query wakes the task, as on the first).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Answers taken in one go, before deadlines are looked at again.
 const DRAIN: usize = 64;
+
+/// Answers taken per system call at most (`recvmmsg`).
+const RECV_BATCH: usize = 16;
 
 /// Queries pending on one socket at most (of its 65 536 IDs): beyond, a query is refused
 /// (`WouldBlock`), so that finding a free ID stays quick.
@@ -95,8 +109,12 @@ struct Pending {
 /// What the lock of a socket guards.
 struct State {
     pending: HashMap<u16, Pending>,
-    /// One deadline per pending query, by ID.
-    timers: DelayQueue<u16>,
+    /// One deadline per pending query, by ID, and the tick (`None`).
+    timers: DelayQueue<Option<u16>>,
+    /// The tick is in `timers`.
+    ticking: bool,
+    /// A query was registered since the tick was last armed.
+    used: bool,
     /// Replaced: takes no new queries from the pool.
     retired: bool,
     /// Its receiving task has ended: takes no queries at all.
@@ -140,34 +158,47 @@ impl Channel {
     /// Receives until retired and idle, handing each answer to its query and each expired
     /// query its timeout.
     async fn receive(self: Arc<Self>) {
-        let mut buf = vec![0u8; 65535];
         loop {
-            // (`recv`, unlike `poll_recv`, also wakes on an ICMP error.)
+            // (Woken by an ICMP error too, as `recv` is.)
             let event = tokio::select! {
                 biased;
                 event = std::future::poll_fn(|cx| self.poll_timers(cx)) => event,
-                received = self.socket.recv(&mut buf) => Event::Datagram(received),
+                received = self.socket.async_io(Interest::READABLE | Interest::ERROR, || self.take_answers()) => Event::Datagram(received),
             };
             match event {
                 Event::Closed => return,
                 Event::Expired(p) => (p.done)(Ok(None)),
-                Event::Datagram(Ok(n)) => {
-                    self.answer(&mut buf[..n]);
-                    // What else is queued, without polling again for each.
-                    for _ in 0..DRAIN {
-                        match self.socket.try_recv(&mut buf) {
-                            Ok(n) => self.answer(&mut buf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                self.fail_all(&e);
-                                break;
-                            }
-                        }
-                    }
-                }
+                Event::Datagram(Ok(_)) => {}
                 Event::Datagram(Err(e)) => self.fail_all(&e),
             }
         }
+    }
+
+    /// Takes what answers are queued, up to [`DRAIN`], [`RECV_BATCH`] per system call, and
+    /// hands each to its query, the UDP clients' replies sent together at the end
+    /// ([`replying_together`]); how many, or `WouldBlock` when none was queued.
+    fn take_answers(&self) -> io::Result<usize> {
+        replying_together(|| {
+            RECEIVED.with_borrow_mut(|received| {
+                let received = received.get_or_insert_with(Received::new);
+                let mut taken = 0;
+                while taken < DRAIN {
+                    let n = match received.recv(self.socket.as_raw_fd()) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && taken > 0 => break,
+                        Err(e) => return Err(e),
+                    };
+                    for (buf, &len) in received.bufs.iter_mut().zip(&received.lens[..n]) {
+                        self.answer(&mut buf[..len]);
+                    }
+                    taken += n;
+                    if n < RECV_BATCH {
+                        break;
+                    }
+                }
+                Ok(taken)
+            })
+        })
     }
 
     /// An expired query, or the end when the socket is retired and nothing is pending.
@@ -180,14 +211,26 @@ impl Channel {
         if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             state.waker = Some(cx.waker().clone());
         }
-        // With nothing pending (`Ready(None)`) the queue wakes us on its next insert.
-        match state.timers.poll_expired(cx) {
-            Poll::Ready(Some(expired)) => {
-                let id = expired.into_inner();
-                let p = state.pending.remove(&id).expect("every timer has its query");
-                Poll::Ready(Event::Expired(p))
+        loop {
+            // With nothing pending (`Ready(None)`) the queue wakes us on its next insert.
+            if let Poll::Ready(Some(expired)) = state.timers.poll_expired(cx) {
+                match expired.into_inner() {
+                    Some(id) => {
+                        let p = state.pending.remove(&id).expect("every timer has its query");
+                        return Poll::Ready(Event::Expired(p));
+                    }
+                    // (Polled again: that arms the queue's timer for its next deadline.)
+                    None => {
+                        state.ticking = false;
+                        continue;
+                    }
+                }
             }
-            _ => Poll::Pending,
+            if state.ticking || !std::mem::take(&mut state.used) {
+                return Poll::Pending;
+            }
+            state.timers.insert(None, TICK);
+            state.ticking = true;
         }
     }
 
@@ -205,6 +248,7 @@ impl Channel {
         let failed: Vec<Pending> = {
             let mut state = self.state();
             state.timers.clear();
+            state.ticking = false;
             state.pending.drain().map(|(_, p)| p).collect()
         };
         for p in failed {
@@ -233,29 +277,7 @@ impl Channel {
     /// Registers `msg` until `deadline` under a fresh ID near `random` (written into it) and
     /// sends it.
     fn start(&self, msg: &mut [u8], random: u64, deadline: Instant, done: Done) -> Result<(), Refused> {
-        let id = {
-            let mut state = self.state();
-            if state.closed {
-                return Err(Refused::Closed(done));
-            }
-            if state.pending.len() >= MAX_PENDING {
-                return Err(Refused::Error(io::ErrorKind::WouldBlock.into(), done));
-            }
-            let mut id = random as u16;
-            while state.pending.contains_key(&id) {
-                id = id.wrapping_add(1);
-            }
-            msg[..2].copy_from_slice(&id.to_be_bytes());
-            let key = state.timers.insert_at(id, deadline);
-            let pending = Pending {
-                msg: msg.to_vec(),
-                token: random,
-                key,
-                done,
-            };
-            state.pending.insert(id, pending);
-            id
-        };
+        let id = self.register(msg, random, deadline, done)?;
         // Straight to the socket: tokio's `try_send` fails until its reactor has seen the new
         // socket writable.
         let sent = nix::sys::socket::send(self.socket.as_raw_fd(), msg, MsgFlags::MSG_DONTWAIT);
@@ -267,6 +289,33 @@ impl Channel {
                 None => Ok(()),
             },
         }
+    }
+
+    /// Registers `msg` until `deadline` under a fresh ID near `random` (written into it),
+    /// `random` its token; the ID.
+    fn register(&self, msg: &mut [u8], random: u64, deadline: Instant, done: Done) -> Result<u16, Refused> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(Refused::Closed(done));
+        }
+        if state.pending.len() >= MAX_PENDING {
+            return Err(Refused::Error(io::ErrorKind::WouldBlock.into(), done));
+        }
+        let mut id = random as u16;
+        while state.pending.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        msg[..2].copy_from_slice(&id.to_be_bytes());
+        let key = state.timers.insert_at(Some(id), deadline);
+        state.used = true;
+        let pending = Pending {
+            msg: msg.to_vec(),
+            token: random,
+            key,
+            done,
+        };
+        state.pending.insert(id, pending);
+        Ok(id)
     }
 
     /// Forgets the query `id` if it is still the one of `token`; returns its callback.
@@ -354,6 +403,8 @@ impl Channels {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 timers: DelayQueue::new(),
+                ticking: false,
+                used: false,
                 retired: false,
                 closed: false,
                 waker: None,
@@ -371,21 +422,64 @@ impl Channels {
     /// the socket's error. Callable from any thread. When it could not be sent, `done` comes
     /// back with the error, not called.
     pub(super) fn start(&self, msg: &mut [u8], timeout: Duration, done: Done) -> Result<(), (io::Error, Done)> {
+        self.start_via(msg, timeout, done, None)
+    }
+
+    /// As [`Channels::start`], but the datagram waits in `sends` with the others queued there
+    /// (on the same socket while they are this pool's) until [`Sends::flush`]; `done` gets a
+    /// failure to send it then.
+    pub(super) fn queue(
+        &self,
+        msg: &mut [u8],
+        timeout: Duration,
+        done: Done,
+        sends: &mut Sends,
+    ) -> Result<(), (io::Error, Done)> {
+        if !sends.takes_from(self) {
+            sends.flush();
+        }
+        self.start_via(msg, timeout, done, Some(sends))
+    }
+
+    fn start_via(
+        &self,
+        msg: &mut [u8],
+        timeout: Duration,
+        mut done: Done,
+        mut sends: Option<&mut Sends>,
+    ) -> Result<(), (io::Error, Done)> {
         // The timer queue needs the runtime (callers may be threads of their own).
         let _runtime = self.runtime.enter();
         let deadline = Instant::now() + timeout;
-        let mut done = done;
         // A socket taken from its slot just before it was replaced may close before the
         // query is registered: then another.
         for _ in 0..4 {
             let random = self.random();
-            let channel = match self.channel(random >> 32) {
-                Ok(channel) => channel,
-                Err(e) => return Err((e, done)),
+            let held = sends.as_deref().and_then(|s| s.channel.clone());
+            let channel = match held {
+                Some(channel) => {
+                    channel.uses.fetch_add(1, Ordering::Relaxed);
+                    channel
+                }
+                None => match self.channel(random >> 32) {
+                    Ok(channel) => channel,
+                    Err(e) => return Err((e, done)),
+                },
             };
-            match channel.start(msg, random, deadline, done) {
+            let started = match sends.as_deref_mut() {
+                None => channel.start(msg, random, deadline, done),
+                Some(sends) => channel
+                    .register(msg, random, deadline, done)
+                    .map(|id| sends.push(self, &channel, id, random, msg)),
+            };
+            match started {
                 Ok(()) => return Ok(()),
-                Err(Refused::Closed(back)) => done = back,
+                Err(Refused::Closed(back)) => {
+                    done = back;
+                    if let Some(sends) = sends.as_deref_mut() {
+                        sends.flush();
+                    }
+                }
                 Err(Refused::Error(e, back)) => return Err((e, back)),
             }
         }
@@ -403,6 +497,11 @@ impl Drop for Channels {
         }
     }
 }
+
+mod batched;
+
+pub(super) use batched::Sends;
+use batched::{RECEIVED, Received};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::serviceentry::{Export, Port, Protocol};
-use crate::table::{AutoAllocate, ExportMode, Lookup, SourceInput, build};
+use crate::table::testing::table_of;
+use crate::table::{AutoAllocate, ExportMode, Lookup};
 
 /// Hosts overlapping on purpose: parents and children, wildcards, case, a partial wildcard,
 /// a name in a second zone and one outside every zone.
@@ -22,7 +23,7 @@ const HOSTS: &[&str] = &[
     "a.b.c.global",
     "X.Global.",
     "*q.global",
-    "s.sub.global",
+    "s.sub.example",
     "other.example",
 ];
 const ADDRESSES: &[&str] = &["1.1.1.1", "2.2.2.2", "2001:db8::1"];
@@ -106,9 +107,15 @@ fn settings() -> impl Strategy<Value = TableSettings> {
         any::<bool>(),
     )
         .prop_map(|(two_zones, default, allocate, all, skip_none)| {
-            // Reverse zones: the v4 one holds 1.1.1.1 and 2.2.2.2, the v6 one 2001:db8::1.
+            // Reverse zones: the v4 ones hold 1.1.1.1 and 2.2.2.2, the v6 one 2001:db8::1.
             let zones: &[&str] = if two_zones {
-                &["global", "sub.global", "in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]
+                &[
+                    "global",
+                    "sub.example",
+                    "1.in-addr.arpa",
+                    "2.in-addr.arpa",
+                    "8.b.d.0.1.0.0.2.ip6.arpa",
+                ]
             } else {
                 &["global", "1.in-addr.arpa"]
             };
@@ -134,18 +141,24 @@ fn key(source: usize) -> (usize, Arc<str>) {
 fn fresh(settings: &TableSettings, model: &Model) -> Table {
     let names: Vec<Arc<str>> = model.keys().map(|s| key(*s).1).collect();
     let entries: Vec<Vec<Entry>> = model.values().map(|m| m.values().cloned().collect()).collect();
-    let inputs: Vec<SourceInput<'_>> = names
+    let sources: Vec<(&str, &[Entry])> = names
         .iter()
-        .zip(&entries)
-        .map(|(name, entries)| SourceInput { name, entries })
+        .map(|n| &**n)
+        .zip(entries.iter().map(Vec::as_slice))
         .collect();
-    build(settings, &inputs, 1, true)
+    table_of(settings, &sources, 1, true)
 }
 
 /// Every name the test can ask about, with what the table says of it.
 fn served(t: &Table) -> Vec<(String, String)> {
     let mut names: Vec<String> = HOSTS.iter().map(|h| h.replace('*', "any")).collect();
-    for host in ["x.global", "y.x.global", "a.b.c.global", "s.sub.global", "any.x.global"] {
+    for host in [
+        "x.global",
+        "y.x.global",
+        "a.b.c.global",
+        "s.sub.example",
+        "any.x.global",
+    ] {
         for owner in ["_http._tcp", "_dns._udp", "_dns._tcp", "_tcp", "_udp"] {
             names.push(format!("{owner}.{host}"));
         }
@@ -165,7 +178,7 @@ fn served(t: &Table) -> Vec<(String, String)> {
             "c.global",
             "w.global",
             "z.y.x.global",
-            "sub.global",
+            "sub.example",
             "global",
         ]
         .map(String::from),

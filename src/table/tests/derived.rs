@@ -4,7 +4,7 @@
 use super::*;
 use crate::table::derived::reverse_name;
 
-const ZONES: [&str; 3] = ["global", "240.in-addr.arpa", "ip6.arpa"];
+const ZONES: [&str; 3] = ["global", "240.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"];
 
 fn reverse_settings() -> TableSettings {
     TableSettings::new(&ZONES).unwrap()
@@ -40,8 +40,10 @@ fn srv_owners_and_the_names_above_them() {
     let text = [
         se(
             "web",
-            "{hosts: [web.ns.global], addresses: [240.0.0.1], ports: [{name: http, number: 80}, {name: http, number: 8080}, {name: dns, number: 53, protocol: UDP}]}",
+            "{hosts: [web.ns.global], addresses: [240.0.0.1], ports: [{name: http, number: 80}, {name: dns, number: 53, protocol: UDP}]}",
         ),
+        // One name, two numbers: two entries (one entry may not name a port twice).
+        se("web-alt", "{hosts: [web.ns.global], addresses: [240.0.0.1], ports: [{name: http, number: 8080}]}"),
         se("wild", "{hosts: [\"*.shop.global\"], addresses: [240.0.0.2], ports: [{name: http, number: 80}]}"),
         se("bare", "{hosts: [bare.global], resolution: DNS, ports: [{name: http, number: 80}]}"),
     ]
@@ -140,7 +142,7 @@ fn ptr_records_v4_and_v6_shared_addresses_and_names_above() {
         (rev("240.0.0.5"), "ptr one.global.@c1 two.global.@c1 three.global.@c2"),
         (v6.clone(), "ptr one.global.@c1 two.global.@c1"),
         (v6[2..].to_string(), "empty"),
-        ("ip6.arpa".into(), "empty"),
+        ("8.b.d.0.1.0.0.2.ip6.arpa".into(), "empty"),
         ("0.0.240.in-addr.arpa".into(), "empty"),
         ("0.240.in-addr.arpa".into(), "empty"),
         ("240.in-addr.arpa".into(), "empty"),
@@ -191,7 +193,7 @@ fn a_zone_walk_lists_srv_and_ptr_as_served() {
     );
     let v4 = zones.iter().find(|z| &*z.name == "240.in-addr.arpa").unwrap();
     assert_eq!(show(v4), ["1.0.0.240.in-addr.arpa Ptr(\"web.global\")"]);
-    let v6 = zones.iter().find(|z| &*z.name == "ip6.arpa").unwrap();
+    let v6 = zones.iter().find(|z| &*z.name == "8.b.d.0.1.0.0.2.ip6.arpa").unwrap();
     assert_eq!(show(v6), [format!("{} Ptr(\"web.global\")", rev("2001:db8::1"))]);
     assert!(v4.reverse && v6.reverse && !global.reverse);
 }

@@ -63,18 +63,8 @@ fn settings() -> TableSettings {
 }
 
 pub(super) fn derived_table(settings: &TableSettings, extra: &str) -> Table {
-    let parsed = yaml::parse(&format!("{RECORDS}{}{extra}", crowd(10)), "default").unwrap();
-    assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
-    let name: Arc<str> = "c1".into();
-    build(
-        settings,
-        &[SourceInput {
-            name: &name,
-            entries: &parsed.entries,
-        }],
-        2024,
-        true,
-    )
+    let text = format!("{RECORDS}{}{extra}", crowd(10));
+    table_of(settings, &[("c1", &entries(&text, "default"))], 2024, true)
 }
 
 struct Row {
@@ -336,17 +326,19 @@ fn negative_ttl_is_the_soa_minimum_and_caps_negative_answers() {
     }
 }
 
-/// A host with `n` IPv4 addresses and `ports` ports named `http` (8000 on).
+/// A host with `n` IPv4 addresses and `ports` ports named `http` (8000 on), one entry per
+/// port (an entry names a port once).
 fn big_srv(n: usize, ports: usize) -> String {
     let addresses: Vec<String> = (0..n).map(|i| format!("10.9.{}.{}", i / 250, i % 250 + 1)).collect();
-    let ports: Vec<String> = (0..ports)
-        .map(|i| format!("{{name: http, number: {}}}", 8000 + i))
-        .collect();
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: big}}\nspec: {{hosts: [big.global], addresses: [{}], ports: [{}]}}\n",
-        addresses.join(", "),
-        ports.join(", ")
-    )
+    (0..ports)
+        .map(|i| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: big-{i}}}\nspec: {{hosts: [big.global], addresses: [{}], ports: [{{name: http, number: {}}}]}}\n",
+                addresses.join(", "),
+                8000 + i
+            )
+        })
+        .collect()
 }
 
 /// Over UDP the additional section is cut first, and only that: no TC (RFC 2181 §9, its

@@ -15,9 +15,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::serviceentry::{Entry, EntryId, Export, Port, Protocol};
-use crate::table::{SourceInput, TableSettings, build};
+use crate::table::TableSettings;
+use crate::table::testing::table_of;
 
-const FORWARD: [&str; 2] = ["global", "b.global"];
+const FORWARD: [&str; 2] = ["global", "b.mesh"];
 const REVERSE_V4: &str = "0.0.10.in-addr.arpa";
 const REVERSE_V6: &str = "8.b.d.0.1.0.0.2.ip6.arpa";
 const LABELS: [&str; 4] = ["a", "b", "c", "d"];
@@ -281,7 +282,7 @@ fn query_name() -> impl Strategy<Value = String> {
     let forward = (
         prop::sample::select(&["", "_http._tcp.", "_dns._udp.", "_http._udp.", "_tcp.", "_udp."][..]),
         prop::collection::vec(prop::sample::select(&["a", "b", "c", "d", "x", "*"][..]), 0..4),
-        prop::sample::select(&["global", "b.global", "example"][..]),
+        prop::sample::select(&["global", "b.mesh", "mesh", "example"][..]),
     )
         .prop_map(|(service, labels, tail)| {
             let mut parts: Vec<&str> = labels;
@@ -368,13 +369,12 @@ proptest! {
                     .collect()
             })
             .collect();
-        let names: Vec<Arc<str>> = SOURCES.iter().map(|s| Arc::from(*s)).collect();
-        let inputs: Vec<SourceInput<'_>> = names.iter().zip(&entries).map(|(name, entries)| SourceInput { name, entries }).collect();
+        let sources: Vec<(&str, &[Entry])> = SOURCES.iter().copied().zip(entries.iter().map(Vec::as_slice)).collect();
         let mut settings = TableSettings::new(&zones()).unwrap();
         settings.negative_ttl = negative_ttl;
-        let mut table = build(&settings, &inputs, 9, true);
+        let mut table = table_of(&settings, &sources, 9, true);
         if let Some(s) = stale {
-            table = table.with_stale(Arc::new([names[s].clone()]));
+            table = table.with_stale(Arc::new([Arc::from(SOURCES[s])]));
         }
         for (qname, qtype, case, edns) in queries {
             let asked = mixed_case(&qname, case);

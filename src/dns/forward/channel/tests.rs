@@ -36,7 +36,8 @@ fn assert_nothing_waits(channels: &Channels, why: &str) {
     for slot in &channels.slots {
         if let Some(c) = slot.lock().unwrap().as_ref() {
             let state = c.state();
-            assert!(state.pending.is_empty() && state.timers.is_empty(), "{why}");
+            let ticks = usize::from(state.ticking);
+            assert!(state.pending.is_empty() && state.timers.len() == ticks, "{why}");
         }
     }
 }
@@ -182,6 +183,37 @@ async fn a_socket_closed_after_it_was_taken_refuses_queries() {
 
 /// An upstream on a thread of its own that echoes each query back as a response, and records
 /// source ports.
+/// The queries queued on one `Sends` wait for its flush, then leave together from one socket
+/// and are each answered.
+#[tokio::test]
+async fn a_batch_leaves_together_from_one_socket() {
+    let (addr, ports) = echo_thread();
+    let channels = Channels::new(addr, tokio::runtime::Handle::current());
+    let mut sends = Sends::default();
+    let mut answers = Vec::new();
+    for k in 0..8u8 {
+        let (tx, rx) = oneshot::channel();
+        let mut msg = query(&[1, b'a' + k, 0]);
+        if let Err((e, done)) = channels.queue(&mut msg, Duration::from_secs(5), recorder(tx), &mut sends) {
+            done(Err(e));
+        }
+        answers.push((msg, rx));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(ports.lock().unwrap().is_empty(), "nothing sent before the flush");
+    sends.flush();
+    for (msg, rx) in answers {
+        let answer = rx.await.unwrap().expect("answered").expect("not timed out");
+        assert_eq!(answer[..2], msg[..2], "the answer to its own query");
+        assert_eq!(answer[12..], msg[12..]);
+    }
+    let ports = ports.lock().unwrap();
+    assert_eq!(ports.len(), 8, "each sent once");
+    assert!(ports.iter().all(|&p| p == ports[0]), "from one socket: {ports:?}");
+    drop(ports);
+    assert_nothing_waits(&channels, "nothing left waiting");
+}
+
 fn echo_thread() -> (SocketAddr, Arc<Mutex<Vec<u16>>>) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
@@ -223,8 +255,12 @@ async fn registration_races_neither_retirement_nor_idling() {
             let (live, silent, started, outcomes) = (live.clone(), silent.clone(), started.clone(), outcomes.clone());
             std::thread::spawn(move || {
                 let mut i = t as u64;
+                // Half the bursts go out together (one socket held across them, as a UDP
+                // thread's batch), half one by one.
+                let mut sends = Sends::default();
                 while std::time::Instant::now() < until {
                     i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let together = i & 1 == 0;
                     for k in 0..1 + (i >> 62) {
                         let to_live = (i >> 40).wrapping_add(k) % 2 == 0;
                         let timeout = if to_live {
@@ -241,10 +277,17 @@ async fn registration_races_neither_retirement_nor_idling() {
                         });
                         let channels = if to_live { &live } else { &silent };
                         started.fetch_add(1, Ordering::Relaxed);
-                        if let Err((e, done)) = channels.start(&mut query(b"\x01r\x00"), timeout, done) {
+                        let mut msg = query(b"\x01r\x00");
+                        let started = if together {
+                            channels.queue(&mut msg, timeout, done, &mut sends)
+                        } else {
+                            channels.start(&mut msg, timeout, done)
+                        };
+                        if let Err((e, done)) = started {
                             done(Err(e));
                         }
                     }
+                    sends.flush();
                     // Pauses, so that receiving tasks go idle (and retired ones end).
                     std::thread::sleep(Duration::from_micros((i >> 32) % 3000));
                 }

@@ -1,128 +1,14 @@
-//! Entries → table: the rules of DESIGN.md "ServiceEntry → records", as one pure function.
+//! The per-host rules of DESIGN.md "ServiceEntry → records", pure: which hosts an entry
+//! names, a host's records within one source, and how sources merge. [`Live`](super::Live)
+//! applies them to the hosts a change touches.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use thiserror::Error;
-
-use super::live::{Live, Source};
-use super::{Conflict, Host, Origin, Rule, Skipped, Table, Zone, allocate};
+use super::{AutoAllocate, Conflict, ExportMode, Host, Origin, Rule, Skipped, TableSettings, Zone, allocate};
 use crate::name;
 use crate::serviceentry::{Entry, Export, Port, normalize_host};
-
-/// Which entries `exportTo` lets us serve (`--export-to`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ExportMode {
-    /// Entries visible mesh-wide: empty `exportTo` or one containing `*`.
-    #[default]
-    Mesh,
-    /// Every entry except those exported to `~` (nowhere).
-    All,
-}
-
-/// Addresses for entries that have none (`--auto-allocate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum AutoAllocate {
-    /// No allocation: `--default-address`, else no address.
-    #[default]
-    None,
-    /// Istio 1.17–1.24's hash allocation, bit for bit, per source.
-    IstioLegacy,
-}
-
-/// What shapes the table besides the entries themselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSettings {
-    zones: Vec<Zone>,
-    /// TTL of every answer and of the SOA (`--ttl`).
-    pub ttl: u32,
-    /// SOA MINIMUM of every zone, the TTL of negative answers when lower than `ttl`
-    /// (`--negative-ttl`, RFC 2308 §4).
-    pub negative_ttl: u32,
-    /// `--export-to`.
-    pub export: ExportMode,
-    /// `--skip-resolution-none`.
-    pub skip_resolution_none: bool,
-    /// `--default-address`.
-    pub default_address: Option<IpAddr>,
-    /// `--auto-allocate`.
-    pub auto_allocate: AutoAllocate,
-}
-
-impl PartialEq for Zone {
-    fn eq(&self, other: &Zone) -> bool {
-        self.wire == other.wire
-    }
-}
-impl Eq for Zone {}
-
-/// A `--zone` that cannot be served.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum SettingsError {
-    /// Not a domain name.
-    #[error("zone {0:?} is not a valid domain name")]
-    BadZone(String),
-    /// The root zone would swallow every name, so nothing would ever be forwarded.
-    #[error("the root zone cannot be served: name the zones to answer, such as `global`")]
-    RootZone,
-    /// No zone at all.
-    #[error("at least one --zone is needed")]
-    NoZone,
-}
-
-impl TableSettings {
-    /// Settings serving `zones` with the defaults of the command line.
-    pub fn new<S: AsRef<str>>(zones: &[S]) -> Result<Self, SettingsError> {
-        let mut parsed: Vec<Zone> = Vec::new();
-        for z in zones {
-            let z = z.as_ref();
-            let wire = name::to_wire(z).ok_or_else(|| SettingsError::BadZone(z.into()))?;
-            if wire.len() == 1 {
-                return Err(SettingsError::RootZone);
-            }
-            let reverse = [&b"\x07in-addr\x04arpa\x00"[..], b"\x03ip6\x04arpa\x00"]
-                .iter()
-                .any(|arpa| name::suffix_offset(&wire, arpa).is_some());
-            let zone = Zone {
-                name: name::to_text(&wire).trim_end_matches('.').into(),
-                reverse,
-                wire: wire.into(),
-            };
-            if !parsed.contains(&zone) {
-                parsed.push(zone);
-            }
-        }
-        if parsed.is_empty() {
-            return Err(SettingsError::NoZone);
-        }
-        // Most specific first: the first zone that contains a name is its zone.
-        parsed.sort_by(|a, b| b.wire.len().cmp(&a.wire.len()).then(a.wire.cmp(&b.wire)));
-        Ok(TableSettings {
-            zones: parsed,
-            ttl: 30,
-            negative_ttl: 5,
-            export: ExportMode::Mesh,
-            skip_resolution_none: false,
-            default_address: None,
-            auto_allocate: AutoAllocate::None,
-        })
-    }
-
-    /// The served zones, most specific first.
-    pub fn zones(&self) -> &[Zone] {
-        &self.zones
-    }
-}
-
-/// One source's entries; sources are given in precedence order, highest first.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceInput<'a> {
-    /// Name of the source (a cluster ID, or `files`).
-    pub name: &'a Arc<str>,
-    /// Its entries.
-    pub entries: &'a [Entry],
-}
 
 /// Addresses from `--auto-allocate istio-legacy`, keyed `namespace/host` (host as written).
 pub(super) type Allocation = HashMap<String, (Ipv4Addr, Ipv6Addr)>;
@@ -211,7 +97,7 @@ pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &E
             skipped.push(skip(host, "not a domain name"));
             continue;
         };
-        let Some(zone) = super::zone_of(&settings.zones, &wire) else {
+        let Some(zone) = super::zone_of(settings.zones(), &wire) else {
             continue; // outside every served zone: not ours
         };
         if zone.reverse {
@@ -339,25 +225,6 @@ pub(super) fn merge<'e>(accs: impl IntoIterator<Item = Acc<'e>>) -> Option<Host>
         }
     }
     Some(won.host)
-}
-
-/// A source of [`build`]: its position and name.
-impl Source for (usize, Arc<str>) {
-    fn name(&self) -> &Arc<str> {
-        &self.1
-    }
-}
-
-/// Builds the table from the sources, highest precedence first (the rules of DESIGN.md
-/// "ServiceEntry → records"; see [`merge`] for how sources combine). Within a source,
-/// entries are taken in `namespace/name` order. Every zone is at `serial`, with no history.
-pub fn build(settings: &TableSettings, sources: &[SourceInput<'_>], serial: u32, synced: bool) -> Table {
-    let mut live = Live::new(settings.clone());
-    for (i, source) in sources.iter().enumerate() {
-        live.replace(&(i, source.name.clone()), source.entries.iter().cloned());
-    }
-    live.commit();
-    live.table(serial, synced)
 }
 
 fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
