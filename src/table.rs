@@ -124,6 +124,16 @@ impl Host {
         self.origins.iter().any(|o| o.rule == Rule::DefaultAddress)
     }
 
+    /// Drops the spare capacity of its vectors (a table holds it for long).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.a.shrink_to_fit();
+        self.aaaa.shrink_to_fit();
+        self.origins.shrink_to_fit();
+        self.conflicts.shrink_to_fit();
+        self.ports.shrink_to_fit();
+        self.name.shrink_to_fit();
+    }
+
     /// Every address, v4 first.
     pub fn addresses(&self) -> Vec<IpAddr> {
         let v4 = self.a.iter().map(|a| IpAddr::V4(*a));
@@ -228,6 +238,9 @@ pub enum Lookup<'a> {
         ptr: Option<&'a Ptr>,
         /// Whether the name is the zone apex.
         apex: bool,
+        /// The A and AAAA records of `host` (none without one), read where they are
+        /// cheapest to reach.
+        addresses: Addresses<'a>,
     },
     /// In a served zone, but no such name.
     NxDomain {
@@ -235,6 +248,99 @@ pub enum Lookup<'a> {
         zone: &'a Zone,
     },
 }
+
+/// A name's A and AAAA records as the answer path reads them: from the index's own line
+/// when they fit there (a host with few addresses), else from the host.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses<'a> {
+    /// The node's inline addresses, if the name is a host of the index.
+    inline: Option<&'a live::Inline>,
+    /// Where records not inline are read (`None`: no records).
+    host: Option<&'a Host>,
+}
+
+impl<'a> Addresses<'a> {
+    /// No records.
+    pub const NONE: Addresses<'static> = Addresses {
+        inline: None,
+        host: None,
+    };
+
+    /// The records of `host`, read from it.
+    pub fn of(host: &'a Host) -> Self {
+        Addresses {
+            inline: None,
+            host: Some(host),
+        }
+    }
+
+    /// The A records in network byte order.
+    #[inline]
+    pub fn a(&self) -> Octets<'a, Ipv4Addr, 4> {
+        match self.inline.and_then(live::Inline::a) {
+            Some(a) => Octets::Inline(a.iter()),
+            None => Octets::Host(self.host.map_or(&[][..], |h| &h.a).iter()),
+        }
+    }
+
+    /// The AAAA records in network byte order.
+    #[inline]
+    pub fn aaaa(&self) -> Octets<'a, Ipv6Addr, 16> {
+        match self.inline.and_then(live::Inline::aaaa) {
+            Some(aaaa) => Octets::Inline(aaaa.iter()),
+            None => Octets::Host(self.host.map_or(&[][..], |h| &h.aaaa).iter()),
+        }
+    }
+}
+
+/// An address in network byte order (`N` bytes).
+pub trait ToOctets<const N: usize> {
+    /// Its bytes.
+    fn to_octets(&self) -> [u8; N];
+}
+
+impl ToOctets<4> for Ipv4Addr {
+    fn to_octets(&self) -> [u8; 4] {
+        self.octets()
+    }
+}
+
+impl ToOctets<16> for Ipv6Addr {
+    fn to_octets(&self) -> [u8; 16] {
+        self.octets()
+    }
+}
+
+/// The addresses of [`Addresses::a`] or [`Addresses::aaaa`], as bytes.
+#[derive(Debug, Clone)]
+pub enum Octets<'a, T, const N: usize> {
+    /// From the index.
+    Inline(std::slice::Iter<'a, [u8; N]>),
+    /// From the host.
+    Host(std::slice::Iter<'a, T>),
+}
+
+impl<T: ToOctets<N>, const N: usize> Iterator for Octets<'_, T, N> {
+    type Item = [u8; N];
+
+    #[inline]
+    fn next(&mut self) -> Option<[u8; N]> {
+        match self {
+            Octets::Inline(it) => it.next().copied(),
+            Octets::Host(it) => it.next().map(ToOctets::to_octets),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Octets::Inline(it) => it.size_hint(),
+            Octets::Host(it) => it.size_hint(),
+        }
+    }
+}
+
+impl<T: ToOctets<N>, const N: usize> ExactSizeIterator for Octets<'_, T, N> {}
 
 impl Table {
     /// Looks up a lower-case wire name (DESIGN.md: exact host, SRV or PTR owner, then the most
@@ -251,18 +357,28 @@ impl Table {
         let apex = apex_at == 0;
         let hash = self.hasher.hash_one(qname);
         let node = self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *qname);
-        let exists = |host, srv, ptr| Lookup::Exists {
+        let exists = |host, srv, ptr, addresses| Lookup::Exists {
             zone,
             host,
             srv,
             ptr,
             apex,
+            addresses,
         };
-        match node.map(|n| &n.owner) {
-            Some(Owner::Host(host)) if host.has_addresses() => return exists(Some(host), None, None),
-            Some(Owner::Srv(srv)) => return exists(None, Some(srv), None),
-            Some(Owner::Ptr(ptr)) => return exists(None, None, Some(ptr)),
-            _ => {}
+        if let Some(n) = node {
+            // The node's line says whether the host has addresses: the host is not read.
+            match &n.owner {
+                Owner::Host(host) if n.addresses.any() => {
+                    let addresses = Addresses {
+                        inline: Some(&n.addresses),
+                        host: Some(host),
+                    };
+                    return exists(Some(host), None, None, addresses);
+                }
+                Owner::Srv(srv) => return exists(None, Some(srv), None, Addresses::NONE),
+                Owner::Ptr(ptr) => return exists(None, None, Some(ptr), Addresses::NONE),
+                _ => {}
+            }
         }
         if !self.wildcards.is_empty() && !zone.reverse {
             let wild = name::label_starts(qname)
@@ -270,11 +386,11 @@ impl Table {
                 .take_while(|&start| start <= apex_at)
                 .find_map(|start| self.wildcards.get(&qname[start..]).filter(|h| h.has_addresses()));
             if let Some(host) = wild {
-                return exists(Some(host), None, None);
+                return exists(Some(host), None, None, Addresses::of(host));
             }
         }
         if apex || node.is_some_and(|n| n.below > 0) {
-            return exists(None, None, None);
+            return exists(None, None, None, Addresses::NONE);
         }
         Lookup::NxDomain { zone }
     }

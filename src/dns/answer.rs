@@ -153,7 +153,7 @@ pub fn answer(
         r.finish(rcode::BADVERS, ra);
         return Outcome::Reply;
     }
-    let (zone, host, srv, ptr, apex) = match lookup {
+    let (zone, host, srv, ptr, apex, addresses) = match lookup {
         _ if query.qclass != CLASS_IN && query.qclass != CLASS_ANY => {
             r.finish(rcode::REFUSED, ra);
             return Outcome::Reply;
@@ -192,16 +192,16 @@ pub fn answer(
             srv,
             ptr,
             apex,
-        } => (zone, host, srv, ptr, apex),
+            addresses,
+        } => (zone, host, srv, ptr, apex, addresses),
     };
     if table.any_stale() && stale(table, query.qtype, host, srv, ptr, apex) {
         r.ede(ede::STALE_ANSWER);
     }
     let ttl = table.ttl();
-    let (a, aaaa) = host.map_or((&[][..], &[][..]), |h| (&h.a[..], &h.aaaa[..]));
     match query.qtype {
-        rtype::A => r.addresses(a.iter().map(|ip| ip.octets()), ttl, rtype::A, usize::MAX, rng),
-        rtype::AAAA => r.addresses(aaaa.iter().map(|ip| ip.octets()), ttl, rtype::AAAA, usize::MAX, rng),
+        rtype::A => r.addresses(addresses.a(), ttl, rtype::A, usize::MAX, rng),
+        rtype::AAAA => r.addresses(addresses.aaaa(), ttl, rtype::AAAA, usize::MAX, rng),
         rtype::SRV => {
             if let Some(srv) = srv {
                 r.srv(srv, ttl, usize::MAX);
@@ -220,10 +220,10 @@ pub fn answer(
                 r.soa(zone, table, Section::Answer);
                 r.ns(zone, ttl);
             }
-            let v4 = a.len().min(ANY_MAX_ADDRESSES);
-            r.addresses(a.iter().map(|ip| ip.octets()), ttl, rtype::A, v4, rng);
-            let v6 = aaaa.len().min(ANY_MAX_ADDRESSES - v4);
-            r.addresses(aaaa.iter().map(|ip| ip.octets()), ttl, rtype::AAAA, v6, rng);
+            let v4 = addresses.a().len().min(ANY_MAX_ADDRESSES);
+            r.addresses(addresses.a(), ttl, rtype::A, v4, rng);
+            let v6 = addresses.aaaa().len().min(ANY_MAX_ADDRESSES - v4);
+            r.addresses(addresses.aaaa(), ttl, rtype::AAAA, v6, rng);
             if let Some(srv) = srv {
                 r.srv(srv, ttl, ANY_MAX_ADDRESSES);
             }

@@ -376,6 +376,42 @@ fn a_host_at_the_apex() {
     ));
 }
 
+/// The index holds the addresses of a host with few of them in its own line, and reads a
+/// host with more from the host: either way a lookup gives every address, in the host's order,
+/// for a host and for a wildcard.
+#[test]
+fn addresses_inline_or_not() {
+    for v4 in 0..9 {
+        for v6 in (0..3).filter(|&v6| v4 + v6 > 0) {
+            let a = (0..v4).map(|k| format!("10.0.0.{k}"));
+            let aaaa = (0..v6).map(|k| format!("'2001:db8::{k}'"));
+            let addresses: Vec<String> = a.chain(aaaa).collect();
+            let spec = format!(
+                "{{hosts: [h.global, '*.w.global'], addresses: [{}]}}",
+                addresses.join(", ")
+            );
+            let t = one(&se("e", &spec));
+            for name in ["h.global", "x.w.global"] {
+                let Lookup::Exists { host, addresses, .. } = t.lookup(&name::to_wire(name).unwrap()) else {
+                    panic!("{name} exists with {v4} A and {v6} AAAA");
+                };
+                let (want_a, want_aaaa) = host.map_or((vec![], vec![]), |h| {
+                    (
+                        h.a.iter().map(|ip| ip.octets()).collect(),
+                        h.aaaa.iter().map(|ip| ip.octets()).collect(),
+                    )
+                });
+                assert_eq!(want_a.len(), v4, "{name}");
+                assert_eq!(want_aaaa.len(), v6, "{name}");
+                assert_eq!(addresses.a().len(), v4, "{name}: A count");
+                assert_eq!(addresses.a().collect::<Vec<_>>(), want_a, "{name}: {v4} A");
+                assert_eq!(addresses.aaaa().len(), v6, "{name}: AAAA count");
+                assert_eq!(addresses.aaaa().collect::<Vec<_>>(), want_aaaa, "{name}: {v6} AAAA");
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_zones() {
     assert_eq!(TableSettings::new(&["."]), Err(SettingsError::RootZone));

@@ -7,7 +7,9 @@
 use super::{EDNS_UDP_SIZE, Shuffler, Transport};
 use crate::dns::wire::{self, CLASS_IN, Query, ede, flag, rtype};
 use crate::table::derived::{SRV_PRIORITY, SRV_WEIGHT};
-use crate::table::{HOSTMASTER_LABEL, NS_LABELS, PtrTarget, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Srv, Table, Zone};
+use crate::table::{
+    HOSTMASTER_LABEL, NS_LABELS, Octets, PtrTarget, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Srv, Table, ToOctets, Zone,
+};
 
 /// The section a record goes in (its index in [`Response::counts`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -115,17 +117,24 @@ impl<'q, 'o> Response<'q, 'o> {
         self.out.extend_from_slice(&(rdlen as u16).to_be_bytes());
     }
 
-    /// Address records owned by the query name, in the answer section.
+    /// Address records owned by the query name, in the answer section (where they are read
+    /// from decided once, not per record).
     #[inline]
-    pub(super) fn addresses<const N: usize>(
+    pub(super) fn addresses<T: ToOctets<N>, const N: usize>(
         &mut self,
-        ips: impl ExactSizeIterator<Item = [u8; N]>,
+        ips: Octets<'_, T, N>,
         ttl: u32,
         rtype: u16,
         max: usize,
         rng: &mut Shuffler,
     ) {
-        self.address_records(ips, QNAME, ttl, rtype, max, Section::Answer, rng);
+        match ips {
+            Octets::Inline(ips) => self.address_records(ips.copied(), QNAME, ttl, rtype, max, Section::Answer, rng),
+            Octets::Host(ips) => {
+                let ips = ips.map(ToOctets::to_octets);
+                self.address_records(ips, QNAME, ttl, rtype, max, Section::Answer, rng);
+            }
+        }
     }
 
     /// Address records owned by `owner` (a compression pointer) in `section`, at most `max` of
@@ -204,8 +213,8 @@ impl<'q, 'o> Response<'q, 'o> {
         let owner = self.pointer(srv.target().len());
         let host = srv.host();
         let (a, aaaa) = (
-            host.a.iter().map(|ip| ip.octets()),
-            host.aaaa.iter().map(|ip| ip.octets()),
+            host.a.iter().map(ToOctets::to_octets),
+            host.aaaa.iter().map(ToOctets::to_octets),
         );
         self.address_records(a, owner, ttl, rtype::A, usize::MAX, Section::Additional, rng);
         self.address_records(aaaa, owner, ttl, rtype::AAAA, usize::MAX, Section::Additional, rng);

@@ -195,10 +195,13 @@ fn served(t: &Table) -> Vec<(String, String)> {
                     srv,
                     ptr,
                     apex,
+                    addresses,
                 } => format!(
-                    "{} apex={apex} {:?} {:?} {:?}",
+                    "{} apex={apex} {:?} {:?} {:?} {:?} {:?}",
                     zone.name,
                     host.map(|h| (&h.name, &h.a, &h.aaaa)),
+                    addresses.a().collect::<Vec<_>>(),
+                    addresses.aaaa().collect::<Vec<_>>(),
                     srv.map(|s| (&s.host().name, s.target(), s.ports())),
                     ptr.map(|p| p
                         .all()
