@@ -307,6 +307,12 @@ pub fn advance(old: &Table, new: &Table, touched: &[Box<[u8]>], now: u32) -> Arc
         let Some(i) = zone_of(zones, zone).and_then(|z| zones.iter().position(|y| y.wire == z.wire)) else {
             continue;
         };
+        // A start-up zone keeps no history and is not transferred while its change waits for
+        // a serial: whether it changed is all that counts, so one changed owner is enough (the
+        // first load of 100 000 hosts builds no records for the history it would not keep).
+        if old.versions()[i].fresh && !(per_zone[i].0.is_empty() && per_zone[i].1.is_empty()) {
+            continue;
+        }
         let before: Vec<ZoneRecord> = old.owner_records(wire).into_iter().map(zone_record).collect();
         let after: Vec<ZoneRecord> = new.owner_records(wire).into_iter().map(zone_record).collect();
         let (removed, added) = &mut per_zone[i];
