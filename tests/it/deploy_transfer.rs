@@ -2,7 +2,8 @@
 //! holds commented uncommented, deploy/ renders a one-replica `globaldns-transfer` Deployment
 //! with --transfer-to / --notify (through the environment), a headless Service and a
 //! NetworkPolicy that select it alone, while the mesh's Service, PodDisruptionBudget and
-//! autoscaler keep to the `globaldns` pods; every object validates.
+//! autoscaler keep to the `globaldns` pods; its image and cluster ID are the base's; every
+//! object validates.
 
 use std::path::Path;
 
@@ -51,6 +52,15 @@ fn the_transfer_component_adds_one_replica_with_transfer_flags_and_its_own_servi
     );
     let on = kustomization.replace(COMMENTED, "components:\n  - components/transfer\n");
     std::fs::write(copy.join("kustomization.yaml"), on).unwrap();
+    // The image and the cluster's ID are set once, in deploy/deployment.yaml, as the README
+    // says: the transfer primary follows them.
+    let base = std::fs::read_to_string(copy.join("deployment.yaml")).unwrap();
+    let (image, cluster) = ("ghcr.io/globaldns/globaldns:latest", "value: cluster1");
+    assert!(base.contains(image) && base.contains(cluster), "{base}");
+    let base = base
+        .replace(image, "registry.example/globaldns:v9")
+        .replace(cluster, "value: east");
+    std::fs::write(copy.join("deployment.yaml"), base).unwrap();
     let rendered = kustomize(&copy);
     let objects = objects(&rendered);
 
@@ -70,6 +80,9 @@ fn the_transfer_component_adds_one_replica_with_transfer_flags_and_its_own_servi
     );
     let c = &transfer["spec"]["template"]["spec"]["containers"][0];
     assert_container_uses_real_flags(c);
+    assert_eq!(c["image"], "registry.example/globaldns:v9", "the base's image");
+    let cluster = (c["env"].as_array().unwrap().iter()).find(|e| e["name"] == "GLOBALDNS_CLUSTER_NAME");
+    assert_eq!(cluster.unwrap()["value"], "east", "the base's cluster ID");
     let env: Vec<&str> = (c["env"].as_array().unwrap().iter())
         .map(|e| e["name"].as_str().unwrap())
         .collect();

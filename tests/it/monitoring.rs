@@ -223,9 +223,16 @@ fn rules_pass_promtool_and_their_unit_tests_and_ship_for_the_operator() {
     let base = crate::deploy::objects(&kustomize(&deploy_dir()));
     let pod = &base.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"];
     let monitor = &of_kind("PodMonitor")["spec"];
-    assert_eq!(monitor["selector"]["matchLabels"], pod["metadata"]["labels"]);
-    let job_label = monitor["jobLabel"].as_str().unwrap();
-    assert_eq!(pod["metadata"]["labels"][job_label], "globaldns", "job=\"globaldns\"");
+    // Every pod of deploy/ and of its transfer component: the selector's labels are theirs.
+    let transfer = yaml(&deploy_dir().join("components/transfer/deployment.yaml"));
+    for pod in [pod, &transfer["spec"]["template"]] {
+        let labels = &pod["metadata"]["labels"];
+        for (k, v) in monitor["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{k} of {labels}");
+        }
+        let job_label = monitor["jobLabel"].as_str().unwrap();
+        assert_eq!(labels[job_label], "globaldns", "job=\"globaldns\"");
+    }
     let port = monitor["podMetricsEndpoints"][0]["port"].as_str().unwrap();
     assert!(
         pod["spec"]["containers"][0]["ports"]
@@ -269,10 +276,17 @@ impl Drop for Prometheus {
 
 /// What Kubernetes discovery would give Prometheus for a pod's port: its meta labels.
 fn pod_target(admin: SocketAddr, pod: &str, port_name: &str) -> Value {
+    // The transfer primary's pods have an `app` of their own and are scraped all the same.
+    let app = if pod.contains("transfer") {
+        "globaldns-transfer"
+    } else {
+        "globaldns"
+    };
     json!({"targets": [admin.to_string()], "labels": {
         "__meta_kubernetes_namespace": "istio-system",
         "__meta_kubernetes_pod_name": pod,
-        "__meta_kubernetes_pod_label_app": "globaldns",
+        "__meta_kubernetes_pod_label_app": app,
+        "__meta_kubernetes_pod_label_app_kubernetes_io_name": "globaldns",
         "__meta_kubernetes_pod_container_port_name": port_name,
     }})
 }
@@ -433,7 +447,7 @@ async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_its_alerts(
     let prometheus = Prometheus::start(json!([
         pod_target(a.admin_addr(), "globaldns-a", "http-admin"),
         pod_target(b.running.admin_addr().unwrap(), "globaldns-b", "http-admin"),
-        pod_target(c.running.admin_addr().unwrap(), "globaldns-c", "http-admin"),
+        pod_target(c.running.admin_addr().unwrap(), "globaldns-transfer-c", "http-admin"),
         // The DNS port of a pod: the job's relabelling drops it.
         pod_target(a.addr, "globaldns-a", "dns-tcp"),
     ]))
@@ -462,7 +476,7 @@ async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_its_alerts(
         [
             ("istio-system", "globaldns-a"),
             ("istio-system", "globaldns-b"),
-            ("istio-system", "globaldns-c")
+            ("istio-system", "globaldns-transfer-c")
         ]
     );
 
@@ -518,7 +532,7 @@ async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_its_alerts(
     // past --sync-timeout and ready: that cluster is named, and c is not "not ready".
     prometheus.until_firing("GlobalDNSNotReady", &["globaldns-b"]).await;
     prometheus
-        .until_firing("GlobalDNSClusterNotSynced", &["globaldns-b", "globaldns-c"])
+        .until_firing("GlobalDNSClusterNotSynced", &["globaldns-b", "globaldns-transfer-c"])
         .await;
     let mut not_synced: Vec<(String, String)> = prometheus
         .firing("GlobalDNSClusterNotSynced")
@@ -531,7 +545,7 @@ async fn prometheus_scrapes_globaldns_finds_every_selector_and_fires_its_alerts(
         not_synced,
         [
             ("globaldns-b".to_string(), "unreachable".to_string()),
-            ("globaldns-c".to_string(), "east".to_string())
+            ("globaldns-transfer-c".to_string(), "east".to_string())
         ]
     );
     assert!(prometheus.firing("GlobalDNSUpstreamDown").await.is_empty());
