@@ -303,6 +303,11 @@ impl Metrics {
             "ServiceEntries rejected, by reason",
             rejected.clone(),
         );
+        // Every reason at 0 from the start: a healthy server exports the series that alerts and
+        // dashboards select (an absent series is "no data", not 0).
+        for reason in Reason::LABELS {
+            let _ = rejected.get_or_create(&ReasonLabels { reason });
+        }
         registry.register(
             "source_errors",
             "Failures of a cluster's watch (or its discovery), by cluster and kind of error",
@@ -337,6 +342,9 @@ impl Metrics {
             "NOTIFY messages, by result (sent, acknowledged, failed: no acknowledgement after every retry)",
             notifies.clone(),
         );
+        for result in ["sent", "acknowledged", "failed"] {
+            let _ = notifies.get_or_create(&NotifyLabels { result });
+        }
         let ready = register_ready(&mut registry);
         Metrics {
             registry,
@@ -613,9 +621,22 @@ mod tests {
         );
         assert!(text.contains("globaldns_entries_rejected_total{reason=\"address\"} 1"));
         assert!(
-            !text.contains("reason=\"host\""),
+            text.contains("globaldns_entries_rejected_total{reason=\"host\"} 0"),
             "spec.hosts missing is no bad host: {text}"
         );
+    }
+
+    #[test]
+    fn rejections_and_notifies_are_exported_at_zero_before_any() {
+        let text = Metrics::new().encode(&[]);
+        for reason in Reason::LABELS {
+            let series = format!("globaldns_entries_rejected_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
+        for result in ["sent", "acknowledged", "failed"] {
+            let series = format!("globaldns_notifies_total{{result=\"{result}\"}} 0");
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
     }
 
     #[test]
