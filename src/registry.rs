@@ -251,8 +251,10 @@ impl Registry {
             }
             Event::Failed(error) => {
                 let s = self.status_of(key);
-                if s.error.is_none() {
+                if s.error.is_none() && s.synced {
                     tracing::warn!(cluster = %s.name, %error, "source failing: serving its last known entries while retrying");
+                } else if s.error.is_none() {
+                    tracing::warn!(cluster = %s.name, %error, "source failing before its first sync: none of its entries served yet, retrying");
                 }
                 s.stale = s.synced;
                 s.error = Some(error);
