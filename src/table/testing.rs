@@ -11,6 +11,13 @@ pub(crate) fn se(name: &str, spec: &str) -> String {
     format!("---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec: {spec}\n")
 }
 
+/// A ServiceEntry document `namespace/name`.
+pub(crate) fn se_in(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+    )
+}
+
 /// The entries of the YAML `text`, in `namespace` where a document names none; panics on an
 /// invalid one.
 pub(crate) fn entries(text: &str, namespace: &str) -> Vec<Entry> {

@@ -168,19 +168,17 @@ pub(crate) fn require(tool: &str) {
 
 /// `kdig @server -p PORT ARGS…`, without blocking the runtime; what it prints.
 pub(crate) async fn kdig_at(server: SocketAddr, args: &[&str]) -> String {
-    let out = tokio::process::Command::new("kdig")
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string()])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
+    ask_with("kdig", server, args).await
 }
 
 /// `dig @server -p PORT ARGS…`, without blocking the runtime; what it prints.
 pub(crate) async fn dig_at(server: SocketAddr, args: &[&str]) -> String {
-    let out = tokio::process::Command::new("dig")
+    ask_with("dig", server, args).await
+}
+
+/// `PROGRAM @server -p PORT ARGS…` (dig and kdig take the same), what it prints.
+async fn ask_with(program: &str, server: SocketAddr, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(program)
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
         .args(args)

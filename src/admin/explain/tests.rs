@@ -5,13 +5,7 @@ use std::sync::Arc;
 use super::*;
 
 use crate::table::TableSettings;
-use crate::table::testing::{entries, table_of};
-
-fn se(namespace: &str, name: &str, spec: &str) -> String {
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
-    )
-}
+use crate::table::testing::{entries, se_in as se, table_of};
 
 fn table(synced: bool) -> Table {
     let local = [

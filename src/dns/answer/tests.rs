@@ -8,7 +8,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use super::*;
 
 use crate::table::TableSettings;
-use crate::table::testing::{entries, table_of};
+use crate::table::testing::{entries, se, table_of};
 
 const ENTRIES: &str = "
 apiVersion: networking.istio.io/v1
@@ -59,11 +59,12 @@ fn many_addresses(n: usize) -> (Vec<String>, Vec<String>) {
 fn many(n: usize) -> String {
     let (v4, v6) = many_addresses(n);
     let v6: Vec<String> = v6.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: many}}\nspec: {{hosts: [many.global], addresses: [{}, {}]}}\n",
+    let spec = format!(
+        "{{hosts: [many.global], addresses: [{}, {}]}}",
         v4.join(", "),
         v6.join(", ")
-    )
+    );
+    se("many", &spec)
 }
 
 fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {

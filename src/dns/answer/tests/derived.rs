@@ -48,9 +48,9 @@ spec: {hosts: [x.240.in-addr.arpa], addresses: [240.0.0.8]}
 /// `n` hosts `crowd-<i>.global` sharing 240.0.0.9.
 fn crowd(n: usize) -> String {
     let hosts: Vec<String> = (0..n).map(|i| format!("crowd-{i:02}.global")).collect();
-    format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: crowd}}\nspec: {{hosts: [{}], addresses: [240.0.0.9]}}\n",
-        hosts.join(", ")
+    se(
+        "crowd",
+        &format!("{{hosts: [{}], addresses: [240.0.0.9]}}", hosts.join(", ")),
     )
 }
 
@@ -332,11 +332,12 @@ fn big_srv(n: usize, ports: usize) -> String {
     let addresses: Vec<String> = (0..n).map(|i| format!("10.9.{}.{}", i / 250, i % 250 + 1)).collect();
     (0..ports)
         .map(|i| {
-            format!(
-                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: big-{i}}}\nspec: {{hosts: [big.global], addresses: [{}], ports: [{{name: http, number: {}}}]}}\n",
+            let spec = format!(
+                "{{hosts: [big.global], addresses: [{}], ports: [{{name: http, number: {}}}]}}",
                 addresses.join(", "),
                 8000 + i
-            )
+            );
+            se(&format!("big-{i}"), &spec)
         })
         .collect()
 }
