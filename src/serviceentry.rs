@@ -297,16 +297,27 @@ impl Resource {
         }
         Ok(Entry {
             id,
-            hosts: hosts.into(),
+            hosts: boxed(hosts),
             spec_addresses_given: !spec.addresses.is_empty(),
             created: self.metadata.creation_timestamp.map(String::into_boxed_str),
-            addresses: addresses.into(),
-            status_addresses: status_addresses.into(),
-            ports: ports.into(),
+            addresses: boxed(addresses),
+            status_addresses: boxed(status_addresses),
+            ports: boxed(ports),
             resolution_none,
             export,
-            warnings: warnings.into(),
+            warnings: boxed(warnings),
         })
+    }
+}
+
+/// `list` boxed to its length, for an [`Entry`] held for long: moved to a block of its size when
+/// it has spare capacity, not shrunk in place (which would leave the rest of its block free
+/// between blocks held for long, a hole an entry that the allocator cannot return).
+fn boxed<T>(mut list: Vec<T>) -> Box<[T]> {
+    if list.len() == list.capacity() {
+        list.into_boxed_slice()
+    } else {
+        list.drain(..).collect()
     }
 }
 

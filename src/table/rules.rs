@@ -50,17 +50,20 @@ impl<'e> Acc<'e> {
         v4.chain(self.aaaa.iter().map(|a| IpAddr::V6(*a))).collect()
     }
 
-    /// The host, its lists boxed to their length (a table holds it for long).
+    /// The host, its lists copied to their length (a table holds it for long). Copied, not
+    /// shrunk in place: shrinking leaves the rest of a vector's block free between blocks held
+    /// for long (a hole a host, which the allocator cannot return), where a copy leaves the
+    /// growing vector's whole block to the next host's.
     fn into_host(self, conflicts: Vec<Conflict>) -> Host {
         Host {
             name: self.name.to_owned(),
             zone: self.zone,
-            a: self.a.into(),
-            aaaa: self.aaaa.into(),
+            a: self.a[..].into(),
+            aaaa: self.aaaa[..].into(),
             source: self.source,
-            origins: self.origins.into(),
+            origins: self.origins[..].into(),
             conflicts: conflicts.into(),
-            ports: self.served_ports.into(),
+            ports: self.served_ports[..].into(),
         }
     }
 }
