@@ -51,15 +51,15 @@ fn entries(n: usize) -> Vec<Entry> {
                     namespace: format!("ns-{}", i % 50).into(),
                     name: format!("se-{i}").into(),
                 },
-                hosts: vec![host],
-                addresses,
+                hosts: Box::new([host]),
+                addresses: addresses.into(),
                 spec_addresses_given: true,
                 created: None,
-                status_addresses: Vec::new(),
-                ports: Vec::new(),
+                status_addresses: Box::default(),
+                ports: Box::default(),
                 resolution_none: false,
                 export: Export::Mesh,
-                warnings: Vec::new(),
+                warnings: Box::default(),
             }
         })
         .collect()
@@ -69,7 +69,7 @@ fn entries(n: usize) -> Vec<Entry> {
 fn many() -> Entry {
     let mut entry = entries(1).remove(0);
     entry.id.name = "many".into();
-    entry.hosts = vec!["many.global".into()];
+    entry.hosts = Box::new(["many.global".into()]);
     entry.addresses = (0..40u32)
         .map(|k| IpAddr::V4(Ipv4Addr::from(0x0A00_0001 + k)))
         .collect();
@@ -96,7 +96,7 @@ fn with_ports(n: usize) -> Vec<Entry> {
                 number,
                 protocol: Protocol::Tcp,
             })
-            .to_vec();
+            .into();
     }
     entries
 }

@@ -101,7 +101,7 @@ fn hosts_follow_istio_validation() {
         let got = one(&format!("spec:\n  hosts: [\"{}\"]\n", c.host));
         match (c.ok, got) {
             (Some(want), Ok(e)) => {
-                assert_eq!(e.hosts, vec![c.host.to_string()], "kept as written");
+                assert_eq!(*e.hosts, [c.host.to_string()], "kept as written");
                 assert_eq!(normalize_host(&e.hosts[0]), want, "{}", c.host);
             }
             (None, Err(reason)) => assert!(matches!(reason, Reason::Host(_)), "{}: {reason}", c.host),
@@ -126,7 +126,7 @@ fn one_bad_host_rejects_the_whole_entry() {
 #[test]
 fn addresses_ips_full_length_cidrs_and_ranges() {
     let e = one("spec:\n  hosts: [a.global]\n  addresses: [1.2.3.4, 1.2.3.5/32, \"2001:db8::1\", \"2001:db8::2/128\", 10.0.0.0/8, \"2001:db8::/64\", 1.2.3.4]\n").unwrap();
-    assert_eq!(e.addresses, ips(&["1.2.3.4", "1.2.3.5", "2001:db8::1", "2001:db8::2"]));
+    assert_eq!(*e.addresses, ips(&["1.2.3.4", "1.2.3.5", "2001:db8::1", "2001:db8::2"]));
     assert_eq!(e.warnings.len(), 2, "{:?}", e.warnings);
     assert!(e.warnings[0].contains("10.0.0.0/8"));
     for bad in [
@@ -307,8 +307,8 @@ fn reasons_read_as_before_and_carry_a_bounded_label() {
 fn status_addresses_keep_their_host() {
     let e = one("spec:\n  hosts: [a.global]\nstatus:\n  addresses:\n  - {host: A.global, value: 240.240.0.1}\n  - {host: b.global, value: \"2001:2::1\"}\n  - {host: a.global, value: nonsense}\n").unwrap();
     assert_eq!(
-        e.status_addresses,
-        vec![
+        *e.status_addresses,
+        [
             ("a.global".to_string(), ips(&["240.240.0.1"])[0]),
             ("b.global".to_string(), ips(&["2001:2::1"])[0])
         ]

@@ -83,7 +83,7 @@ impl Stamp {
     }
 }
 
-/// A file's entries, packed with postcard.
+/// A file's entries, packed with postcard one after the other.
 #[derive(Debug, Default)]
 struct Packed(Box<[u8]>);
 
@@ -91,18 +91,23 @@ impl Packed {
     fn pack(entries: &[Entry]) -> Self {
         // Serializing plain data into a Vec cannot fail (postcard fails only on a full buffer
         // or on sequences of unknown length, neither of which arises here).
-        Packed(postcard::to_allocvec(entries).expect("entries pack").into_boxed_slice())
+        let packed = entries.iter().fold(Vec::new(), |packed, entry| {
+            postcard::to_extend(entry, packed).expect("entries pack")
+        });
+        Packed(packed.into_boxed_slice())
     }
 
-    /// The entries as packed, their namespace names shared through `namespaces`.
+    /// The entries as packed, their namespace names shared through `namespaces`. One at a
+    /// time, into `out`: each entry's own copy of its namespace name is freed before the next
+    /// entry is read (whose allocations reuse it), not after all of them (which would leave a
+    /// hole between every two entries held, memory the allocator cannot give back).
     fn unpack(&self, namespaces: &mut Namespaces, out: &mut Vec<Entry>) {
-        if self.0.is_empty() {
-            return;
-        }
-        let entries: Vec<Entry> = postcard::from_bytes(&self.0).expect("packed by Packed::pack");
-        for mut entry in entries {
+        let mut rest = &self.0[..];
+        while !rest.is_empty() {
+            let (mut entry, after) = postcard::take_from_bytes::<Entry>(rest).expect("packed by Packed::pack");
             entry.id.namespace = namespaces.share(entry.id.namespace);
             out.push(entry);
+            rest = after;
         }
     }
 }

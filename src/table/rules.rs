@@ -13,27 +13,58 @@ use crate::serviceentry::{Entry, Export, Port, normalize_host};
 /// Addresses from `--auto-allocate istio-legacy`, keyed `namespace/host` (host as written).
 pub(super) type Allocation = HashMap<String, (Ipv4Addr, Ipv6Addr)>;
 
-/// A host's records within one source.
+/// A host's records within one source, growing; [`merge`] makes the [`Host`] of the winner.
 pub(super) struct Acc<'e> {
-    host: Host,
+    name: &'e str,
+    zone: Arc<str>,
+    source: Arc<str>,
+    a: Vec<Ipv4Addr>,
+    aaaa: Vec<Ipv6Addr>,
+    origins: Vec<Origin>,
+    /// The named ports of the entries that gave it addresses (their union, sorted).
+    served_ports: Vec<Port>,
     /// Per origin: may it get `--default-address` (resolution is not NONE)?
     fallback: Vec<bool>,
     /// Per origin: the ports of its entry.
     ports: Vec<&'e [Port]>,
 }
 
-impl Acc<'_> {
+impl<'e> Acc<'e> {
     fn add(&mut self, addresses: &[IpAddr]) {
         for ip in addresses {
             match ip {
-                IpAddr::V4(a) if !self.host.a.contains(a) => self.host.a.push(*a),
-                IpAddr::V6(a) if !self.host.aaaa.contains(a) => self.host.aaaa.push(*a),
+                IpAddr::V4(a) if !self.a.contains(a) => self.a.push(*a),
+                IpAddr::V6(a) if !self.aaaa.contains(a) => self.aaaa.push(*a),
                 _ => {}
             }
         }
     }
+
     fn has_addresses(&self) -> bool {
-        self.host.has_addresses()
+        !self.a.is_empty() || !self.aaaa.is_empty()
+    }
+
+    /// Every address, v4 first.
+    fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.a.iter().map(|a| IpAddr::V4(*a));
+        v4.chain(self.aaaa.iter().map(|a| IpAddr::V6(*a))).collect()
+    }
+
+    /// The host, its lists copied to their length (a table holds it for long). Copied, not
+    /// shrunk in place: shrinking leaves the rest of a vector's block free between blocks held
+    /// for long (a hole a host, which the allocator cannot return), where a copy leaves the
+    /// growing vector's whole block to the next host's.
+    fn into_host(self, conflicts: Vec<Conflict>) -> Host {
+        Host {
+            name: self.name.to_owned(),
+            zone: self.zone,
+            a: self.a[..].into(),
+            aaaa: self.aaaa[..].into(),
+            source: self.source,
+            origins: self.origins[..].into(),
+            conflicts: conflicts.into(),
+            ports: self.served_ports[..].into(),
+        }
     }
 }
 
@@ -123,22 +154,19 @@ pub(super) fn named_hosts(settings: &TableSettings, source: &Arc<str>, entry: &E
 pub(super) fn source_host<'e>(
     settings: &TableSettings,
     source: &Arc<str>,
-    host: &str,
+    host: &'e str,
     zone: &Zone,
     entries: impl Iterator<Item = &'e Entry>,
     allocated: &Allocation,
 ) -> Acc<'e> {
     let mut acc = Acc {
-        host: Host {
-            name: host.to_owned(),
-            zone: zone.name.clone(),
-            a: Vec::new(),
-            aaaa: Vec::new(),
-            source: source.clone(),
-            origins: Vec::new(),
-            conflicts: Vec::new(),
-            ports: Vec::new(),
-        },
+        name: host,
+        zone: zone.name.clone(),
+        source: source.clone(),
+        a: Vec::new(),
+        aaaa: Vec::new(),
+        origins: Vec::new(),
+        served_ports: Vec::new(),
         fallback: Vec::new(),
         ports: Vec::new(),
     };
@@ -146,7 +174,7 @@ pub(super) fn source_host<'e>(
         let names_host = |w: &&String| w.strip_suffix('.').unwrap_or(w).eq_ignore_ascii_case(host);
         for written in entry.hosts.iter().filter(names_host) {
             let (addresses, rule): (Vec<IpAddr>, Rule) = if !entry.addresses.is_empty() {
-                (entry.addresses.clone(), Rule::SpecAddresses)
+                (entry.addresses.to_vec(), Rule::SpecAddresses)
             } else {
                 let status: Vec<IpAddr> = entry
                     .status_addresses
@@ -164,7 +192,7 @@ pub(super) fn source_host<'e>(
                 }
             };
             acc.add(&addresses);
-            acc.host.origins.push(Origin {
+            acc.origins.push(Origin {
                 entry: entry.id.clone(),
                 rule,
             });
@@ -179,7 +207,7 @@ pub(super) fn source_host<'e>(
         && acc.fallback.contains(&true)
     {
         acc.add(&[default]);
-        for (origin, fallback) in acc.host.origins.iter_mut().zip(&acc.fallback) {
+        for (origin, fallback) in acc.origins.iter_mut().zip(&acc.fallback) {
             if *fallback {
                 origin.rule = Rule::DefaultAddress;
             }
@@ -188,7 +216,6 @@ pub(super) fn source_host<'e>(
     // SRV: the named ports of the entries that gave the host its addresses, their union.
     if !host.starts_with('*') {
         let supplying = acc
-            .host
             .origins
             .iter()
             .zip(&acc.ports)
@@ -196,7 +223,7 @@ pub(super) fn source_host<'e>(
         let mut ports: Vec<Port> = supplying.flat_map(|(_, ports)| ports.iter().cloned()).collect();
         ports.sort();
         ports.dedup();
-        acc.host.ports = ports;
+        acc.served_ports = ports;
     }
     acc
 }
@@ -207,24 +234,25 @@ pub(super) fn source_host<'e>(
 pub(super) fn merge<'e>(accs: impl IntoIterator<Item = Acc<'e>>) -> Option<Host> {
     let mut accs = accs.into_iter();
     let mut won = accs.next()?;
+    let mut conflicts = Vec::new();
     for acc in accs {
         if !acc.has_addresses() {
             continue;
         }
         if !won.has_addresses() {
             won = acc;
-        } else if !same_set(&won.host.addresses(), &acc.host.addresses()) {
+        } else if !same_set(&won.addresses(), &acc.addresses()) {
             let conflict = Conflict {
-                host: won.host.name.clone(),
-                winner: won.host.source.clone(),
-                winner_addresses: won.host.addresses(),
-                loser: acc.host.source.clone(),
-                loser_addresses: acc.host.addresses(),
+                host: won.name.to_owned(),
+                winner: won.source.clone(),
+                winner_addresses: won.addresses(),
+                loser: acc.source.clone(),
+                loser_addresses: acc.addresses(),
             };
-            won.host.conflicts.push(conflict);
+            conflicts.push(conflict);
         }
     }
-    Some(won.host)
+    Some(won.into_host(conflicts))
 }
 
 fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {

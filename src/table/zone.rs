@@ -296,7 +296,7 @@ impl Version {
 /// zone, and the PTR RRsets of the addresses it had and has in a reverse zone (diffed as
 /// served, after the [`super::PTR_MAX`] cap, whatever other hosts share the address). Zones
 /// without a change keep theirs.
-pub fn advance(old: &Table, new: &Table, touched: &[Box<[u8]>], now: u32) -> Arc<[Version]> {
+pub fn advance(old: &Table, new: &Table, touched: &[Arc<[u8]>], now: u32) -> Arc<[Version]> {
     let zones = new.zones();
     // Per zone, records removed and added, collected unsorted (an owner is diffed once) and
     // made sets in bulk: a large list costs no tree insertions.

@@ -57,8 +57,8 @@ fn entry() -> impl Strategy<Value = Entry> {
                     },
                     hosts: hosts.iter().map(|h| h.to_string()).collect(),
                     spec_addresses_given: !addresses.is_empty(),
-                    addresses,
-                    created: created.map(str::to_owned),
+                    addresses: addresses.into(),
+                    created: created.map(Into::into),
                     status_addresses: status
                         .map(|(h, a)| (crate::serviceentry::normalize_host(h), a.parse().unwrap()))
                         .into_iter()
@@ -73,7 +73,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                         .collect(),
                     resolution_none,
                     export,
-                    warnings: Vec::new(),
+                    warnings: Box::default(),
                 }
             },
         )
@@ -291,15 +291,15 @@ fn entries_of_one_id_are_told_apart() {
             namespace: "ns".into(),
             name: "twice".into(),
         },
-        hosts: vec!["h.global".into()],
-        addresses: vec![address.parse().unwrap()],
+        hosts: Box::new(["h.global".into()]),
+        addresses: Box::new([address.parse().unwrap()]),
         spec_addresses_given: true,
         created: None,
-        status_addresses: Vec::new(),
-        ports: Vec::new(),
+        status_addresses: Box::default(),
+        ports: Box::default(),
         resolution_none: false,
         export: Export::Mesh,
-        warnings: Vec::new(),
+        warnings: Box::default(),
     };
     let mut live: Live<(usize, Arc<str>)> = Live::new(TableSettings::new(&["global"]).unwrap());
     live.replace(&key(0), [entry("1.1.1.1"), entry("2.2.2.2")]);

@@ -356,15 +356,15 @@ proptest! {
                     .filter(|(_, w)| w.source == source)
                     .map(|(i, w)| Entry {
                         id: EntryId { namespace: "ns".into(), name: format!("e{i}").into() },
-                        hosts: vec![w.name.clone()],
-                        addresses: w.addresses.clone(),
+                        hosts: Box::new([w.name.clone()]),
+                        addresses: w.addresses.clone().into(),
                         spec_addresses_given: !w.addresses.is_empty(),
                         created: None,
-                        status_addresses: vec![],
+                        status_addresses: Box::default(),
                         ports: w.ports.iter().map(|&(name, number, protocol)| Port { name: name.into(), number, protocol }).collect(),
                         resolution_none: false,
                         export: Export::Mesh,
-                        warnings: vec![],
+                        warnings: Box::default(),
                     })
                     .collect()
             })
