@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::{Host, Table, Zone, zone_of};
 use crate::name;
-use crate::serviceentry::Protocol;
+use crate::serviceentry::{Port, Protocol};
 
 /// Most PTR records served for one address.
 pub const PTR_MAX: usize = 8;
@@ -35,8 +35,9 @@ pub const SRV_WEIGHT: u16 = 100;
 pub struct Srv<'a> {
     host: &'a Host,
     target: &'a [u8],
-    /// The port name, without its `_`.
-    name: &'a [u8],
+    /// The host's ports of the owner's name (adjacent: they are sorted by name, then number),
+    /// of either protocol.
+    named: &'a [Port],
     protocol: Protocol,
 }
 
@@ -55,11 +56,10 @@ impl<'a> Srv<'a> {
     /// The port numbers, ascending (the host's ports are sorted by name, then number): one
     /// record each.
     pub fn ports(&self) -> impl Iterator<Item = u16> + Clone + 'a {
-        let (name, protocol) = (self.name, self.protocol);
-        self.host
-            .ports
+        let protocol = self.protocol;
+        self.named
             .iter()
-            .filter(move |p| p.protocol == protocol && p.name.as_bytes() == name)
+            .filter(move |p| p.protocol == protocol)
             .map(|p| p.number)
     }
 }
@@ -101,19 +101,18 @@ pub(super) fn derive<'a>(qname: &[u8], host: impl Fn(&[u8]) -> Option<(&'a Host,
         && let Some(protocol) = protocol(second)
         && let Some(name) = first.strip_prefix(b"_")
         && let Some((host, target)) = host(below)
-        && let Some(port) = host
-            .ports
-            .iter()
-            .find(|p| p.protocol == protocol && p.name.as_bytes() == name)
+        && let Some(start) = host.ports.iter().position(|p| p.name.as_bytes() == name)
     {
-        // The name as the host holds it: the answer outlives the query name.
-        let name = port.name.as_bytes();
-        return Derived::Srv(Srv {
-            host,
-            target,
-            name,
-            protocol,
-        });
+        let named = &host.ports[start..];
+        let named = &named[..1 + named[1..].iter().take_while(|p| p.name.as_bytes() == name).count()];
+        if named.iter().any(|p| p.protocol == protocol) {
+            return Derived::Srv(Srv {
+                host,
+                target,
+                named,
+                protocol,
+            });
+        }
     }
     if let Some(protocol) = protocol(first)
         && let Some((host, _)) = host(rest)
