@@ -11,10 +11,12 @@
 //! Invariants of every table, published or built:
 //! - every host lies in exactly one zone, the most specific served zone containing it, and
 //!   never in a reverse zone (`in-addr.arpa.`, `ip6.arpa.`), which holds only PTR records;
-//! - the records derived from hosts ([`derived`]) are computed with them, in the commit that
-//!   changes the host (never per query): each SRV owner `_<port>._<proto>.<host>` holds its
-//!   records and the host they point at, each PTR owner in a reverse zone the hosts holding
-//!   its address;
+//! - the records derived from hosts ([`derived`]): each PTR owner in a reverse zone holds the
+//!   hosts holding its address, computed in the commit that changes a host (never per query);
+//!   SRV owners `_<port>._<proto>.<host>` and the empty non-terminals `_<proto>.<host>` above
+//!   them are not stored (two index names per host): no index name starts with `_` (hosts
+//!   are DNS-1123 names), so the lookup of one finds the host below it, whose sorted named
+//!   ports are the records, with no allocation;
 //! - a name exists only where it owns records or lies above a name that does (RFC 1034 §3.1,
 //!   RFC 8020): a host that no rule gives an address, and a wildcard without addresses, are
 //!   kept for operators ([`Table::hosts`]) but are no names (NXDOMAIN) and make no empty
@@ -46,6 +48,7 @@ use serde::Serialize;
 use crate::name;
 use crate::serviceentry::{EntryId, Port};
 
+use derived::Derived;
 pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
 use live::Owner;
 pub use live::{Commit, Live, Source, SourceInput};
@@ -226,7 +229,7 @@ pub enum Lookup<'a> {
         /// The host whose A and AAAA records the name has, if any (it has addresses).
         host: Option<&'a Host>,
         /// The SRV records the name owns, if any.
-        srv: Option<&'a Srv>,
+        srv: Option<Srv<'a>>,
         /// The PTR records the name owns, if any (in a reverse zone).
         ptr: Option<&'a Ptr>,
         /// Whether the name is the zone apex.
@@ -348,8 +351,10 @@ impl Table {
             return Lookup::OutOfZone;
         };
         let apex = apex_at == 0;
-        let hash = self.hasher.hash_one(qname);
-        let node = self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *qname);
+        // No index name starts with `_` (hosts are DNS-1123 names): such a name is an SRV
+        // owner or the empty non-terminal above one, derived from the host below it, or none.
+        let derived = qname.get(1) == Some(&b'_') && !zone.reverse;
+        let node = if derived { None } else { self.node(qname) };
         let exists = |host, srv, ptr, addresses| Lookup::Exists {
             zone,
             host,
@@ -368,9 +373,16 @@ impl Table {
                     };
                     return exists(Some(host), None, None, addresses);
                 }
-                Owner::Srv(srv) => return exists(None, Some(srv), None, Addresses::NONE),
                 Owner::Ptr(ptr) => return exists(None, None, Some(ptr), Addresses::NONE),
                 _ => {}
+            }
+        }
+        let mut empty = false;
+        if derived {
+            match self.derived(qname) {
+                Derived::Srv(srv) => return exists(None, Some(srv), None, Addresses::NONE),
+                Derived::Empty => empty = true,
+                Derived::None => {}
             }
         }
         if !self.wildcards.is_empty() && !zone.reverse {
@@ -382,10 +394,26 @@ impl Table {
                 return exists(Some(host), None, None, Addresses::of(host));
             }
         }
-        if apex || node.is_some_and(|n| n.below > 0) {
+        if apex || empty || node.is_some_and(|n| n.below > 0) {
             return exists(None, None, None, Addresses::NONE);
         }
         Lookup::NxDomain { zone }
+    }
+
+    /// The node of the index named `wire`.
+    #[inline]
+    fn node(&self, wire: &[u8]) -> Option<&live::Node> {
+        let hash = self.hasher.hash_one(wire);
+        self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *wire)
+    }
+
+    /// What `qname` (in a forward zone) is as an SRV owner or the empty non-terminal above
+    /// one: derived from the exact host with addresses below it ([`derived::derive`]).
+    fn derived(&self, qname: &[u8]) -> Derived<'_> {
+        derived::derive(qname, |wire| match self.node(wire) {
+            Some(n) if n.addresses.any() => n.owner.host().map(|h| (&**h, &n.wire[..])),
+            _ => None,
+        })
     }
 
     /// The host named exactly `wire` (a wildcard as `*.suffix`), with or without addresses:
@@ -394,11 +422,7 @@ impl Table {
         if let Some(suffix) = wire.strip_prefix(b"\x01*") {
             return self.wildcards.get(suffix).map(|h| &**h);
         }
-        let hash = self.hasher.hash_one(wire);
-        match &self.shards[live::shard_of(hash)]
-            .find(hash, |n| *n.wire == *wire)?
-            .owner
-        {
+        match &self.node(wire)?.owner {
             Owner::Host(host) => Some(host),
             _ => None,
         }

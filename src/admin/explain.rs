@@ -189,12 +189,13 @@ pub fn explain(table: &Table, forwarding: bool, q: &Question) -> Value {
         }
         Lookup::Exists { zone, srv: Some(srv), .. } => {
             hosts.push(srv.host());
+            let ports: Vec<u16> = srv.ports().collect();
             let why = format!(
                 "{name} is the SRV owner of a named port of {}: SRV 0 100 to it on port(s) {:?}, its addresses in the additional section",
                 srv.host().name,
-                srv.ports()
+                ports
             );
-            (Some(zone), "srv", why, json!({ "ports": srv.ports() }))
+            (Some(zone), "srv", why, json!({ "ports": ports }))
         }
         Lookup::Exists { zone, ptr: Some(ptr), .. } => {
             let address = reverse_address(&q.wire);

@@ -204,8 +204,8 @@ pub fn answer(
         rtype::AAAA => r.addresses(addresses.aaaa(), ttl, rtype::AAAA, usize::MAX, rng),
         rtype::SRV => {
             if let Some(srv) = srv {
-                r.srv(srv, ttl, usize::MAX);
-                r.targets(srv, ttl, rng);
+                r.srv(&srv, ttl, usize::MAX);
+                r.targets(&srv, ttl, rng);
             }
         }
         rtype::PTR => {
@@ -225,7 +225,7 @@ pub fn answer(
             let v6 = addresses.aaaa().len().min(ANY_MAX_ADDRESSES - v4);
             r.addresses(addresses.aaaa(), ttl, rtype::AAAA, v6, rng);
             if let Some(srv) = srv {
-                r.srv(srv, ttl, ANY_MAX_ADDRESSES);
+                r.srv(&srv, ttl, ANY_MAX_ADDRESSES);
             }
             if let Some(ptr) = ptr {
                 r.ptr(ptr.served(), ttl);
@@ -245,7 +245,7 @@ pub fn answer(
 /// none (NODATA) while some source is stale. The apex SOA and NS come from no source.
 #[cold]
 #[inline(never)]
-fn stale(table: &Table, qtype: u16, host: Option<&Host>, srv: Option<&Srv>, ptr: Option<&Ptr>, apex: bool) -> bool {
+fn stale(table: &Table, qtype: u16, host: Option<&Host>, srv: Option<Srv<'_>>, ptr: Option<&Ptr>, apex: bool) -> bool {
     let host_stale = |h: &Host| table.is_stale(&h.source);
     let ptr_stale = |p: &Ptr| p.served().iter().any(|t| table.is_stale(t.source()));
     let (a, aaaa) = host.map_or((false, false), |h| (!h.a.is_empty(), !h.aaaa.is_empty()));

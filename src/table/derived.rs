@@ -1,7 +1,9 @@
 //! Records derived from the hosts: SRV from named ports, PTR in reverse zones.
 //!
-//! Both are computed when a host is (at table-build time, incrementally with it: `live.rs`),
-//! never per query; the answer path only writes them out.
+//! PTR owners are computed when a host is (at table-build time, incrementally with it:
+//! `live.rs`); SRV owners are not stored: a lookup of `_<port>._<proto>.<host>` finds the
+//! host's node and reads its named ports (sorted: a filter, no allocation, [`derive`]), which
+//! saves two index names per host (the owner and `_<proto>.<host>` above it).
 //!
 //! - **SRV** (RFC 2782, the Kubernetes and MCS DNS specifications' form): an exact host with
 //!   addresses and a named port `p` gives `_<p.name>._<p.protocol>.<host>. SRV 0 100
@@ -13,13 +15,12 @@
 //!   and serves the first [`PTR_MAX`] in name order. A `--default-address` is a placeholder
 //!   and gives none.
 
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::{Host, Table, Zone, zone_of};
 use crate::name;
-use crate::serviceentry::Protocol;
+use crate::serviceentry::{Port, Protocol};
 
 /// Most PTR records served for one address.
 pub const PTR_MAX: usize = 8;
@@ -28,30 +29,101 @@ pub const SRV_PRIORITY: u16 = 0;
 /// SRV weight of every record.
 pub const SRV_WEIGHT: u16 = 100;
 
-/// The SRV records of one owner `_<port>._<proto>.<host>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Srv {
-    host: Arc<Host>,
-    target: Arc<[u8]>,
-    ports: Box<[u16]>,
+/// The SRV records of one owner `_<port>._<proto>.<host>`, derived from the host when asked
+/// (no owner is stored: its name and records follow from the host's node and named ports).
+#[derive(Debug, Clone, Copy)]
+pub struct Srv<'a> {
+    host: &'a Host,
+    target: &'a [u8],
+    /// The host's ports of the owner's name (adjacent: they are sorted by name, then number),
+    /// of either protocol.
+    named: &'a [Port],
+    protocol: Protocol,
 }
 
-impl Srv {
+impl<'a> Srv<'a> {
     /// The host the records point at: its source supplied them, its addresses are the
     /// additional section.
-    pub fn host(&self) -> &Host {
-        &self.host
+    pub fn host(&self) -> &'a Host {
+        self.host
     }
 
     /// The target, the host's name in lower-case wire format (a suffix of the owner name).
-    pub fn target(&self) -> &[u8] {
-        &self.target
+    pub fn target(&self) -> &'a [u8] {
+        self.target
     }
 
-    /// The port numbers, ascending: one record each.
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
+    /// The port numbers, ascending (the host's ports are sorted by name, then number): one
+    /// record each.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + Clone + 'a {
+        let protocol = self.protocol;
+        self.named
+            .iter()
+            .filter(move |p| p.protocol == protocol)
+            .map(|p| p.number)
     }
+}
+
+/// What a name whose first label starts with `_` is, derived from the exact host below it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Derived<'a> {
+    /// No name (as far as SRV goes).
+    None,
+    /// The SRV owner `_<port>._<proto>.<host>` of a named port.
+    Srv(Srv<'a>),
+    /// `_<proto>.<host>`, above such an owner: an empty non-terminal.
+    Empty,
+}
+
+/// The protocol of an SRV owner's second label.
+fn protocol(label: &[u8]) -> Option<Protocol> {
+    match label {
+        b"_tcp" => Some(Protocol::Tcp),
+        b"_udp" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// The first label of a wire name and the name after it.
+fn split_label(wire: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = usize::from(*wire.first()?);
+    Some((wire.get(1..1 + len)?, wire.get(1 + len..)?))
+}
+
+/// What the lower-case wire name `qname` (at most 255 bytes, in a forward zone) is as an
+/// SRV owner or the empty non-terminal above one, `host` giving the exact host with addresses
+/// named by a wire name, with its name as the index holds it.
+pub(super) fn derive<'a>(qname: &[u8], host: impl Fn(&[u8]) -> Option<(&'a Host, &'a [u8])>) -> Derived<'a> {
+    let Some((first, rest)) = split_label(qname) else {
+        return Derived::None;
+    };
+    if let Some((second, below)) = split_label(rest)
+        && let Some(protocol) = protocol(second)
+        && let Some(name) = first.strip_prefix(b"_")
+        && let Some((host, target)) = host(below)
+        && let Some(start) = host.ports.iter().position(|p| p.name.as_bytes() == name)
+    {
+        let named = &host.ports[start..];
+        let named = &named[..1 + named[1..].iter().take_while(|p| p.name.as_bytes() == name).count()];
+        if named.iter().any(|p| p.protocol == protocol) {
+            return Derived::Srv(Srv {
+                host,
+                target,
+                named,
+                protocol,
+            });
+        }
+    }
+    if let Some(protocol) = protocol(first)
+        && let Some((host, _)) = host(rest)
+        && host
+            .ports
+            .iter()
+            .any(|p| p.protocol == protocol && qname.len() + 2 + p.name.len() <= name::MAX_WIRE_LEN)
+    {
+        return Derived::Empty;
+    }
+    Derived::None
 }
 
 /// One host a PTR owner points at.
@@ -108,11 +180,12 @@ impl Ptr {
     }
 }
 
-/// The SRV owners of `host` (named `wire`, lower-case wire format) with their records, by
-/// owner name; none unless it is an exact host with addresses. An owner name that would
-/// exceed 255 bytes, or lie in a reverse zone, is left out.
-pub(super) fn srv_owners(zones: &[Zone], host: &Arc<Host>, wire: &Arc<[u8]>) -> Vec<(Vec<u8>, Srv)> {
-    let mut owners: Vec<(Vec<u8>, Srv)> = Vec::new();
+/// The SRV owners of `host` (named `wire`, lower-case wire format) with their port numbers
+/// (ascending), by owner name; none unless it is an exact host with addresses. An owner name
+/// that would exceed 255 bytes is left out. (It lies in the host's zone, a forward one: zones
+/// do not nest.)
+fn srv_owners(host: &Host, wire: &[u8]) -> Vec<(Vec<u8>, Vec<u16>)> {
+    let mut owners: Vec<(Vec<u8>, Vec<u16>)> = Vec::new();
     if !host.has_addresses() || wire.starts_with(b"\x01*") {
         return owners;
     }
@@ -126,25 +199,16 @@ pub(super) fn srv_owners(zones: &[Zone], host: &Arc<Host>, wire: &Arc<[u8]>) -> 
             Protocol::Udp => b"\x04_udp",
         });
         owner.extend_from_slice(wire);
-        if owner.len() > name::MAX_WIRE_LEN || zone_of(zones, &owner).is_none_or(|z| z.reverse) {
+        if owner.len() > name::MAX_WIRE_LEN {
             continue;
         }
         match owners.iter_mut().find(|(o, _)| *o == owner) {
-            Some((_, srv)) => {
-                let mut ports = srv.ports.to_vec();
+            Some((_, ports)) => {
                 if let Err(at) = ports.binary_search(&port.number) {
                     ports.insert(at, port.number);
                 }
-                srv.ports = ports.into();
             }
-            None => owners.push((
-                owner,
-                Srv {
-                    host: host.clone(),
-                    target: wire.clone(),
-                    ports: Box::new([port.number]),
-                },
-            )),
+            None => owners.push((owner, vec![port.number])),
         }
     }
     owners
@@ -263,38 +327,56 @@ impl Table {
     }
 
     /// The records the owner named `wire` (lower-case wire format; a wildcard as `*.suffix`)
-    /// has in the zone walk ([`Table::records`]), sorted: what a change of that owner changes
-    /// in its zone (for IXFR; not for the query path).
+    /// has in the zone walk ([`Table::records`]) and, for an exact host, the SRV records of
+    /// its owners (derived from it, in its zone: a change of the host is theirs), sorted: what
+    /// a change of that owner changes in its zone (for IXFR; not for the query path).
     pub fn owner_records(&self, wire: &[u8]) -> Vec<Record> {
         let mut records = Vec::new();
         if let Some(suffix) = wire.strip_prefix(b"\x01*") {
             if let Some(host) = self.wildcards.get(suffix) {
                 push_addresses(&mut records, &host.name, host);
             }
-        } else {
-            let hash = self.hasher.hash_one(wire);
-            if let Some(node) = self.shards[super::live::shard_of(hash)].find(hash, |n| *n.wire == *wire) {
-                push_owned(&mut records, &node.wire, &node.owner);
-            }
+        } else if let Some(node) = self.node(wire) {
+            push_owned(&mut records, &node.wire, &node.owner);
+        } else if let Derived::Srv(srv) = self.derived(wire) {
+            let owner = text(wire);
+            let target = text(srv.target());
+            records.extend(srv.ports().map(|port| Record {
+                owner: owner.clone(),
+                data: RecordData::Srv {
+                    port,
+                    target: target.clone(),
+                },
+            }));
         }
         records.sort();
         records
     }
 }
 
-/// The records of an owner named `wire` (a node of the table): a host's addresses, its SRV
-/// or PTR records as served (the first [`PTR_MAX`] hosts).
+/// The SRV records of `host` (named `wire`).
+fn push_srv(records: &mut Vec<Record>, host: &Host, wire: &[u8]) {
+    for (owner, ports) in srv_owners(host, wire) {
+        let owner = text(&owner);
+        records.extend(ports.into_iter().map(|port| Record {
+            owner: owner.clone(),
+            data: RecordData::Srv {
+                port,
+                target: text(wire),
+            },
+        }));
+    }
+}
+
+/// The records of an owner named `wire` (a node of the table): a host's addresses and the
+/// SRV records derived from it, or its PTR records as served (the first [`PTR_MAX`] hosts).
 fn push_owned(records: &mut Vec<Record>, wire: &[u8], owner: &super::Owner) {
     let owner_text = || text(wire);
     match owner {
-        super::Owner::Host(host) => push_addresses(records, &owner_text(), host),
-        super::Owner::Srv(srv) => records.extend(srv.ports.iter().map(|&port| Record {
-            owner: owner_text(),
-            data: RecordData::Srv {
-                port,
-                target: text(&srv.target),
-            },
-        })),
+        super::Owner::Host(host) => {
+            push_addresses(records, &owner_text(), host);
+            push_srv(records, host, wire);
+        }
         super::Owner::Ptr(ptr) => records.extend(ptr.served().iter().map(|t| Record {
             owner: owner_text(),
             data: RecordData::Ptr(text(&t.wire)),

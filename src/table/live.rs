@@ -22,7 +22,7 @@ use std::hash::BuildHasher;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
-use super::derived::{Ptr, Srv};
+use super::derived::Ptr;
 use super::rules::{Allocation, allocation, merge, named_hosts, source_host};
 use super::{Conflict, Host, Map, Skipped, Table, TableSettings, Version, Zone, zone_of};
 use crate::name;
@@ -40,8 +40,6 @@ pub(super) enum Owner {
     /// A host (held for operators even without addresses: then it is a name only when
     /// `below > 0`).
     Host(Arc<Host>),
-    /// SRV records (`_<port>._<proto>.<host>`).
-    Srv(Arc<Srv>),
     /// PTR records (in a reverse zone).
     Ptr(Arc<Ptr>),
 }
@@ -52,11 +50,11 @@ impl Owner {
         match self {
             Owner::None => false,
             Owner::Host(host) => host.has_addresses(),
-            Owner::Srv(_) | Owner::Ptr(_) => true,
+            Owner::Ptr(_) => true,
         }
     }
 
-    fn host(&self) -> Option<&Arc<Host>> {
+    pub(super) fn host(&self) -> Option<&Arc<Host>> {
         match self {
             Owner::Host(host) => Some(host),
             _ => None,
@@ -75,8 +73,9 @@ impl Owner {
 pub(super) struct Node {
     pub(super) wire: Arc<[u8]>,
     pub(super) owner: Owner,
-    /// Owners of records (hosts with addresses, wildcards included, SRV and PTR owners)
-    /// strictly below this name within its zone.
+    /// Owners of records (hosts with addresses, wildcards included, and PTR owners) strictly
+    /// below this name within its zone; a host's SRV owners are not counted (nor stored: they
+    /// are derived from it, [`super::derived`]), as it counts already.
     pub(super) below: u32,
     /// The host's addresses (none for other owners).
     pub(super) addresses: Inline,
@@ -241,10 +240,11 @@ pub struct Commit {
     /// Conflicts that did not exist before.
     pub new_conflicts: Vec<Conflict>,
     /// Owner names whose records may have changed (lower-case wire format, a wildcard as
-    /// `*.suffix`): changed hosts, their SRV owners and their addresses' PTR owners, before
-    /// and after. What changed is their records' difference between the tables before and
-    /// after ([`super::advance`]). A host's name is the index's own copy (no allocation a
-    /// host: freed after a load of 100 000 they would leave as many holes in the heap).
+    /// `*.suffix`): changed hosts (their SRV owners with them: [`Table::owner_records`]) and
+    /// their addresses' PTR owners, before and after. What changed is their records'
+    /// difference between the tables before and after ([`super::advance`]). A host's name is
+    /// the index's own copy (no allocation a host: freed after a load of 100 000 they would
+    /// leave as many holes in the heap).
     pub touched: Vec<Arc<[u8]>>,
 }
 

@@ -186,10 +186,10 @@ impl<'q, 'o> Response<'q, 'o> {
     /// The SRV records of the query name (at most `max`), from the end cut when they do not
     /// fit. The target is written whole: RFC 2782 forbids compressing it.
     #[inline(never)]
-    pub(super) fn srv(&mut self, srv: &Srv, ttl: u32, max: usize) {
+    pub(super) fn srv(&mut self, srv: &Srv<'_>, ttl: u32, max: usize) {
         let target = srv.target();
         let rdlen = 6 + target.len();
-        for &port in srv.ports().iter().take(max) {
+        for port in srv.ports().take(max) {
             if !self.fits(12 + rdlen) {
                 return;
             }
@@ -206,7 +206,7 @@ impl<'q, 'o> Response<'q, 'o> {
     /// inside the question name (`_p._tcp.<host>`); what does not fit is left out, without TC,
     /// and nothing when answer records were cut already (the additional section goes first).
     #[inline(never)]
-    pub(super) fn targets(&mut self, srv: &Srv, ttl: u32, rng: &mut Shuffler) {
+    pub(super) fn targets(&mut self, srv: &Srv<'_>, ttl: u32, rng: &mut Shuffler) {
         if self.cut {
             return;
         }

@@ -1,39 +1,20 @@
-//! A host's derived records kept current with it: when a commit recomputes a host, its SRV
-//! owners and its addresses' PTR owners go from what the old host gave to what the new one
-//! gives, and the names above them count them ([`Node::below`]); the owners it touched go to
-//! the commit ([`super::Commit::touched`]), for the zones' versions.
+//! A host's derived records kept current with it: when a commit recomputes a host, its
+//! addresses' PTR owners go from what the old host gave to what the new one gives, and the
+//! names above them count them ([`Node::below`]); the owners it touched go to the commit
+//! ([`super::Commit::touched`]), for the zones' versions. Its SRV owners are not stored: the
+//! lookup derives them from the host, and a change of the host is theirs (zones do not nest,
+//! so they lie in its zone, and [`crate::table::Table::owner_records`] of the host holds them).
 
 use std::sync::Arc;
 
-use super::super::derived::{Ptr, Srv, ptr_owners, srv_owners};
+use super::super::derived::{Ptr, ptr_owners};
 use super::{Live, Node, Owner, Source};
 use crate::table::Host;
 
 impl<K: Source> Live<K> {
-    /// Brings the SRV and PTR owners derived from the exact host named `wire` from `old` to
-    /// `new` (both as the index holds them); whether the records they serve changed.
+    /// Brings the PTR owners derived from the exact host named `wire` from `old` to `new` (both
+    /// as the index holds them); whether the records they serve changed.
     pub(super) fn derive(&mut self, wire: &Arc<[u8]>, old: Option<&Arc<Host>>, new: Option<&Arc<Host>>) -> bool {
-        let old_srv = old.map(|h| srv_owners(&self.zones, h, wire)).unwrap_or_default();
-        let new_srv = new.map(|h| srv_owners(&self.zones, h, wire)).unwrap_or_default();
-        let records = |srv: &[(Vec<u8>, Srv)]| {
-            srv.iter()
-                .map(|(o, s)| (o.clone(), s.ports().to_vec()))
-                .collect::<Vec<_>>()
-        };
-        let srv_changed = records(&old_srv) != records(&new_srv);
-        if srv_changed {
-            let owners = old_srv.iter().chain(&new_srv).map(|(o, _)| o[..].into());
-            self.commit.touched.extend(owners);
-        }
-        for (owner, _) in &old_srv {
-            if !new_srv.iter().any(|(o, _)| o == owner) {
-                self.set_owner(owner, Owner::None);
-            }
-        }
-        for (owner, srv) in new_srv {
-            self.set_owner(&owner, Owner::Srv(Arc::new(srv)));
-        }
-
         let mut old_ptr = old.map(|h| ptr_owners(&self.zones, h, wire)).unwrap_or_default();
         let mut new_ptr = new.map(|h| ptr_owners(&self.zones, h, wire)).unwrap_or_default();
         old_ptr.sort();
@@ -52,18 +33,7 @@ impl<K: Source> Live<K> {
             let owners = old_ptr.iter().chain(&new_ptr).map(|o| o[..].into());
             self.commit.touched.extend(owners);
         }
-        srv_changed || old_ptr != new_ptr
-    }
-
-    /// Sets what `owner` owns (SRV records, or nothing), counting it in the names above when
-    /// it starts or stops owning records.
-    fn set_owner(&mut self, owner: &[u8], new: Owner) {
-        let mut change = 0;
-        self.update_node(owner, None, |n| {
-            change = i64::from(new.has_records()) - i64::from(n.owner.has_records());
-            n.owner = new;
-        });
-        self.count_below(owner, change);
+        old_ptr != new_ptr
     }
 
     /// Applies `f` to the PTR records of `owner` (none yet: an empty set), counting it in the

@@ -202,7 +202,7 @@ fn served(t: &Table) -> Vec<(String, String)> {
                     host.map(|h| (&h.name, &h.a, &h.aaaa)),
                     addresses.a().collect::<Vec<_>>(),
                     addresses.aaaa().collect::<Vec<_>>(),
-                    srv.map(|s| (&s.host().name, s.target(), s.ports())),
+                    srv.map(|s| (&s.host().name, s.target(), s.ports().collect::<Vec<_>>())),
                     ptr.map(|p| p
                         .all()
                         .iter()

@@ -15,7 +15,11 @@ fn reverse_settings() -> TableSettings {
 fn what(t: &Table, name: &str) -> String {
     match t.lookup(&name::to_wire(name).unwrap()) {
         Lookup::Exists { srv: Some(srv), .. } => {
-            format!("srv {:?} -> {}", srv.ports(), name::to_text(srv.target()))
+            format!(
+                "srv {:?} -> {}",
+                srv.ports().collect::<Vec<_>>(),
+                name::to_text(srv.target())
+            )
         }
         Lookup::Exists { ptr: Some(ptr), .. } => {
             let targets: Vec<String> = ptr
