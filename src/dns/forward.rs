@@ -55,6 +55,9 @@ use crate::metrics::{self, ForwardResult, Metrics};
 /// How often an upstream that is down is probed (`. IN NS`), as CoreDNS's `health_check`.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 
+/// Queries up to this long are copied for an attempt on the stack, not the heap.
+const SMALL: usize = 512;
+
 /// Attempts of one forward at most, per upstream.
 const ATTEMPTS_PER_UPSTREAM: usize = 4;
 
@@ -288,12 +291,24 @@ impl Forwarder {
         forward.attempts += 1;
         forward.next = index + 1;
         let timeout = self.inner.settings.attempt_timeout.min(forward.deadline - now);
-        let mut msg = forward.query.clone();
+        // The datagram (its ID is written in): on the stack unless the query is large.
+        let mut small = [0u8; SMALL];
+        let mut large = Vec::new();
+        let msg = match small.get_mut(..forward.query.len()) {
+            Some(msg) => {
+                msg.copy_from_slice(&forward.query);
+                msg
+            }
+            None => {
+                large.extend_from_slice(&forward.query);
+                &mut large[..]
+            }
+        };
         let forwarder = self.clone();
         let done: Done = Box::new(move |result| forwarder.attempted(forward, index, result));
         let started = match sends {
-            Some(sends) => upstreams[index].channels.queue(&mut msg, timeout, done, sends),
-            None => upstreams[index].channels.start(&mut msg, timeout, done),
+            Some(sends) => upstreams[index].channels.queue(msg, timeout, done, sends),
+            None => upstreams[index].channels.start(msg, timeout, done),
         };
         if let Err((e, done)) = started {
             done(Err(e));

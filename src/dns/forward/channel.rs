@@ -30,7 +30,6 @@
 //! anything else (spoofed, late, garbled) is dropped and the query keeps waiting. An ICMP
 //! error (the upstream's port is closed) fails every query waiting on that socket at once.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -108,7 +107,8 @@ struct Pending {
 
 /// What the lock of a socket guards.
 struct State {
-    pending: HashMap<u16, Pending>,
+    /// By ID (IDs are ours and random: no flooding to fear from a fast hash).
+    pending: foldhash::HashMap<u16, Pending>,
     /// One deadline per pending query, by ID, and the tick (`None`).
     timers: DelayQueue<Option<u16>>,
     /// The tick is in `timers`.
@@ -401,7 +401,7 @@ impl Channels {
         let channel = Arc::new(Channel {
             socket: UdpSocket::from_std(socket)?,
             state: Mutex::new(State {
-                pending: HashMap::new(),
+                pending: foldhash::HashMap::default(),
                 timers: DelayQueue::new(),
                 ticking: false,
                 used: false,
