@@ -339,15 +339,7 @@ impl Table {
         } else if let Some(node) = self.node(wire) {
             push_owned(&mut records, &node.wire, &node.owner);
         } else if let Derived::Srv(srv) = self.derived(wire) {
-            let owner = text(wire);
-            let target = text(srv.target());
-            records.extend(srv.ports().map(|port| Record {
-                owner: owner.clone(),
-                data: RecordData::Srv {
-                    port,
-                    target: target.clone(),
-                },
-            }));
+            push_srv_records(&mut records, wire, srv.target(), srv.ports());
         }
         records.sort();
         records
@@ -357,15 +349,22 @@ impl Table {
 /// The SRV records of `host` (named `wire`).
 fn push_srv(records: &mut Vec<Record>, host: &Host, wire: &[u8]) {
     for (owner, ports) in srv_owners(host, wire) {
-        let owner = text(&owner);
-        records.extend(ports.into_iter().map(|port| Record {
-            owner: owner.clone(),
-            data: RecordData::Srv {
-                port,
-                target: text(wire),
-            },
-        }));
+        push_srv_records(records, &owner, wire, ports.into_iter());
     }
+}
+
+/// The SRV records of the owner named `owner`, one per port, pointing at `target` (both
+/// lower-case wire format).
+fn push_srv_records(records: &mut Vec<Record>, owner: &[u8], target: &[u8], ports: impl Iterator<Item = u16>) {
+    let owner = text(owner);
+    let target = text(target);
+    records.extend(ports.map(|port| Record {
+        owner: owner.clone(),
+        data: RecordData::Srv {
+            port,
+            target: target.clone(),
+        },
+    }));
 }
 
 /// The records of an owner named `wire` (a node of the table): a host's addresses and the
