@@ -315,19 +315,17 @@ impl<K: Source> Live<K> {
         // Compared key by key against the held set, without a second copy of the list: at
         // 100 000 entries a map of them was ~44 MB on top of the list at the peak.
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let ns: Vec<u32> = {
-            let mut seen: HashMap<&EntryId, u32> = HashMap::with_capacity(entries.len());
-            entries
-                .iter()
-                .map(|entry| {
-                    let n = seen.entry(&entry.id).or_default();
-                    *n += 1;
-                    *n - 1
-                })
-                .collect()
-        };
+        let mut ns: Vec<u32> = Vec::with_capacity(entries.len());
         let gone: Vec<EntryKey> = {
-            let new: HashSet<(&EntryId, u32)> = entries.iter().map(|e| &e.id).zip(ns.iter().copied()).collect();
+            // Each entry's key: its id and how many entries of that id came before it.
+            let mut new: HashSet<(&EntryId, u32)> = HashSet::with_capacity(entries.len());
+            for entry in &entries {
+                let mut n = 0;
+                while !new.insert((&entry.id, n)) {
+                    n += 1;
+                }
+                ns.push(n);
+            }
             self.set(source)
                 .entries
                 .iter()
