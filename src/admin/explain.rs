@@ -225,6 +225,20 @@ pub fn explain(table: &Table, forwarding: bool, q: &Question) -> Value {
             (Some(zone), "empty-non-terminal", why, json!({}))
         }
     };
+    // An owner of other types: the rule says why the name exists, the answer holds none of
+    // the asked type (NODATA, RFC 2308 §2.2), and the reader must not take the rule's records
+    // for the answer.
+    let nodata = answered
+        .as_ref()
+        .is_some_and(|d| d["rcode"] == "NOERROR" && d["answer"].as_array().is_some_and(Vec::is_empty));
+    let why = if nodata && matches!(rule, "exact-host" | "wildcard" | "srv" | "ptr") {
+        format!(
+            "{why}; but it owns no {} records: NODATA, with the zone's SOA for negative caching",
+            text::type_name(q.qtype)
+        )
+    } else {
+        why
+    };
     let stale = answered
         .as_ref()
         .is_some_and(|d| d["extended_error"]["code"] == crate::dns::wire::ede::STALE_ANSWER);

@@ -87,6 +87,31 @@ fn the_rule_the_records_and_where_they_came_from() {
         json!(["httpbin.bar.global. 30 IN A 240.0.0.2"])
     );
 
+    let v = says(&t, true, "_http._tcp.httpbin.bar.global", "A");
+    assert_eq!(v["rule"], "srv");
+    assert_eq!(v["answer"]["answer"], json!([]));
+    let why = v["why"].as_str().unwrap();
+    assert!(why.contains("owns no A records: NODATA"), "{why}");
+
+    // Every owner rule says so when the type asked is not one it owns.
+    for (name, qtype) in [
+        ("httpbin.bar.global", "SRV"),
+        ("api.shop.global", "AAAA"),
+        ("2.0.0.240.in-addr.arpa", "A"),
+    ] {
+        let v = says(&t, true, name, qtype);
+        let why = v["why"].as_str().unwrap();
+        assert!(
+            why.contains(&format!("owns no {qtype} records: NODATA")),
+            "{name} {qtype}: {why}"
+        );
+    }
+    let why = says(&t, true, "httpbin.bar.global", "A")["why"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!why.contains("NODATA"), "records of the type asked: {why}");
+
     let v = says(&t, true, "2.0.0.240.in-addr.arpa", "PTR");
     assert_eq!(
         (v["rule"].as_str(), v["address"].as_str()),
