@@ -195,7 +195,7 @@ impl<W: Waiter> Channel<W> {
             let event = tokio::select! {
                 biased;
                 event = std::future::poll_fn(|cx| self.poll_timers(cx)) => event,
-                received = self.socket.async_io(Interest::READABLE | Interest::ERROR, |_| self.take_answers()) => Event::Datagram(received),
+                received = self.take_ready() => Event::Datagram(received),
             };
             match event {
                 Event::Closed => return,
@@ -206,10 +206,32 @@ impl<W: Waiter> Channel<W> {
         }
     }
 
+    /// Waits until the socket is readable (or has an error), then takes the answers queued
+    /// ([`Channel::take_answers`]); how many. A short `recvmmsg` says the queue is empty, so
+    /// the readiness is cleared then, without the `recvmmsg` that would find nothing (one
+    /// system call fewer per wake-up; an answer queued meanwhile is reported by the poller
+    /// again, edge-triggered, so none is missed).
+    async fn take_ready(&self) -> io::Result<usize> {
+        loop {
+            let mut ready = self.socket.ready(Interest::READABLE | Interest::ERROR).await?;
+            match self.take_answers() {
+                Ok((taken, drained)) => {
+                    if drained {
+                        ready.clear_ready();
+                    }
+                    return Ok(taken);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Takes what answers are queued, up to [`DRAIN`], [`RECV_BATCH`] per system call, and
     /// hands each to its query, the UDP clients' replies sent together at the end
-    /// ([`replying_together`]); how many, or `WouldBlock` when none was queued.
-    fn take_answers(&self) -> io::Result<usize> {
+    /// ([`replying_together`]); how many and whether the queue was emptied, or `WouldBlock`
+    /// when none was queued.
+    fn take_answers(&self) -> io::Result<(usize, bool)> {
         replying_together(|| {
             RECEIVED.with_borrow_mut(|received| {
                 let received = received.get_or_insert_with(Received::new);
@@ -217,7 +239,7 @@ impl<W: Waiter> Channel<W> {
                 while taken < DRAIN {
                     let n = match received.recv(self.socket.as_raw_fd()) {
                         Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && taken > 0 => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && taken > 0 => return Ok((taken, true)),
                         Err(e) => return Err(e),
                     };
                     for (buf, &len) in received.bufs.iter_mut().zip(&received.lens[..n]) {
@@ -225,10 +247,10 @@ impl<W: Waiter> Channel<W> {
                     }
                     taken += n;
                     if n < RECV_BATCH {
-                        break;
+                        return Ok((taken, true));
                     }
                 }
-                Ok(taken)
+                Ok((taken, false))
             })
         })
     }
