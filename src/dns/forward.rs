@@ -10,12 +10,13 @@
 //!
 //! One way of waiting: a forward is a chain of attempts, each a pending entry on an upstream
 //! socket with one deadline (the attempt's timeout, cut to what is left of the forward's
-//! budget) and a callback that the socket's receiving task calls once. On an answer the
-//! callback replies; on a timeout or an error it starts the next attempt, at the next
-//! upstream that is up, or replies SERVFAIL when the budget is spent. A UDP client's query
-//! is sent from the thread that received it and answered from the receiving task
-//! ([`Forwarder::forward_udp`]): no task per query, no hand-over between threads. A TCP
-//! client's forward is the same chain, awaited through a oneshot ([`Forwarder::forward`]).
+//! budget) that the socket's receiving task completes once. On an answer the forward
+//! replies; on a timeout or an error it starts the next attempt, at the next upstream that is
+//! up, or replies SERVFAIL when the budget is spent. A UDP client's query is sent from the
+//! thread that received it and answered from the receiving task ([`Forwarder::forward_udp`]):
+//! no task per query, no hand-over between threads, and no allocation (the pending entry is
+//! the forward itself, its query inline). A TCP client's forward is the same chain, awaited
+//! through a oneshot ([`Forwarder::forward`]).
 //!
 //! Upstream health ([`health`]): [`MAX_FAILS`] failures in a row mark an upstream down; a
 //! down upstream gets no queries and is probed with `. IN NS` every [`PROBE_EVERY`] until it

@@ -10,12 +10,13 @@
 //! CoreDNS likewise keeps its upstream sockets for a few seconds). A replaced socket answers
 //! what is still in flight on it, then closes.
 //!
-//! One way of waiting: a query registers a callback ([`Done`]) with its deadline in the
-//! socket's pending map and timer queue (a `DelayQueue`, a hierarchical wheel) under one lock,
-//! and the socket's receiving task calls it exactly once: with the answer, with `Ok(None)` at
-//! the deadline, or with the socket's error. So a UDP client's answer goes out from the
-//! receiving task with no other task woken, a task waits by handing over a callback that
-//! fills a oneshot, and no query has a timer of its own.
+//! One way of waiting: a query registers its waiter ([`Waiter`]: the forwarder's pending
+//! forward, or a boxed callback, [`Done`]) with its deadline in the socket's pending map and
+//! timer queue (a `DelayQueue`, a hierarchical wheel) under one lock, and the socket's
+//! receiving task completes it exactly once: with the answer, with `Ok(None)` at the deadline,
+//! or with the socket's error. So a UDP client's answer goes out from the receiving task with
+//! no other task woken, a task waits through a waiter that fills a oneshot, and no query has
+//! a timer of its own. The socket is polled for reading only (see [`Channel::socket`]).
 //!
 //! Invariants (each under the channel's lock): every pending query has exactly one timer;
 //! the receiving task ends only when the socket is retired and nothing is pending, and marks
