@@ -1,8 +1,8 @@
 //! No heap allocation per in-zone answer (SRV and PTR, stale answers with their EDE included):
 //! a counting global allocator around the answer path,
 //! around a UDP batch receiving and replying from the addresses asked, and around the whole
-//! server answering UDP queries over a socket (its own test binary, since the allocator is
-//! process-wide).
+//! server answering UDP queries over a socket, in-zone and forwarded (its own test binary,
+//! since the allocator is process-wide).
 #![allow(missing_docs)]
 // A global allocator is the only way to count allocations; it forwards to the system one.
 #![allow(unsafe_code)]
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
 use globaldns::dns::batch::{Batch, enable_packet_info};
+use globaldns::dns::forward::{ForwardSettings, Forwarder};
 use globaldns::dns::server::{Limits, Listeners};
 use globaldns::metrics::Metrics;
 use globaldns::serviceentry::yaml;
@@ -118,7 +119,8 @@ fn main() {
     the_answer_path_does_not_allocate();
     a_batch_allocates_nothing_after_it_is_made();
     the_udp_server_answers_without_allocating();
-    println!("alloc: the answer path, a UDP batch and the UDP server allocate nothing per query");
+    the_udp_server_forwards_without_allocating();
+    println!("alloc: the answer path, a UDP batch and the UDP server allocate nothing per query, forwarded or not");
     println!("1 passed, 0 failed");
 }
 
@@ -207,6 +209,16 @@ fn a_batch_allocates_nothing_after_it_is_made() {
     );
 }
 
+/// A UDP client of the server at `addr` (connected; reads time out after 5 s).
+fn client_of(addr: std::net::SocketAddr) -> std::net::UdpSocket {
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    client
+}
+
 /// The server on a wildcard address, asked at another address than the client's.
 fn the_udp_server_answers_without_allocating() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -230,11 +242,7 @@ fn the_udp_server_answers_without_allocating() {
             .unwrap();
         (addr, tokio::spawn(serving))
     });
-    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.connect(addr).unwrap();
-    client
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
+    let client = client_of(addr);
     let queries = queries();
     let mut buf = [0u8; 4096];
     let mut round_trip = |q: &[u8]| {
@@ -256,4 +264,90 @@ fn the_udp_server_answers_without_allocating() {
     shutdown.cancel();
     runtime.block_on(serving).unwrap();
     assert_eq!(allocated, 0, "allocations in 24 000 queries over UDP");
+}
+
+/// The server forwarding UDP queries to an upstream (a thread here that echoes each query as
+/// its answer, allocating nothing): no allocation per forward (three before forwards were
+/// plain values). What allocates by the clock or now and then is allowed for: each upstream
+/// socket in use re-boxes its timer queue's sleep whenever it fires (tokio-util's `DelayQueue`,
+/// at least every 100 ms tick: two per tick here), and a socket is replaced every 1000 queries
+/// or 10 s (one allocation per 50 forwards).
+fn the_udp_server_forwards_without_allocating() {
+    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    upstream
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = upstream.recv_from(&mut buf) {
+                    buf[2] |= 0x80;
+                    let _ = upstream.send_to(&buf[..n], from);
+                }
+            }
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let (addr, serving) = runtime.block_on(async {
+        let metrics = Arc::new(Metrics::new());
+        let settings = ForwardSettings {
+            upstreams: vec![upstream_addr],
+            attempt_timeout: std::time::Duration::from_secs(2),
+            budget: std::time::Duration::from_secs(4),
+            max_in_flight: 100,
+        };
+        let forwarder = Forwarder::new(settings, metrics.clone());
+        let listeners = Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 1).await.unwrap();
+        let addr = listeners.local_addrs()[0];
+        let table = Arc::new(ArcSwap::from_pointee(table()));
+        let serving = listeners
+            .serve(table, Some(forwarder), Limits::default(), metrics, shutdown.clone())
+            .unwrap();
+        (addr, tokio::spawn(serving))
+    });
+    let client = client_of(addr);
+    let queries = [
+        query(0x4321, "svc.ns.svc.cluster.local", 1, false),
+        query(0x4321, "example.org", 28, true),
+    ];
+    let mut buf = [0u8; 4096];
+    let mut round_trip = |q: &[u8]| {
+        client.send(q).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        // (Compared piece by piece: a joined expectation would allocate.)
+        assert!(
+            n == q.len() && buf[..2] == q[..2] && buf[2] == q[2] | 0x80 && buf[3..n] == q[3..],
+            "the upstream's answer, with the client's ID"
+        );
+    };
+    // Every upstream socket opened, the buffers of each thread made.
+    for _ in 0..500 {
+        queries.iter().for_each(|q| round_trip(q));
+    }
+    let rounds = 6_000;
+    let started = std::time::Instant::now();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..rounds {
+        queries.iter().for_each(|q| round_trip(q));
+    }
+    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let ticks = started.elapsed().as_millis() as u64 / 100 * 16; // (16 sockets per upstream)
+    shutdown.cancel();
+    runtime.block_on(serving).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+    let forwards = rounds * queries.len() as u64;
+    assert!(
+        allocated < forwards / 50 + 2 * ticks,
+        "{allocated} allocations in {forwards} forwarded queries over UDP ({ticks} timer ticks)"
+    );
 }

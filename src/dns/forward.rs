@@ -10,12 +10,13 @@
 //!
 //! One way of waiting: a forward is a chain of attempts, each a pending entry on an upstream
 //! socket with one deadline (the attempt's timeout, cut to what is left of the forward's
-//! budget) and a callback that the socket's receiving task calls once. On an answer the
-//! callback replies; on a timeout or an error it starts the next attempt, at the next
-//! upstream that is up, or replies SERVFAIL when the budget is spent. A UDP client's query
-//! is sent from the thread that received it and answered from the receiving task
-//! ([`Forwarder::forward_udp`]): no task per query, no hand-over between threads. A TCP
-//! client's forward is the same chain, awaited through a oneshot ([`Forwarder::forward`]).
+//! budget) that the socket's receiving task completes once. On an answer the forward
+//! replies; on a timeout or an error it starts the next attempt, at the next upstream that is
+//! up, or replies SERVFAIL when the budget is spent. A UDP client's query is sent from the
+//! thread that received it and answered from the receiving task ([`Forwarder::forward_udp`]):
+//! no task per query, no hand-over between threads, and no allocation (the pending entry is
+//! the forward itself, its query inline). A TCP client's forward is the same chain, awaited
+//! through a oneshot ([`Forwarder::forward`]).
 //!
 //! Upstream health ([`health`]): [`MAX_FAILS`] failures in a row mark an upstream down; a
 //! down upstream gets no queries and is probed with `. IN NS` every [`PROBE_EVERY`] until it
@@ -37,6 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 mod address;
 mod channel;
@@ -45,18 +47,23 @@ mod health;
 pub use address::{BadUpstream, parse_upstream, resolv_conf_nameservers};
 pub use health::MAX_FAILS;
 
-use channel::{Channels, Done};
+use channel::{Channels, Waiter};
 use health::{Change, Health};
 
 use super::answer::{Transport, error_reply, error_reply_with_ede};
+use super::batch::{self, Peer};
 use super::wire::{self, ede, rcode};
-use crate::metrics::{self, ForwardResult, Metrics};
+use crate::metrics::{self, ForwardResult, Metrics, Path, Tally};
 
 /// How often an upstream that is down is probed (`. IN NS`), as CoreDNS's `health_check`.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// Queries up to this long are copied for an attempt on the stack, not the heap.
 const SMALL: usize = 512;
+
+/// Queries up to this long are kept in their forward, not on the heap (nearly all: a query
+/// is its header, its question, ≤ 259 bytes, and maybe an OPT record).
+const INLINE: usize = 256;
 
 /// Attempts of one forward at most, per upstream.
 const ATTEMPTS_PER_UPSTREAM: usize = 4;
@@ -80,7 +87,7 @@ pub struct ForwardSettings {
 #[derive(Debug)]
 struct Upstream {
     addr: SocketAddr,
-    channels: Channels,
+    channels: Channels<Waiting>,
     health: Health,
     /// A probing task runs (one at most).
     probing: AtomicBool,
@@ -116,24 +123,24 @@ enum AttemptError {
 }
 
 /// A forward under way: the client's query (its ID), its deadline, where the next attempt
-/// looks for an upstream, and who gets the response (with the upstream that gave it; `None`:
-/// our SERVFAIL).
-struct Forward<R> {
-    query: Vec<u8>,
+/// looks for an upstream, and who gets the response. A plain value (the query inline), so
+/// that a UDP client's forward, pending on an upstream socket, costs no allocation.
+struct Forward {
+    query: Kept,
     deadline: Instant,
     next: usize,
     attempts: usize,
     /// The Extended DNS Error of its SERVFAIL (RFC 8914): 23 Network Error once an attempt
     /// failed with a socket error, else 22 No Reachable Authority (timeouts, none up).
     failure: u16,
-    reply: R,
+    reply: Reply,
 }
 
-impl<R> Forward<R> {
+impl Forward {
     /// The forward of `query` until `deadline`, before its first attempt.
-    fn new(query: &[u8], deadline: Instant, reply: R) -> Self {
+    fn new(query: &[u8], deadline: Instant, reply: Reply) -> Self {
         Forward {
-            query: query.to_vec(),
+            query: Kept::new(query),
             deadline,
             next: 0,
             attempts: 0,
@@ -143,10 +150,109 @@ impl<R> Forward<R> {
     }
 }
 
+/// A query kept for its forward: inline up to [`INLINE`] bytes, else on the heap.
+#[allow(clippy::large_enum_variant)] // Inline on purpose: no allocation per forward.
+enum Kept {
+    Inline(u16, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Kept {
+    fn new(query: &[u8]) -> Self {
+        match u16::try_from(query.len()) {
+            Ok(len) if query.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..query.len()].copy_from_slice(query);
+                Kept::Inline(len, bytes)
+            }
+            _ => Kept::Heap(query.into()),
+        }
+    }
+
+    fn get(&self) -> &[u8] {
+        match self {
+            Kept::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Kept::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// Who gets a forward's response.
+enum Reply {
+    /// A UDP client, answered from wherever the response comes; the forward's place among
+    /// those in flight is given back once it is answered.
+    Udp(UdpClient, OwnedSemaphorePermit),
+    /// A task, with the upstream that answered (`None`: our SERVFAIL).
+    Task(oneshot::Sender<(Vec<u8>, Option<usize>)>),
+}
+
+/// A UDP client whose query is forwarded: its answer goes to `peer` on `socket`, from the
+/// address the query was sent to ([`batch::send_soon`]), and is counted with the time since
+/// `started`. The forward counts as in flight (for shutdown) until `in_flight` is dropped.
+#[derive(Debug)]
+pub struct UdpClient {
+    /// The listening socket the query came on.
+    pub socket: Arc<std::net::UdpSocket>,
+    /// The client's and the query's addresses.
+    pub peer: Peer,
+    /// When the query was taken.
+    pub started: std::time::Instant,
+    /// Held while the forward is in flight.
+    pub in_flight: TaskTrackerToken,
+}
+
+impl UdpClient {
+    /// Sends `response` to the client, counted in `metrics`.
+    fn reply(self, metrics: &Metrics, response: &[u8]) {
+        count_forwarded(metrics, Transport::Udp, response, self.started);
+        batch::send_soon(self.socket, response, &self.peer);
+    }
+}
+
+/// Counts a forwarded query's `response` in `metrics`, with the time since `started`.
+pub fn count_forwarded(metrics: &Metrics, transport: Transport, response: &[u8], started: std::time::Instant) {
+    let mut tally = Tally::default();
+    tally.response(response);
+    metrics.add(transport, Path::Forwarded, &mut tally, started.elapsed());
+}
+
+/// What waits on an upstream socket: an attempt of a forward, or a probe.
+#[allow(clippy::large_enum_variant)] // Pending forwards are the common case, probes rare.
+enum Waiting {
+    /// The attempt of `forward` at upstream `index`.
+    Attempt {
+        forwarder: Forwarder,
+        forward: Forward,
+        index: usize,
+    },
+    /// A probe of upstream `index`.
+    Probe { forwarder: Forwarder, index: usize },
+}
+
+impl Waiter for Waiting {
+    fn query(&self) -> Option<&[u8]> {
+        Some(match self {
+            Waiting::Attempt { forward, .. } => forward.query.get(),
+            Waiting::Probe { .. } => &PROBE,
+        })
+    }
+
+    fn done(self, result: io::Result<Option<&mut [u8]>>) {
+        match self {
+            Waiting::Attempt {
+                forwarder,
+                forward,
+                index,
+            } => forwarder.attempted(forward, index, result),
+            Waiting::Probe { forwarder, index } => forwarder.probed(index, result),
+        }
+    }
+}
+
 /// The UDP forwards of one batch of queries, waiting to be sent together: one `sendmmsg` per
 /// upstream socket instead of one `send` each. Belongs to the thread that made it.
 #[derive(Default)]
-pub struct UdpSends(channel::Sends);
+pub struct UdpSends(channel::Sends<Waiting>);
 
 impl UdpSends {
     /// Sends the forwards queued by [`Forwarder::forward_udp`]; one the system refuses is
@@ -220,9 +326,7 @@ impl Forwarder {
         let mut failure = ede::NO_REACHABLE_AUTHORITY;
         loop {
             let (tx, rx) = oneshot::channel();
-            let forward = Forward::new(query, deadline, move |answer: &mut [u8], from: Option<usize>| {
-                let _ = tx.send((answer.to_vec(), from));
-            });
+            let forward = Forward::new(query, deadline, Reply::Task(tx));
             self.attempt(Forward { failure, ..forward }, None);
             let Ok((answer, from)) = rx.await else {
                 return error_reply(query, rcode::SERVFAIL, true, out); // (the runtime is going away)
@@ -244,34 +348,39 @@ impl Forwarder {
         }
     }
 
-    /// Forwards a UDP client's `query` as [`Forwarder::forward`] does and calls `reply` with
-    /// the response: from the task that receives the upstream's answer, or at once (SERVFAIL)
-    /// when no upstream is up or too many forwards are in flight. Needs no runtime of the
-    /// caller's. The query waits in `sends` (with the others of its batch, on one upstream
-    /// socket) until [`UdpSends::flush`].
-    pub fn forward_udp(&self, query: &[u8], sends: &mut UdpSends, reply: impl FnOnce(&[u8]) + Send + 'static) {
+    /// Forwards a UDP client's `query` as [`Forwarder::forward`] does and replies to `client`
+    /// with the response: from the task that receives the upstream's answer, or at once
+    /// (SERVFAIL) when no upstream is up or too many forwards are in flight. Needs no runtime
+    /// of the caller's. The query waits in `sends` (with the others of its batch, on one
+    /// upstream socket) until [`UdpSends::flush`]. Allocates nothing (but for a query longer
+    /// than 256 bytes, or a SERVFAIL).
+    pub fn forward_udp(&self, query: &[u8], sends: &mut UdpSends, client: UdpClient) {
         let Some(permit) = self.permit() else {
             let mut out = Vec::new();
             overloaded(query, &mut out);
-            return reply(&out);
+            return client.reply(&self.inner.metrics, &out);
         };
         // The clock of the runtime (the paused one in tests), not of this thread.
         let _runtime = self.inner.runtime.enter();
         let deadline = Instant::now() + self.inner.settings.budget;
-        let forward = Forward::new(query, deadline, move |answer: &mut [u8], _| {
-            reply(answer);
-            drop(permit);
-        });
+        let forward = Forward::new(query, deadline, Reply::Udp(client, permit));
         self.attempt(forward, Some(&mut sends.0));
+    }
+
+    /// Gives `forward`'s client `response` (from upstream `from`; `None`: our SERVFAIL).
+    fn respond(&self, forward: Forward, response: &mut [u8], from: Option<usize>) {
+        match forward.reply {
+            Reply::Udp(client, _permit) => client.reply(&self.inner.metrics, response),
+            Reply::Task(tx) => {
+                let _ = tx.send((response.to_vec(), from));
+            }
+        }
     }
 
     /// The next attempt of `forward`, at the first upstream that is up from `forward.next`
     /// on, sent at once or queued in `sends`; SERVFAIL when there is none, or no time or
     /// attempt is left.
-    fn attempt<R>(&self, mut forward: Forward<R>, sends: Option<&mut channel::Sends>)
-    where
-        R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
-    {
+    fn attempt(&self, mut forward: Forward, sends: Option<&mut channel::Sends<Waiting>>) {
         let upstreams = &self.inner.upstreams;
         let Some(index) = (0..upstreams.len())
             .map(|k| (forward.next + k) % upstreams.len())
@@ -281,50 +390,51 @@ impl Forwarder {
                 self.inner.metrics.forward_fast_failure();
             }
             tracing::debug!("no upstream is up: SERVFAIL");
-            return servfail(forward);
+            return self.servfail(forward);
         };
         let now = Instant::now();
         if now >= forward.deadline || forward.attempts >= ATTEMPTS_PER_UPSTREAM * upstreams.len() {
             tracing::debug!("every attempt failed: SERVFAIL");
-            return servfail(forward);
+            return self.servfail(forward);
         }
         forward.attempts += 1;
         forward.next = index + 1;
         let timeout = self.inner.settings.attempt_timeout.min(forward.deadline - now);
         // The datagram (its ID is written in): on the stack unless the query is large.
+        let query = forward.query.get();
         let mut small = [0u8; SMALL];
         let mut large = Vec::new();
-        let msg = match small.get_mut(..forward.query.len()) {
+        let msg = match small.get_mut(..query.len()) {
             Some(msg) => {
-                msg.copy_from_slice(&forward.query);
+                msg.copy_from_slice(query);
                 msg
             }
             None => {
-                large.extend_from_slice(&forward.query);
+                large.extend_from_slice(query);
                 &mut large[..]
             }
         };
-        let forwarder = self.clone();
-        let done: Done = Box::new(move |result| forwarder.attempted(forward, index, result));
+        let done = Waiting::Attempt {
+            forwarder: self.clone(),
+            forward,
+            index,
+        };
         let started = match sends {
             Some(sends) => upstreams[index].channels.queue(msg, timeout, done, sends),
             None => upstreams[index].channels.start(msg, timeout, done),
         };
         if let Err((e, done)) = started {
-            done(Err(e));
+            done.done(Err(e));
         }
     }
 
     /// The attempt of `forward` at upstream `index` ended with `result`.
-    fn attempted<R>(&self, forward: Forward<R>, index: usize, result: io::Result<Option<&mut [u8]>>)
-    where
-        R: FnOnce(&mut [u8], Option<usize>) + Send + 'static,
-    {
+    fn attempted(&self, forward: Forward, index: usize, result: io::Result<Option<&mut [u8]>>) {
         match result {
             Ok(Some(answer)) => {
                 self.answered(index);
-                answer[..2].copy_from_slice(&forward.query[..2]);
-                (forward.reply)(answer, Some(index));
+                answer[..2].copy_from_slice(&forward.query.get()[..2]);
+                self.respond(forward, answer, Some(index));
             }
             Ok(None) => {
                 self.failed(index, &AttemptError::Timeout);
@@ -386,6 +496,19 @@ impl Forwarder {
         }
     }
 
+    /// Replies SERVFAIL to `forward`.
+    fn servfail(&self, forward: Forward) {
+        let mut out = Vec::new();
+        error_reply_with_ede(
+            forward.query.get(),
+            rcode::SERVFAIL,
+            true,
+            Some(forward.failure),
+            &mut out,
+        );
+        self.respond(forward, &mut out, None);
+    }
+
     /// `query` over TCP to upstream `index` (after a truncated UDP answer), until `deadline`
     /// or an attempt's time; the answer with the client's ID.
     async fn over_tcp(&self, index: usize, query: &[u8], deadline: Instant) -> Result<Vec<u8>, AttemptError> {
@@ -410,16 +533,6 @@ fn overloaded(query: &[u8], out: &mut Vec<u8>) {
     error_reply_with_ede(query, rcode::SERVFAIL, true, Some(ede::NO_REACHABLE_AUTHORITY), out);
 }
 
-/// Replies SERVFAIL to `forward`.
-fn servfail<R>(forward: Forward<R>)
-where
-    R: FnOnce(&mut [u8], Option<usize>),
-{
-    let mut out = Vec::new();
-    error_reply_with_ede(&forward.query, rcode::SERVFAIL, true, Some(forward.failure), &mut out);
-    (forward.reply)(&mut out, None);
-}
-
 /// Probes upstream `index` every [`PROBE_EVERY`], the first at once, until it is up again
 /// (or the forwarder is gone); one such task per upstream at most. Each probe is a pending
 /// entry like any attempt.
@@ -438,11 +551,13 @@ async fn probe(inner: Weak<Inner>, index: usize) {
             }
         }
         let timeout = inner.settings.attempt_timeout;
-        let forwarder = Forwarder { inner: inner.clone() };
-        let done: Done = Box::new(move |result| forwarder.probed(index, result));
+        let done = Waiting::Probe {
+            forwarder: Forwarder { inner: inner.clone() },
+            index,
+        };
         let mut msg = PROBE;
         if let Err((e, done)) = upstream.channels.start(&mut msg, timeout, done) {
-            done(Err(e));
+            done.done(Err(e));
         }
     }
 }

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 mod bind;
 
 use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use super::batch::{self, Batch, Peer, to_std};
-use super::forward::{Forwarder, UdpSends};
+use super::batch::{Batch, Peer, to_std};
+use super::forward::{Forwarder, UdpClient, UdpSends, count_forwarded};
 use super::transfer::{self, Transfers};
 use super::wire;
 use crate::metrics::{Metrics, Path, Tally};
@@ -242,7 +242,7 @@ impl Shared {
     async fn forward(&self, query: &[u8], out: &mut Vec<u8>) {
         let started = Instant::now();
         self.forwarder().forward(query, Transport::Tcp, out).await;
-        forwarded(&self.metrics, Transport::Tcp, out, started);
+        count_forwarded(&self.metrics, Transport::Tcp, out, started);
     }
 
     /// Answers a TCP client's zone transfer request `query` from `table`: the frames to write.
@@ -281,14 +281,14 @@ impl Shared {
     /// address the query was sent to, from wherever the upstream's answer arrives.
     /// The query waits in `sends` for the rest of its batch.
     fn forward_udp(&self, query: &[u8], socket: &Arc<std::net::UdpSocket>, peer: Peer, sends: &mut UdpSends) {
-        // Counts as in flight until answered, so that shutdown waits for it.
-        let (started, socket, in_flight) = (Instant::now(), socket.clone(), self.tracker.token());
-        let metrics = self.metrics.clone();
-        self.forwarder().forward_udp(query, sends, move |out| {
-            forwarded(&metrics, Transport::Udp, out, started);
-            batch::send_soon(socket, out, &peer);
-            drop(in_flight);
-        });
+        let client = UdpClient {
+            socket: socket.clone(),
+            peer,
+            started: Instant::now(),
+            // Counts as in flight until answered, so that shutdown waits for it.
+            in_flight: self.tracker.token(),
+        };
+        self.forwarder().forward_udp(query, sends, client);
     }
 }
 
@@ -309,13 +309,6 @@ fn answer_tallied(
         tally.response(out);
     }
     outcome
-}
-
-/// Counts a forwarded query's response.
-fn forwarded(metrics: &Metrics, transport: Transport, response: &[u8], started: Instant) {
-    let mut tally = Tally::default();
-    tally.response(response);
-    metrics.add(transport, Path::Forwarded, &mut tally, started.elapsed());
 }
 
 /// Serves one UDP socket until shutdown. A panic (a bug) is logged and the socket served on:

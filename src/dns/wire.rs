@@ -270,7 +270,13 @@ pub fn parse(msg: &[u8]) -> Result<Query<'_>, Reject> {
 /// answer in another case than asked); its QTYPE and QCLASS are numbers and compare exactly
 /// (type 0x0041 is not 0x0061).
 pub fn answers(reply: &[u8], query: &[u8]) -> bool {
-    if reply.len() < HEADER_LEN || query.len() < HEADER_LEN || reply[..2] != query[..2] || reply[2] & 0x80 == 0 {
+    reply.len() >= 2 && query.len() >= 2 && reply[..2] == query[..2] && answers_question(reply, query)
+}
+
+/// [`answers`] but for the ID, which the caller matched already (a query kept with another ID
+/// than it was sent with).
+pub fn answers_question(reply: &[u8], query: &[u8]) -> bool {
+    if reply.len() < HEADER_LEN || query.len() < HEADER_LEN || reply[2] & 0x80 == 0 {
         return false;
     }
     let qdcount = u16::from_be_bytes([reply[4], reply[5]]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 
 use super::super::super::batch::BATCH;
-use super::{Channel, Channels, RECV_BATCH};
+use super::{Channel, Channels, Done, RECV_BATCH, Waiter};
 
 /// Receive buffers for the answers of upstream sockets, one set per thread of the runtime
 /// (taken and handled within one poll of a receiving task, so never two at a time).
@@ -60,9 +60,9 @@ thread_local! {
 /// them in one `sendmmsg`, so that a batch of forwards costs one system call (and one wake-up
 /// of the upstream) instead of one each. Belongs to one thread (its message headers hold raw
 /// pointers); allocates nothing once its buffers have grown. Dropped, it flushes.
-pub(in crate::dns::forward) struct Sends {
+pub(in crate::dns::forward) struct Sends<W: Waiter = Done> {
     /// The socket of the queued queries.
-    pub(super) channel: Option<Arc<Channel>>,
+    pub(super) channel: Option<Arc<Channel<W>>>,
     /// The pool it is from (its address; only compared).
     owner: usize,
     /// The first `count` are queued datagrams.
@@ -75,7 +75,7 @@ pub(in crate::dns::forward) struct Sends {
     headers: MultiHeaders<SockaddrStorage>,
 }
 
-impl Default for Sends {
+impl<W: Waiter> Default for Sends<W> {
     fn default() -> Self {
         Sends {
             channel: None,
@@ -89,14 +89,14 @@ impl Default for Sends {
     }
 }
 
-impl Sends {
+impl<W: Waiter> Sends<W> {
     /// Whether a query for `channels` can join those queued.
-    pub(super) fn takes_from(&self, channels: &Channels) -> bool {
+    pub(super) fn takes_from(&self, channels: &Channels<W>) -> bool {
         self.count == 0 || (self.owner == std::ptr::from_ref(channels) as usize && self.count < BATCH)
     }
 
     /// Queues `msg`, registered as `id` with `token` on `channel` of `channels`.
-    pub(super) fn push(&mut self, channels: &Channels, channel: &Arc<Channel>, id: u16, token: u64, msg: &[u8]) {
+    pub(super) fn push(&mut self, channels: &Channels<W>, channel: &Arc<Channel<W>>, id: u16, token: u64, msg: &[u8]) {
         if self.channel.is_none() {
             self.channel = Some(channel.clone());
             self.owner = std::ptr::from_ref(channels) as usize;
@@ -134,7 +134,7 @@ impl Sends {
                     let e = failed.map_or_else(io::Error::from, |_| io::ErrorKind::WouldBlock.into());
                     let (id, token) = self.queued[from];
                     if let Some(done) = channel.forget(id, token) {
-                        done(Err(e));
+                        done.done(Err(e));
                     }
                     from += 1;
                 }
@@ -143,7 +143,7 @@ impl Sends {
     }
 }
 
-impl Drop for Sends {
+impl<W: Waiter> Drop for Sends<W> {
     fn drop(&mut self) {
         self.flush();
     }

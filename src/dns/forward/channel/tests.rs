@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 
+use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -336,4 +337,41 @@ async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     true
+}
+
+/// The events the runtime's poller (`epoll`, Linux) waits for on `fd`, from the poller's
+/// `/proc/self/fdinfo` (`tfd: FD events: MASK`).
+fn polled_events(fd: std::os::fd::RawFd) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let poller = std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventpoll]");
+        let fdinfo = format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy());
+        let Some(info) = poller.then(|| std::fs::read_to_string(fdinfo).ok()).flatten() else {
+            continue;
+        };
+        for line in info.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("tfd:") && words.next() == Some(&fd.to_string()) && words.next() == Some("events:")
+            {
+                return words.next().and_then(|mask| u32::from_str_radix(mask, 16).ok());
+            }
+        }
+    }
+    None
+}
+
+/// An upstream socket is polled for reading only: polled for writing (edge-triggered
+/// EPOLLOUT), each datagram sent on it woke a runtime thread once its buffer space came back,
+/// a context switch per forward at moderate rates (pinned, 2 000 q/s: 3.4 → 2.5 a forward).
+#[tokio::test]
+async fn upstream_sockets_are_not_polled_for_writing() {
+    let (addr, _) = echo_thread();
+    let channels = Channels::new(addr, tokio::runtime::Handle::current());
+    let (answer, _) = exchange(&channels, &mut query(b"\x01a\x00"), Duration::from_secs(5)).await;
+    answer.expect("no error").expect("answered");
+    let slots = channels.slots.iter().filter_map(|s| s.lock().unwrap().clone());
+    let fds: Vec<_> = slots.map(|c| c.socket.as_raw_fd()).collect();
+    assert_eq!(fds.len(), 1, "one socket opened");
+    let events = polled_events(fds[0]).expect("the socket is in the runtime's poller");
+    assert_ne!(events & 0x001, 0, "EPOLLIN: {events:#x}");
+    assert_eq!(events & 0x004, 0, "no EPOLLOUT: {events:#x}");
 }
