@@ -122,12 +122,8 @@ pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp
                 if scalar_bytes > MAX_SCALAR_BYTES {
                     return Err(GiveUp("scalar bytes"));
                 }
-                if let Some(Frame::Map(map, key @ None)) = stack.last_mut() {
-                    let k = scalar.key()?;
-                    if map.contains_key(&k) {
-                        return Err(GiveUp("duplicate key"));
-                    }
-                    *key = Some(k);
+                if let Some(Frame::Map(_, key @ None)) = stack.last_mut() {
+                    *key = Some(scalar.key()?);
                     continue;
                 }
                 scalar.value()?
@@ -140,7 +136,9 @@ pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp
                 let Some(key) = key.take() else {
                     return Err(GiveUp("unbalanced events"));
                 };
-                map.insert(key, value);
+                if map.insert(key, value).is_some() {
+                    return Err(GiveUp("duplicate key"));
+                }
             }
         }
     }
