@@ -10,7 +10,7 @@
 //! file's trees took ~2.2 KB per entry, 220 MB at that size). Entries of one text share each
 //! namespace's name.
 //!
-//! Two parsers, one verdict: serde-saphyr defines what a text holds; libyaml ([`libyaml`],
+//! Two parsers, one verdict: serde-saphyr defines what a text holds; libyaml (`yaml/libyaml.rs`,
 //! ~3× faster) reads the texts whose every construct it has proven to read the same way, and
 //! leaves any other text whole to serde-saphyr.
 
@@ -42,7 +42,7 @@ pub struct NotYaml(#[source] serde_saphyr::Error);
 /// Reads every ServiceEntry document of `text`; objects without a namespace are placed in
 /// `default_namespace`.
 ///
-/// The text is read with libyaml ([`libyaml`]) when it holds only YAML whose reading is proven
+/// The text is read with libyaml (`yaml/libyaml.rs`) when it holds only YAML whose reading is proven
 /// to be serde-saphyr's, else with serde-saphyr: either way the verdicts are serde-saphyr's.
 ///
 /// # Errors
