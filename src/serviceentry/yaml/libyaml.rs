@@ -1,0 +1,654 @@
+//! The fast reading of [`super::parse`]: libyaml's events (the `unsafe-libyaml` crate, a
+//! line-by-line Rust translation of the C library) composed into one `serde_json::Value` per
+//! document, the value serde-saphyr would have made of it.
+//!
+//! libyaml walks an entries file ~3× faster than serde-saphyr's parser, but the two do not
+//! agree on every text. So this reading only takes the YAML whose value it has proven to be
+//! serde-saphyr's (the differential tests below run both over the fuzz corpus, the real-world
+//! fixtures and strung-together or mutated texts; the fuzz target does too): block mappings and sequences, flow ones, single-line plain and quoted
+//! scalars. At anything else it gives up ([`GiveUp`]) and the caller reads the whole text with
+//! serde-saphyr: an error of libyaml's, a directive, tag, anchor or alias, a block or
+//! multi-line scalar, an escape in a double-quoted one, a plain scalar that may be a float or
+//! an odd integer, a key that is not a plain word or quoted, a merge (`<<`) or duplicate key,
+//! a `#` right after a token outside a scalar (a comment to libyaml, an error to YAML 1.2), a
+//! BOM inside the text or a YAML 1.1 line break (NEL, LS, PS), nesting deeper than 32, or
+//! sizes near serde-saphyr's budget.
+//!
+//! Plain scalars resolve as serde-saphyr's untyped reading does with `strict_booleans`
+//! (YAML 1.2 core schema): `""`, `~`, `null`, `Null`, `NULL` are null; `true`, `True`, `TRUE`
+//! and the three spellings of false are booleans; a decimal integer without a leading zero is
+//! a number; anything that neither its integer nor its float parser can take (it starts
+//! with none of `0-9 + - .`, holds a byte outside `0-9 A-Z a-z _ + - .`, two dots, a sign not
+//! after an `e`, or a letter no number holds: see `is_no_number`) is a string.
+// The measured reason for `unsafe`: libyaml's C-shaped API. Reading and stripping the load
+// benchmark's 100 000 entries (21.6 MB) takes 0.65–0.73 s of CPU this way against 2.07 s with
+// serde-saphyr alone. Every block below is one call or one read of libyaml's event, see SAFETY.
+#![allow(unsafe_code)]
+
+use std::mem::MaybeUninit;
+
+use serde_json::{Map, Value};
+use unsafe_libyaml as unsafe_sys;
+
+/// Why the fast reading left a text to serde-saphyr (the differential test counts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct GiveUp(pub(super) &'static str);
+
+/// serde-saphyr's default `max_depth` is 64; half of it stays well clear.
+const MAX_DEPTH: usize = 32;
+/// serde-saphyr's `max_total_scalar_bytes` is 64 MiB; half of it.
+const MAX_SCALAR_BYTES: usize = 32 << 20;
+/// serde-saphyr's `simple_key_max_lookahead` is 1 024 characters; a key's bytes stay below it.
+const MAX_KEY_BYTES: usize = 256;
+/// Our budget for serde-saphyr allows 10 M documents; half of it.
+const MAX_DOCUMENTS: usize = 5_000_000;
+/// A text larger than this is left to serde-saphyr (its reader's limit is 256 MiB). With it,
+/// the nodes and events of a text stay far below that budget's 200 M and 400 M.
+const MAX_TEXT_BYTES: usize = 128 << 20;
+
+/// Reads `text` and hands each document's value to `each`, in order.
+///
+/// # Errors
+///
+/// [`GiveUp`] when the text holds anything this reading has not proven to read as
+/// serde-saphyr does; `each` may have been given the documents before that point.
+pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(GiveUp("text size"));
+    }
+    // libyaml skips a BOM inside the text and breaks lines at NEL, LS and PS (YAML 1.1);
+    // serde-saphyr rejects the BOM and takes the others as content (YAML 1.2).
+    if !text.is_ascii() && text.contains(['\u{feff}', '\u{85}', '\u{2028}', '\u{2029}']) {
+        return Err(GiveUp("BOM or YAML 1.1 line break"));
+    }
+    // A `#` right after a non-space starts a comment for libyaml (`[a]#c`) but is an error for
+    // serde-saphyr, as YAML wants. Such a `#` is fine only inside a scalar: each must be.
+    let mut hashes = text
+        .match_indices('#')
+        .map(|(at, _)| at)
+        .filter(|&at| at > 0 && !matches!(text.as_bytes()[at - 1], b' ' | b'\t' | b'\r' | b'\n'))
+        .peekable();
+    let mut parser = Parser::new(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let (mut scalar_bytes, mut documents) = (0usize, 0usize);
+    loop {
+        let event = parser.next()?;
+        let value = match event {
+            Event::StreamStart | Event::DocumentEnd => continue,
+            Event::StreamEnd => {
+                if hashes.next().is_some() {
+                    return Err(GiveUp("comment right after a token"));
+                }
+                return Ok(());
+            }
+            Event::DocumentStart { directives } => {
+                if directives {
+                    return Err(GiveUp("directive"));
+                }
+                documents += 1;
+                if documents > MAX_DOCUMENTS {
+                    return Err(GiveUp("documents"));
+                }
+                continue;
+            }
+            Event::SequenceStart => {
+                if let Some(Frame::Map(_, None)) = stack.last() {
+                    return Err(GiveUp("complex key"));
+                }
+                stack.push(Frame::Seq(Vec::new()));
+                if stack.len() > MAX_DEPTH {
+                    return Err(GiveUp("depth"));
+                }
+                continue;
+            }
+            Event::MappingStart => {
+                if let Some(Frame::Map(_, None)) = stack.last() {
+                    return Err(GiveUp("complex key"));
+                }
+                stack.push(Frame::Map(Map::new(), None));
+                if stack.len() > MAX_DEPTH {
+                    return Err(GiveUp("depth"));
+                }
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                Some(Frame::Seq(items)) => Value::Array(items),
+                Some(Frame::Map(map, None)) => Value::Object(map),
+                // libyaml ends a mapping only after a key's value, and balances its events.
+                _ => return Err(GiveUp("unbalanced events")),
+            },
+            Event::Scalar(scalar) => {
+                while let Some(&at) = hashes.peek().filter(|&&at| at < scalar.end) {
+                    if at < scalar.start {
+                        return Err(GiveUp("comment right after a token"));
+                    }
+                    hashes.next();
+                }
+                scalar_bytes += scalar.text.len();
+                if scalar_bytes > MAX_SCALAR_BYTES {
+                    return Err(GiveUp("scalar bytes"));
+                }
+                if let Some(Frame::Map(_, key @ None)) = stack.last_mut() {
+                    *key = Some(scalar.key()?);
+                    continue;
+                }
+                scalar.value()?
+            }
+        };
+        match stack.last_mut() {
+            None => each(value),
+            Some(Frame::Seq(items)) => items.push(value),
+            Some(Frame::Map(map, key)) => {
+                let Some(key) = key.take() else {
+                    return Err(GiveUp("unbalanced events"));
+                };
+                if map.insert(key, value).is_some() {
+                    return Err(GiveUp("duplicate key"));
+                }
+            }
+        }
+    }
+}
+
+/// A collection being composed; a mapping holds the key whose value comes next.
+enum Frame {
+    Seq(Vec<Value>),
+    Map(Map<String, Value>, Option<String>),
+}
+
+/// The events of libyaml this reading uses; everything else is a [`GiveUp`] already.
+enum Event {
+    StreamStart,
+    StreamEnd,
+    DocumentStart { directives: bool },
+    DocumentEnd,
+    SequenceStart,
+    SequenceEnd,
+    MappingStart,
+    MappingEnd,
+    Scalar(Scalar),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Plain,
+    Quoted,
+}
+
+/// A single-line, untagged, unanchored plain or quoted scalar without escapes.
+struct Scalar {
+    text: String,
+    style: Style,
+    /// Where it is in the text, in bytes (quotes included).
+    start: usize,
+    end: usize,
+}
+
+impl Scalar {
+    /// The scalar as a mapping key: serde_json's keys are strings, so only a quoted one or a
+    /// plain word serde-saphyr reads as a string.
+    fn key(self) -> Result<String, GiveUp> {
+        if self.text.len() > MAX_KEY_BYTES {
+            return Err(GiveUp("long key"));
+        }
+        // serde_json treats a few `$serde_json::…` keys specially with some of its features.
+        if self.text.starts_with('$') {
+            return Err(GiveUp("key starting with $"));
+        }
+        // serde-saphyr merges the mapping given to `<<` into its own.
+        if self.text == "<<" {
+            return Err(GiveUp("merge key"));
+        }
+        match self.style {
+            Style::Quoted => Ok(self.text),
+            Style::Plain => match resolve_plain(&self.text)? {
+                Value::String(_) => Ok(self.text),
+                _ => Err(GiveUp("non-string key")),
+            },
+        }
+    }
+
+    fn value(self) -> Result<Value, GiveUp> {
+        match self.style {
+            Style::Quoted => Ok(Value::String(self.text)),
+            Style::Plain => match resolve_plain(&self.text)? {
+                Value::String(_) => Ok(Value::String(self.text)),
+                other => Ok(other),
+            },
+        }
+    }
+}
+
+/// What serde-saphyr's untyped reading makes of a plain scalar (see the module's doc); the
+/// string case returns an empty string (the caller keeps its own text).
+fn resolve_plain(text: &str) -> Result<Value, GiveUp> {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
+        "true" | "True" | "TRUE" => return Ok(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
+        _ => {}
+    }
+    let bytes = text.as_bytes();
+    if !matches!(bytes[0], b'0'..=b'9' | b'+' | b'-' | b'.') {
+        return Ok(Value::String(String::new()));
+    }
+    let (negative, digits) = match bytes.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, bytes),
+    };
+    // Up to 18 digits always fit: no overflow case to mirror.
+    if !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits == b"0" || digits[0] != b'0')
+    {
+        let magnitude = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        return Ok(if negative {
+            // `-0` is the integer 0 in serde-saphyr: i64 zero.
+            #[allow(clippy::cast_possible_wrap)] // below 10^18
+            Value::from(-(magnitude as i64))
+        } else {
+            Value::from(magnitude)
+        });
+    }
+    if is_no_number(bytes) {
+        return Ok(Value::String(String::new()));
+    }
+    Err(GiveUp("number-like plain scalar"))
+}
+
+/// Whether neither serde-saphyr's integer parser (sign, then decimal digits and `_`, or
+/// `0x`/`0o`/`0b` and hex digits) nor its float parser (Rust's `f64` grammar: sign, digits,
+/// one `.`, `e` and a signed exponent; `.inf`/`.nan`) can take `bytes` (not empty).
+fn is_no_number(bytes: &[u8]) -> bool {
+    let unsigned = bytes
+        .strip_prefix(b"+")
+        .or_else(|| bytes.strip_prefix(b"-"))
+        .unwrap_or(bytes);
+    // A byte neither grammar has: `10.0.0.0/8`, `2001:db8::1`, `80 TCP`.
+    bytes.iter().any(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.')))
+        // Two dots: `10.0.0.1`.
+        || bytes.iter().filter(|&&b| b == b'.').count() > 1
+        // A sign inside but not after an exponent's `e`: `3e5c08e1-7a45`.
+        || bytes.windows(2).any(|w| matches!(w[1], b'+' | b'-') && !matches!(w[0], b'e' | b'E'))
+        // Starting with a digit, a letter no hex integer or float holds: `10m`, `1s`.
+        || unsigned.first().is_some_and(u8::is_ascii_digit)
+            && unsigned.iter().any(|b| b.is_ascii_alphabetic() && !matches!(b.to_ascii_lowercase(), b'a'..=b'f' | b'x' | b'o'))
+}
+
+/// libyaml's parser over one text. Boxed: libyaml keeps pointers into its own struct.
+struct Parser<'t> {
+    sys: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
+    text: &'t str,
+}
+
+impl<'t> Parser<'t> {
+    fn new(text: &'t str) -> Self {
+        let mut sys = Box::new(MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit());
+        let parser = sys.as_mut_ptr();
+        // SAFETY: `parser` points to writable memory for a `yaml_parser_t`, which initialize
+        // zeroes and fills; the input is `text`, which outlives the parser ('t); libyaml only
+        // reads it. Initialize fails only when malloc does, like any allocation here.
+        unsafe {
+            assert!(unsafe_sys::yaml_parser_initialize(parser).ok, "libyaml: out of memory");
+            unsafe_sys::yaml_parser_set_encoding(parser, unsafe_sys::YAML_UTF8_ENCODING);
+            unsafe_sys::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as u64);
+        }
+        Self { sys, text }
+    }
+
+    fn next(&mut self) -> Result<Event, GiveUp> {
+        let parser = self.sys.as_mut_ptr();
+        let mut event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
+        // SAFETY: the parser was initialized in `new` and is used by this thread only; after
+        // an error libyaml's parser only reports errors again (checked first). On success the
+        // event is initialized, and deleted once converted (the conversion copies what it keeps).
+        unsafe {
+            let failed_before = (&*parser).error != unsafe_sys::YAML_NO_ERROR;
+            if failed_before || !unsafe_sys::yaml_parser_parse(parser, event.as_mut_ptr()).ok {
+                return Err(GiveUp("libyaml error"));
+            }
+            let event = event.as_mut_ptr();
+            let converted = convert(&*event, self.text);
+            unsafe_sys::yaml_event_delete(event);
+            converted
+        }
+    }
+}
+
+impl Drop for Parser<'_> {
+    fn drop(&mut self) {
+        // SAFETY: initialized in `new`; deleted once, here.
+        unsafe { unsafe_sys::yaml_parser_delete(self.sys.as_mut_ptr()) }
+    }
+}
+
+/// The event as this reading uses it.
+///
+/// # Safety
+///
+/// `event` is one libyaml has just produced from `text` and not yet deleted.
+unsafe fn convert(event: &unsafe_sys::yaml_event_t, text: &str) -> Result<Event, GiveUp> {
+    // SAFETY: the union's fields are read only for the event type that owns them; the
+    // pointers libyaml gives (anchor, tag, value) are valid until the event is deleted.
+    unsafe {
+        Ok(match event.type_ {
+            unsafe_sys::YAML_STREAM_START_EVENT => Event::StreamStart,
+            unsafe_sys::YAML_STREAM_END_EVENT => Event::StreamEnd,
+            unsafe_sys::YAML_DOCUMENT_START_EVENT => {
+                let doc = &event.data.document_start;
+                Event::DocumentStart {
+                    directives: !doc.version_directive.is_null() || doc.tag_directives.start != doc.tag_directives.end,
+                }
+            }
+            unsafe_sys::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
+            unsafe_sys::YAML_ALIAS_EVENT => return Err(GiveUp("alias")),
+            unsafe_sys::YAML_SEQUENCE_START_EVENT => {
+                let seq = &event.data.sequence_start;
+                if !seq.anchor.is_null() || !seq.tag.is_null() {
+                    return Err(GiveUp("anchor or tag"));
+                }
+                Event::SequenceStart
+            }
+            unsafe_sys::YAML_SEQUENCE_END_EVENT => Event::SequenceEnd,
+            unsafe_sys::YAML_MAPPING_START_EVENT => {
+                let map = &event.data.mapping_start;
+                if !map.anchor.is_null() || !map.tag.is_null() {
+                    return Err(GiveUp("anchor or tag"));
+                }
+                Event::MappingStart
+            }
+            unsafe_sys::YAML_MAPPING_END_EVENT => Event::MappingEnd,
+            unsafe_sys::YAML_SCALAR_EVENT => {
+                let scalar = &event.data.scalar;
+                if !scalar.anchor.is_null() || !scalar.tag.is_null() {
+                    return Err(GiveUp("anchor or tag"));
+                }
+                if event.start_mark.line != event.end_mark.line {
+                    return Err(GiveUp("multi-line scalar"));
+                }
+                let style = match scalar.style {
+                    unsafe_sys::YAML_PLAIN_SCALAR_STYLE => Style::Plain,
+                    unsafe_sys::YAML_SINGLE_QUOTED_SCALAR_STYLE | unsafe_sys::YAML_DOUBLE_QUOTED_SCALAR_STYLE => {
+                        Style::Quoted
+                    }
+                    _ => return Err(GiveUp("block scalar")),
+                };
+                // Marks are byte offsets into `text`.
+                if scalar.style == unsafe_sys::YAML_DOUBLE_QUOTED_SCALAR_STYLE {
+                    let source = text
+                        .as_bytes()
+                        .get(event.start_mark.index as usize..event.end_mark.index as usize);
+                    if source.is_none_or(|s| s.contains(&b'\\')) {
+                        return Err(GiveUp("escape"));
+                    }
+                }
+                let bytes = std::slice::from_raw_parts(scalar.value, scalar.length as usize);
+                let Ok(text) = std::str::from_utf8(bytes) else {
+                    return Err(GiveUp("not UTF-8"));
+                };
+                Event::Scalar(Scalar {
+                    text: text.to_owned(),
+                    style,
+                    start: event.start_mark.index as usize,
+                    end: event.end_mark.index as usize,
+                })
+            }
+            _ => return Err(GiveUp("unknown event")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The differential test: libyaml's reading against serde-saphyr's on every file of the
+    //! fuzz corpus, the real-world fixtures (when present, as tests/it/fixtures.rs finds them)
+    //! and the files or folders named in `GLOBALDNS_YAML_DIFF` (e.g. the load benchmark's
+    //! 100 000-entry file).
+
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use proptest::prelude::*;
+
+    use super::super::{parse_serde_saphyr, read_libyaml};
+    use super::GiveUp;
+
+    fn fixtures_dir() -> Option<PathBuf> {
+        let dir = std::env::var_os("GLOBALDNS_FIXTURES").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/research/fixtures/serviceentries"),
+            PathBuf::from,
+        );
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "fixtures missing in CI: {}",
+            dir.display()
+        );
+        eprintln!("NOT RUN on the fixtures: folder {} is absent", dir.display());
+        None
+    }
+
+    fn files_of(path: &Path, into: &mut Vec<PathBuf>) {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+            entries.sort();
+            into.extend(entries.into_iter().filter(|p| p.is_file()));
+        } else {
+            into.push(path.to_owned());
+        }
+    }
+
+    /// Where the two readings differ on `text`, or why libyaml's gave up (`Ok`).
+    fn compare(text: &str) -> Result<Option<GiveUp>, String> {
+        let saphyr = parse_serde_saphyr(text, "default").map_err(|e| e.to_string());
+        match read_libyaml(text, "default") {
+            Err(give_up) => Ok(Some(give_up)),
+            Ok(fast) => match saphyr {
+                Ok(slow) if format!("{fast:?}") == format!("{slow:?}") => Ok(None),
+                Ok(slow) => Err(format!("libyaml {fast:?}\nsaphyr  {slow:?}")),
+                Err(e) => Err(format!("libyaml {fast:?}\nsaphyr  {e}")),
+            },
+        }
+    }
+
+    #[test]
+    fn libyaml_reads_as_serde_saphyr_on_every_corpus_and_fixture_file() {
+        let mut files = Vec::new();
+        files_of(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/entries"),
+            &mut files,
+        );
+        let corpus = files.len();
+        assert!(corpus > 1000, "the fuzz corpus is in the repository: {corpus} files");
+        if let Some(dir) = fixtures_dir() {
+            files_of(&dir, &mut files);
+        }
+        if let Some(extra) = std::env::var_os("GLOBALDNS_YAML_DIFF") {
+            for path in std::env::split_paths(&extra) {
+                files_of(&path, &mut files);
+            }
+        }
+        let (mut read, mut gave_up, mut differ) = (0, BTreeMap::<&str, usize>::new(), Vec::new());
+        for path in &files {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            match compare(&text) {
+                Ok(None) => read += 1,
+                Ok(Some(GiveUp(why))) => *gave_up.entry(why).or_default() += 1,
+                Err(diff) => differ.push(format!("{}:\n{diff}", path.display())),
+            }
+        }
+        eprintln!(
+            "{} files: {read} read by libyaml, left to serde-saphyr: {gave_up:?}",
+            files.len()
+        );
+        assert!(
+            differ.is_empty(),
+            "{} files read differently:\n{}",
+            differ.len(),
+            differ.join("\n")
+        );
+        // Most of the corpus is the fuzzer's mangled text that neither reads; enough must be
+        // read by libyaml for the comparison to prove something.
+        assert!(read >= 200, "only {read} of {} files read by libyaml", files.len());
+    }
+
+    /// Pieces of YAML the property strings together: a ServiceEntry's lines and the constructs
+    /// where libyaml and serde-saphyr may part (numbers, null and boolean words, quotes and
+    /// escapes, comments, flow and block styles, anchors, tags, directives, tabs, BOMs).
+    const PIECES: &[&str] = &[
+        "apiVersion: networking.istio.io/v1\n",
+        "kind: ServiceEntry\n",
+        "kind: List\nitems:\n",
+        "metadata:\n",
+        "  name: ",
+        "  namespace: ",
+        "spec:\n",
+        "  hosts:\n",
+        "  - ",
+        "  addresses: [",
+        "  ports:\n  - number: ",
+        "    protocol: ",
+        "  resolution: ",
+        "STATIC",
+        "DNS",
+        "svc.ns.global",
+        "*.global",
+        "a",
+        "80",
+        "0",
+        "-1",
+        "+1",
+        "012",
+        "0x1F",
+        "0o17",
+        "1_000",
+        "1e3",
+        "1.5",
+        ".5",
+        ".inf",
+        "-.INF",
+        ".nan",
+        "9999999999999999999",
+        "10.0.0.1",
+        "240.0.0.0/16",
+        "2001:db8::1",
+        "3e5-1",
+        "null",
+        "~",
+        "Null",
+        "true",
+        "True",
+        "FALSE",
+        "yes",
+        "'q'",
+        "'it''s'",
+        "\"d\"",
+        "\"e\\n\"",
+        "\"\\u00e9\"",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        ": ",
+        ":",
+        "- ",
+        "-",
+        "\n",
+        "  ",
+        "    ",
+        "---\n",
+        "--- ",
+        "...\n",
+        "#c",
+        " #c\n",
+        "&a ",
+        "*a",
+        "!!str ",
+        "!!int ",
+        "! ",
+        "? ",
+        "|\n",
+        ">-\n",
+        "\t",
+        "\r\n",
+        "%YAML 1.2\n",
+        "%TAG ! tag:x:\n",
+        "<<: ",
+        "$ref: ",
+        "é",
+        "\u{feff}",
+        "\u{85}",
+        "\0",
+        "\"",
+        "'",
+        "\u{2028}",
+        "\u{a0}",
+        "\u{7f}",
+        "\u{1}",
+        "\u{fffe}",
+        "\u{1f600}",
+        "\u{d7ff}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn libyaml_reads_as_serde_saphyr_on_strung_pieces(
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..48)
+        ) {
+            let text = pieces.concat();
+            prop_assert!(compare(&text).is_ok(), "{:?}: {}", text, compare(&text).unwrap_err());
+        }
+
+        #[test]
+        fn libyaml_reads_as_serde_saphyr_on_mutated_entries(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), proptest::sample::select(PIECES), 0..3usize), 1..6)
+        ) {
+            let mut chars: Vec<char> = ENTRY.chars().collect();
+            for (at, piece, what) in edits {
+                let at = at.index(chars.len() + 1);
+                let end = match what {
+                    0 => at,                                    // insert
+                    1 => (at + 1).min(chars.len()),             // delete one character
+                    _ => (at + piece.len()).min(chars.len()),   // overwrite
+                };
+                let with = if what == 1 { "" } else { piece };
+                chars.splice(at..end, with.chars());
+            }
+            let text: String = chars.into_iter().collect();
+            prop_assert!(compare(&text).is_ok(), "{:?}: {}", text, compare(&text).unwrap_err());
+        }
+    }
+
+    /// One entry in the shapes the load benchmark's generator and `kubectl` write.
+    const ENTRY: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: s0, namespace: ns0}
+spec: {hosts: [\"svc0.ns0.global\"], addresses: ['240.1.0.1', '2001:db8::0:0'], resolution: STATIC}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: s1
+spec:
+  hosts:
+  - svc1.global
+  addresses:
+  - 240.0.0.2
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  location: MESH_INTERNAL
+  resolution: DNS
+  endpoints:
+  - address: 10.0.0.1
+    ports: {http: 8080}
+";
+}
