@@ -28,7 +28,7 @@
 //!   client could act on it); the table build warns about such hosts.
 
 use super::wire::{self, CLASS_ANY, CLASS_IN, Reject, ede, flag, rcode, rtype};
-use crate::table::{Host, Lookup, Ptr, Srv, Table};
+use crate::table::{Ahead, Host, Lookup, Ptr, Srv, Table};
 
 mod response;
 
@@ -121,6 +121,26 @@ pub fn error_reply_with_ede(msg: &[u8], code: u16, recursion_available: bool, ed
         Err(_) if msg.len() >= wire::HEADER_LEN => header_reply(msg, code, ra, out),
         Err(_) => out.clear(),
     }
+}
+
+/// Fetches the lookups of a batch of queries into the CPU caches ahead of answering them
+/// ([`Table::ahead`], then [`Table::fetch`]), when the table is large enough for its lookups
+/// to miss the caches ([`Table::fetches_ahead`]): the misses of the batch's lookups then
+/// overlap instead of each waiting for the one before. Only each query's name is read for it
+/// ([`wire::question_name`]; the query is parsed when answered). The answers are the same
+/// with or without.
+pub fn fetch_ahead<'q>(table: &Table, queries: impl IntoIterator<Item = &'q [u8]>, ahead: &mut Ahead) {
+    ahead.clear();
+    if !table.fetches_ahead() {
+        return;
+    }
+    let mut name = [0; wire::LOWER_LEN];
+    for msg in queries {
+        if let Some(name) = wire::question_name(msg, &mut name) {
+            table.ahead(ahead, name);
+        }
+    }
+    table.fetch(ahead);
 }
 
 /// Answers `msg` from `table` into `out` (cleared first).
