@@ -154,11 +154,13 @@ pub fn answer(
 ) -> Outcome {
     out.clear();
     let ra = if mode.forwarding { flag::RA } else { 0 };
-    let query = match wire::parse(msg) {
+    // Borrowed where it was parsed, not moved out: a query is ~300 bytes (its lower-case name).
+    let parsed = wire::parse(msg);
+    let query = match &parsed {
         Ok(q) => q,
         Err(Reject::Drop) => return Outcome::Drop,
         Err(Reject::Reply(code)) => {
-            header_reply(msg, code, ra, out);
+            header_reply(msg, *code, ra, out);
             return Outcome::Reply;
         }
     };
@@ -168,7 +170,7 @@ pub fn answer(
         // never is: it is answered here (below), whatever its name.
         return Outcome::Forward;
     }
-    let mut r = Response::start(&query, out, transport);
+    let mut r = Response::start(query, out, transport);
     if query.edns.is_some_and(|e| e.version > 0) {
         r.finish(rcode::BADVERS, ra);
         return Outcome::Reply;
