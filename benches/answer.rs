@@ -12,6 +12,9 @@
 //! `240.in-addr.arpa`: an SRV answer with its additional A record, a PTR answer, NXDOMAIN in
 //! the reverse zone, a stale answer (EDE 3), and the plain hit on that table (three zones to
 //! match instead of one).
+//! `batch/*`: batches of 32 queries as the UDP listener answers them, every name of the 1k or
+//! 100k table once per round in a random order, answered one by one (`plain`) and with the
+//! batch's lookups fetched into the caches first (`ahead`, `answer::fetch_ahead`).
 //! Table building is measured at 1k and 100k entries (and 1k with ports and the reverse zone).
 //! Under `cargo test --bench answer` each benchmark runs once, as a smoke test.
 
@@ -24,10 +27,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer, fetch_ahead};
 use globaldns::serviceentry::{Entry, EntryId, Export, Port, Protocol};
-use globaldns::table::{Live, SourceInput, Table, TableSettings};
+use globaldns::table::{AHEAD, Ahead, Live, SourceInput, Table, TableSettings};
 use wire::query;
 
 /// `n` entries like the load benchmark's: `svc-i.ns-(i%50).global` with 1–4 A records, every
@@ -172,6 +175,47 @@ fn answer_path(c: &mut Criterion) {
             )
         })
     });
+    group.finish();
+    batches(c, &small, &large, &mut rng, &mut out);
+}
+
+/// Batches of 32 queries as the UDP listener answers them, each name of the table once per
+/// round in a fixed random order (a working set larger than the CPU's caches at 100 000
+/// names): answered one by one (`plain`), and with the batch's lookups fetched ahead first
+/// (`ahead`, as the listener does). Throughput in queries.
+fn batches(c: &mut Criterion, small: &Table, large: &Table, rng: &mut Shuffler, out: &mut Vec<u8>) {
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Elements(AHEAD as u64));
+    for (size, table, n) in [("1k", small, 1_000), ("100k", large, 100_000)] {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut names: Vec<usize> = (0..n).filter(|i| i % 100 != 99).collect();
+        for k in (1..names.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            names.swap(k, (seed % (k as u64 + 1)) as usize);
+        }
+        let msgs: Vec<Vec<u8>> = names
+            .iter()
+            .map(|i| query(0x1234, &format!("svc-{i}.ns-{}.global", i % 50), 1, false))
+            .collect();
+        let mut ahead = Ahead::default();
+        for fetch in [false, true] {
+            let mut chunks = msgs.chunks_exact(AHEAD).cycle();
+            let label = format!("{size}/{}", if fetch { "ahead" } else { "plain" });
+            group.bench_function(label, |b| {
+                b.iter(|| {
+                    let batch = chunks.next().expect("cycles");
+                    if fetch {
+                        fetch_ahead(table, batch.iter().map(|m| black_box(&m[..])), &mut ahead);
+                    }
+                    for msg in batch {
+                        answer(table, black_box(msg), Transport::Udp, Mode::default(), rng, out);
+                    }
+                })
+            });
+        }
+    }
     group.finish();
 }
 

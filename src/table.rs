@@ -29,6 +29,7 @@
 //!   reads it with the table, per query, without a lock; it changes no serial.
 //! - host and zone names are lower-case wire format; answers echo the query's own case.
 
+mod ahead;
 mod allocate;
 pub mod derived;
 mod live;
@@ -48,6 +49,7 @@ use serde::Serialize;
 use crate::name;
 use crate::serviceentry::{EntryId, Port};
 
+pub use ahead::{AHEAD, AHEAD_FROM_HOSTS, Ahead};
 use derived::Derived;
 pub use derived::{PTR_MAX, Ptr, PtrTarget, Record, RecordData, Srv};
 use live::Owner;

@@ -1,5 +1,6 @@
 //! No heap allocation per in-zone answer (SRV and PTR, stale answers with their EDE included):
 //! a counting global allocator around the answer path,
+//! around a batch of lookups fetched ahead on a large table (`fetch_ahead`),
 //! around a UDP batch receiving and replying from the addresses asked, and around the whole
 //! server answering UDP queries over a socket, in-zone and forwarded (its own test binary,
 //! since the allocator is process-wide).
@@ -12,13 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer};
+use globaldns::dns::answer::{Mode, Outcome, Shuffler, Transport, answer, fetch_ahead};
 use globaldns::dns::batch::{Batch, enable_packet_info};
 use globaldns::dns::forward::{ForwardSettings, Forwarder};
 use globaldns::dns::server::{Limits, Listeners};
 use globaldns::metrics::Metrics;
 use globaldns::serviceentry::yaml;
-use globaldns::table::{Live, SourceInput, Table, TableSettings};
+use globaldns::table::{AHEAD, AHEAD_FROM_HOSTS, Ahead, Live, SourceInput, Table, TableSettings};
 use tokio_util::sync::CancellationToken;
 
 #[path = "../benches/common/wire.rs"]
@@ -117,6 +118,7 @@ fn ip6_ptr() -> String {
 /// own, which made the count flaky.
 fn main() {
     the_answer_path_does_not_allocate();
+    fetching_a_batch_ahead_does_not_allocate();
     a_batch_allocates_nothing_after_it_is_made();
     the_udp_server_answers_without_allocating();
     the_udp_server_forwards_without_allocating();
@@ -148,6 +150,51 @@ fn the_answer_path_does_not_allocate() {
         ALLOCATIONS.load(Ordering::Relaxed) - before,
         0,
         "allocations in 240 000 answers"
+    );
+}
+
+/// A table large enough to fetch its lookups ahead, a batch fetched then answered as the UDP
+/// listener does (`fetch_ahead`), again and again: nothing allocated.
+fn fetching_a_batch_ahead_does_not_allocate() {
+    let text: String = (0..AHEAD_FROM_HOSTS)
+        .map(|i| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s{i}}}\nspec: {{hosts: [s{i}.default.global], addresses: [10.9.{}.{}]}}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let entries = yaml::parse(&text, "default").unwrap().entries;
+    let name: Arc<str> = "c".into();
+    let settings = TableSettings::new(&["global"]).unwrap();
+    let table = Live::build(
+        &settings,
+        &[SourceInput {
+            name: &name,
+            entries: &entries,
+        }],
+        1,
+        true,
+    );
+    assert!(table.fetches_ahead());
+    let batch: Vec<Vec<u8>> = (0..AHEAD)
+        .map(|i| query(0x1234, &format!("s{}.default.global", i * 101), 1, i % 2 == 0))
+        .collect();
+    let mut ahead = Ahead::default();
+    let mut out = Vec::with_capacity(4096);
+    let mut rng = Shuffler::new(1);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1_000 {
+        fetch_ahead(&table, batch.iter().map(|m| &m[..]), &mut ahead);
+        for q in &batch {
+            answer(&table, q, Transport::Udp, Mode::default(), &mut rng, &mut out);
+        }
+    }
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed) - before,
+        0,
+        "allocations in 1 000 batches fetched ahead"
     );
 }
 

@@ -409,6 +409,14 @@ impl Batch {
         Ok(self.received.len())
     }
 
+    /// The received queries (cut to [`MAX_QUERY`]), in the order [`Batch::respond`] answers
+    /// them: for work on the whole batch before it is answered.
+    pub fn queries(&self) -> impl Iterator<Item = &[u8]> {
+        self.received
+            .iter()
+            .map(|(buf, len, _)| &self.queries[*buf][..(*len).min(MAX_QUERY)])
+    }
+
     /// Calls `respond` on each received query (cut to [`MAX_QUERY`]) with its addresses and
     /// the next free reply buffer, cleared; a reply is kept for sending when `respond` says so.
     pub fn respond(&mut self, mut respond: impl FnMut(&[u8], &Peer, &mut Vec<u8>) -> bool) {

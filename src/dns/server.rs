@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 mod bind;
 
-use super::answer::{Mode, Outcome, Shuffler, Transport, answer};
-use super::batch::{Batch, Peer, to_std};
+use super::answer::{Mode, Outcome, Shuffler, Transport, answer, fetch_ahead};
+use super::batch::{self, Batch, Peer, to_std};
 use super::forward::{Forwarder, UdpClient, UdpSends, count_forwarded};
 use super::transfer::{self, Transfers};
 use super::wire;
@@ -40,7 +40,7 @@ use crate::metrics::{Metrics, Path, Tally};
 
 mod frames;
 
-use crate::table::Table;
+use crate::table::{Ahead, Table};
 use bind::Stack;
 use frames::Frames;
 
@@ -322,12 +322,16 @@ fn udp_loop(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shut
     }
 }
 
+/// Every query of a batch can be fetched ahead ([`fetch_ahead`]).
+const _: () = assert!(batch::BATCH <= crate::table::AHEAD);
+
 /// `ipv6`: the socket is an IPv6 one.
 fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shutdown: &CancellationToken) {
     let mut batch = Batch::new(ipv6);
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
     let mut sends = UdpSends::default();
+    let mut ahead = Ahead::default();
     let metrics = &shared.metrics;
     while !shutdown.is_cancelled() {
         match batch.recv(socket.as_ref()) {
@@ -341,6 +345,7 @@ fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, s
         }
         let started = Instant::now();
         let table = shared.table.load();
+        fetch_ahead(&table, batch.queries(), &mut ahead);
         batch.respond(|query, peer, out| {
             match answer_tallied(&table, query, Transport::Udp, shared.mode, &mut rng, out, &mut tally) {
                 Outcome::Reply => true,

@@ -158,9 +158,17 @@ impl<'q, 'o> Response<'q, 'o> {
         let kept = wanted.min(self.room(size));
         self.cut |= kept < wanted && section != Section::Additional;
         let start = self.out.len();
+        // Each record written in one piece: its header is the same for all of them.
+        let mut record = [0; 12 + 16];
+        record[..2].copy_from_slice(&owner);
+        record[2..4].copy_from_slice(&rtype.to_be_bytes());
+        record[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+        record[6..10].copy_from_slice(&ttl.to_be_bytes());
+        record[10..12].copy_from_slice(&(N as u16).to_be_bytes());
+        self.out.reserve(kept * size);
         for ip in ips.by_ref().take(kept) {
-            self.rr_header(owner, rtype, ttl, N);
-            self.out.extend_from_slice(&ip);
+            record[12..size].copy_from_slice(&ip);
+            self.out.extend_from_slice(&record[..size]);
         }
         let records = &mut self.out[start..];
         if kept > 0 {

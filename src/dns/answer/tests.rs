@@ -683,3 +683,80 @@ fn garbage_never_panics_and_replies_always_parse() {
 mod derived;
 mod extended_errors;
 mod oracle;
+
+/// A table large enough to fetch its lookups ahead (the rows' entries and `n` more hosts
+/// `svc-i.ns-(i%7).global`, every third with a named port).
+fn large_table(n: usize) -> Table {
+    let mut text = ENTRIES.to_string();
+    for i in 0..n {
+        let ports = if i % 3 == 0 {
+            ", ports: [{name: http, number: 80}]"
+        } else {
+            ""
+        };
+        let spec = format!(
+            "{{hosts: [svc-{i}.ns-{}.global], addresses: [10.9.{}.{}]{ports}}}",
+            i % 7,
+            i / 250,
+            i % 250 + 1
+        );
+        text.push_str(&se(&format!("svc-{i}"), &spec));
+    }
+    let settings = TableSettings::new(&["global"]).unwrap();
+    table_of(&settings, &[("c1", &entries(&text, "default"))], 2024, true)
+}
+
+/// Fetching a batch's lookups ahead changes no answer: the same batch (hits in any case, SRV
+/// owners, wildcards, NODATA, NXDOMAIN, out of zone, malformed, more queries than a batch
+/// fetches) answered with the same random choices, with and without.
+#[test]
+fn fetching_ahead_changes_no_answer() {
+    let t = large_table(crate::table::AHEAD_FROM_HOSTS);
+    assert!(t.fetches_ahead());
+    assert!(!table().fetches_ahead(), "a small table is not fetched ahead");
+    let mut batch: Vec<Vec<u8>> = (0..crate::table::AHEAD + 8)
+        .map(|i| {
+            query(
+                &format!("SVC-{}.ns-{}.Global", i * 97, i * 97 % 7),
+                RecordType::A,
+                i % 2 == 0,
+            )
+        })
+        .collect();
+    batch.extend([
+        query("_http._tcp.svc-3.ns-3.global", RecordType::SRV, true),
+        query("api.shop.global", RecordType::A, false),
+        query("svc-1.ns-1.global", RecordType::AAAA, false),
+        query("nothing.ns-1.global", RecordType::A, false),
+        query("example.com", RecordType::A, false),
+        raw(
+            [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0],
+            b"\xc0\x0c\x00\x01\x00\x01",
+        ),
+        b"\x12\x34".to_vec(),
+    ]);
+    batch.rotate_right(7);
+    for batch in batch.chunks(crate::table::AHEAD + 4) {
+        let answers = |fetch: bool| {
+            let mut ahead = Ahead::default();
+            if fetch {
+                fetch_ahead(&t, batch.iter().map(|m| &m[..]), &mut ahead);
+                let names = batch.iter().filter(|m| wire::parse(m).is_ok()).count();
+                assert_eq!(ahead.len(), names.min(crate::table::AHEAD), "all but the malformed");
+            }
+            let mut rng = Shuffler::new(5);
+            let answers: Vec<(Outcome, Vec<u8>)> = batch
+                .iter()
+                .map(|msg| {
+                    let mut out = Vec::new();
+                    (
+                        answer(&t, msg, Transport::Udp, Mode::default(), &mut rng, &mut out),
+                        out,
+                    )
+                })
+                .collect();
+            answers
+        };
+        assert_eq!(answers(true), answers(false));
+    }
+}

@@ -1,4 +1,4 @@
-//! Matching a reply to its query ([`answers`]).
+//! Matching a reply to its query ([`answers`]); reading the question name ([`parse`], [`question_name`]).
 
 use super::*;
 
@@ -66,4 +66,69 @@ fn other_ids_and_questions_do_not_match() {
     formerr[3] |= 1;
     formerr[5] = 0;
     assert!(answers(&formerr, &q));
+}
+
+/// A name of `labels` (each at most 63 bytes) in wire format, with the root label.
+fn wire_name(labels: &[Vec<u8>]) -> Vec<u8> {
+    let mut name: Vec<u8> = labels.iter().flat_map(|l| [&[l.len() as u8][..], l].concat()).collect();
+    name.push(0);
+    name
+}
+
+/// The longest name (255 bytes), in mixed case across every 16-byte chunk, parses in lower case;
+/// one byte more is no name.
+#[test]
+fn the_longest_name_is_read_in_lower_case_and_one_more_byte_is_not() {
+    let label = |n: usize| {
+        (0..n)
+            .map(|i| if i % 3 == 0 { b'A' + (i % 26) as u8 } else { b'z' })
+            .collect()
+    };
+    let longest = wire_name(&[label(63), label(63), label(63), label(61)]);
+    assert_eq!(longest.len(), 255);
+    let msg = query(&longest, 1);
+    let q = parse(&msg).expect("255 bytes");
+    assert_eq!(q.lower_name(), longest.to_ascii_lowercase());
+    let mut buf = [0; LOWER_LEN];
+    assert_eq!(
+        question_name(&query(&longest, 1), &mut buf),
+        Some(&longest.to_ascii_lowercase()[..])
+    );
+    let over = wire_name(&[label(63), label(63), label(63), label(62)]);
+    assert_eq!(parse(&query(&over, 1)).unwrap_err(), Reject::Reply(rcode::FORMERR));
+    assert_eq!(question_name(&query(&over, 1), &mut buf), None);
+}
+
+proptest::proptest! {
+    /// Any question name, cut anywhere or not: the parse reads it in lower case exactly when
+    /// it is whole, and `question_name` (read ahead of answering) reads the same name.
+    #[test]
+    fn question_names_are_read_alike_in_lower_case(
+        labels in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..70), 0..6),
+        cut in proptest::option::of(0usize..400),
+    ) {
+        let labels: Vec<Vec<u8>> = labels.into_iter().filter(|l| !l.is_empty()).collect();
+        let name = wire_name(&labels);
+        let mut msg = query(&name, 1);
+        if let Some(cut) = cut {
+            msg.truncate(cut.max(HEADER_LEN));
+        }
+        let whole = msg.len() >= HEADER_LEN + name.len() + 4
+            && name.len() <= crate::name::MAX_WIRE_LEN
+            && labels.iter().all(|l| l.len() <= crate::name::MAX_LABEL_LEN);
+        let parsed = parse(&msg);
+        let mut buf = [0; LOWER_LEN];
+        let ahead = question_name(&msg, &mut buf).map(<[u8]>::to_vec);
+        match parsed {
+            Ok(q) => {
+                proptest::prop_assert!(whole);
+                proptest::prop_assert_eq!(q.lower_name(), &name.to_ascii_lowercase()[..]);
+                proptest::prop_assert_eq!(ahead, Some(name.to_ascii_lowercase()));
+            }
+            Err(e) => {
+                proptest::prop_assert!(!whole, "{:?}", e);
+                proptest::prop_assert_eq!(e, Reject::Reply(rcode::FORMERR));
+            }
+        }
+    }
 }
