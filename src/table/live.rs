@@ -336,8 +336,26 @@ impl<K: Source> Live<K> {
         for key in gone {
             self.remove_entry(source, &key);
         }
+        self.reserve_first(source, entries.len());
         for (entry, n) in entries.into_iter().zip(ns) {
             self.put(source, (entry.id.clone(), n), entry);
+        }
+    }
+
+    /// Sizes the maps a first load of `n` entries into an empty `source` fills at once: grown
+    /// by doubling instead, each growth hashes every key again (for the interned set, an
+    /// entry's whole contents) and holds both tables at its peak. The sizes reached are the
+    /// same. Only the interned set of the first source: later ones mostly share its entries.
+    fn reserve_first(&mut self, source: &K, n: usize) {
+        let hasher = &self.hasher;
+        let Some(set) = self.sources.get_mut(source).filter(|s| s.entries.is_empty()) else {
+            return;
+        };
+        set.entries.reserve(n, |h| hasher.hash_one(h.key()));
+        set.naming.reserve(n);
+        self.dirty.reserve(n);
+        if self.interned.is_empty() {
+            self.interned.reserve(n);
         }
     }
 

@@ -302,15 +302,19 @@ pub fn advance(old: &Table, new: &Table, touched: &[Arc<[u8]>], now: u32) -> Arc
     // made sets in bulk: a large list costs no tree insertions.
     let mut per_zone: Vec<(Vec<ZoneRecord>, Vec<ZoneRecord>)> = vec![Default::default(); zones.len()];
     let mut seen: HashSet<&[u8], foldhash::fast::RandomState> = HashSet::default();
-    for wire in touched.iter().filter(|w| seen.insert(&w[..])) {
+    for wire in touched {
         let zone = wire.strip_prefix(b"\x01*").unwrap_or(wire);
         let Some(i) = zone_of(zones, zone).and_then(|z| zones.iter().position(|y| y.wire == z.wire)) else {
             continue;
         };
         // A start-up zone keeps no history and is not transferred while its change waits for
         // a serial: whether it changed is all that counts, so one changed owner is enough (the
-        // first load of 100 000 hosts builds no records for the history it would not keep).
+        // first load of 100 000 hosts builds no records for the history it would not keep, and
+        // no set of the owners it skips).
         if old.versions()[i].fresh && !(per_zone[i].0.is_empty() && per_zone[i].1.is_empty()) {
+            continue;
+        }
+        if !seen.insert(&wire[..]) {
             continue;
         }
         let before: Vec<ZoneRecord> = old.owner_records(wire).into_iter().map(zone_record).collect();
