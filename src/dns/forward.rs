@@ -230,11 +230,11 @@ enum Waiting {
 }
 
 impl Waiter for Waiting {
-    fn query(&self) -> Option<&[u8]> {
-        Some(match self {
+    fn query(&self) -> &[u8] {
+        match self {
             Waiting::Attempt { forward, .. } => forward.query.get(),
             Waiting::Probe { .. } => &PROBE,
-        })
+        }
     }
 
     fn done(self, result: io::Result<Option<&mut [u8]>>) {

@@ -11,7 +11,7 @@
 //! what is still in flight on it, then closes.
 //!
 //! One way of waiting: a query registers its waiter ([`Waiter`]: the forwarder's pending
-//! forward, or a boxed callback, [`Done`]) with its deadline in the socket's pending map and
+//! forward, which holds its query) with its deadline in the socket's pending map and
 //! timer queue (a `DelayQueue`, a hierarchical wheel) under one lock, and the socket's
 //! receiving task completes it exactly once: with the answer, with `Ok(None)` at the deadline,
 //! or with the socket's error. So a UDP client's answer goes out from the receiving task with
@@ -74,29 +74,14 @@ const RECV_BATCH: usize = 16;
 /// (`WouldBlock`), so that finding a free ID stays quick.
 const MAX_PENDING: usize = 16_384;
 
-/// What a callback gets: the answer (its bytes, to change in place), `Ok(None)` when the
-/// deadline passed, or the socket's error.
-pub(super) type Done = Box<dyn FnOnce(io::Result<Option<&mut [u8]>>) + Send>;
-
-/// Who waits for a query's answer: called once ([`Waiter::done`]) with what [`Done`] gets.
-/// A waiter that holds its query (but for the ID) saves the socket a copy of it; the forwarder's
-/// waiters are plain values, so that a pending query costs no allocation.
+/// Who waits for a query's answer, holding the query (so the socket keeps no copy of it; the
+/// forwarder's waiters are plain values, so that a pending query costs no allocation).
 pub(super) trait Waiter: Send + 'static {
-    /// The query whose question an answer must have (its ID is not looked at), or `None`:
-    /// the socket keeps a copy of the query as sent.
-    fn query(&self) -> Option<&[u8]>;
-    /// The answer, `Ok(None)` at the deadline, or the socket's error.
+    /// The query whose question an answer must have (its ID is not looked at).
+    fn query(&self) -> &[u8];
+    /// Called once: with the answer (its bytes, to change in place), `Ok(None)` when the
+    /// deadline passed, or the socket's error.
     fn done(self, result: io::Result<Option<&mut [u8]>>);
-}
-
-impl Waiter for Done {
-    fn query(&self) -> Option<&[u8]> {
-        None
-    }
-
-    fn done(self, result: io::Result<Option<&mut [u8]>>) {
-        self(result)
-    }
 }
 
 /// When sockets are replaced.
@@ -119,9 +104,6 @@ impl Default for Rotation {
 
 /// A query waiting for its answer.
 struct Pending<W: Waiter> {
-    /// The query as sent, to check the answer's question against, unless its waiter has it
-    /// (then empty).
-    msg: Vec<u8>,
     token: u64,
     /// Its timer.
     key: Key,
@@ -131,7 +113,7 @@ struct Pending<W: Waiter> {
 impl<W: Waiter> Pending<W> {
     /// Whether `reply` has this query's question (its ID is the one this query waits under).
     fn answered_by(&self, reply: &[u8]) -> bool {
-        wire::answers_question(reply, self.done.query().unwrap_or(&self.msg))
+        wire::answers_question(reply, self.done.query())
     }
 }
 
@@ -154,7 +136,7 @@ struct State<W: Waiter> {
 }
 
 /// One connected socket and the queries waiting on it.
-struct Channel<W: Waiter = Done> {
+struct Channel<W: Waiter> {
     /// Polled for reading only: with writability in the poller too, every datagram sent on
     /// it would wake a runtime thread when its buffer space came back (an edge-triggered
     /// EPOLLOUT), once per batch of forwards, for nothing.
@@ -364,11 +346,6 @@ impl<W: Waiter> Channel<W> {
         let key = state.timers.insert_at(Some(id), deadline);
         state.used = true;
         let pending = Pending {
-            msg: if done.query().is_some() {
-                Vec::new()
-            } else {
-                msg.to_vec()
-            },
             token: random,
             key,
             done,
@@ -390,7 +367,7 @@ impl<W: Waiter> Channel<W> {
 }
 
 /// The sockets to one upstream, whose queries wait as `W`.
-pub(super) struct Channels<W: Waiter = Done> {
+pub(super) struct Channels<W: Waiter> {
     upstream: SocketAddr,
     /// Where the receiving tasks run (callers may be threads of their own).
     runtime: tokio::runtime::Handle,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 
 use super::super::super::batch::BATCH;
-use super::{Channel, Channels, Done, RECV_BATCH, Waiter};
+use super::{Channel, Channels, RECV_BATCH, Waiter};
 
 /// Receive buffers for the answers of upstream sockets, one set per thread of the runtime
 /// (taken and handled within one poll of a receiving task, so never two at a time).
@@ -60,7 +60,7 @@ thread_local! {
 /// them in one `sendmmsg`, so that a batch of forwards costs one system call (and one wake-up
 /// of the upstream) instead of one each. Belongs to one thread (its message headers hold raw
 /// pointers); allocates nothing once its buffers have grown. Dropped, it flushes.
-pub(in crate::dns::forward) struct Sends<W: Waiter = Done> {
+pub(in crate::dns::forward) struct Sends<W: Waiter> {
     /// The socket of the queued queries.
     pub(super) channel: Option<Arc<Channel<W>>>,
     /// The pool it is from (its address; only compared).

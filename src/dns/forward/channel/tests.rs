@@ -6,6 +6,28 @@ use tokio::sync::oneshot;
 
 use super::*;
 
+/// A test's waiter: the query it waits for (a copy: its question is what counts) and what to
+/// do with the outcome.
+struct Recorded {
+    query: Vec<u8>,
+    done: Callback,
+}
+
+/// What a test does with a query's outcome ([`Waiter::done`]).
+type Callback = Box<dyn FnOnce(io::Result<Option<&mut [u8]>>) + Send>;
+
+impl Waiter for Recorded {
+    fn query(&self) -> &[u8] {
+        &self.query
+    }
+
+    fn done(self, result: io::Result<Option<&mut [u8]>>) {
+        (self.done)(result)
+    }
+}
+
+type Channels = super::Channels<Recorded>;
+
 fn query(name: &[u8]) -> Vec<u8> {
     let mut q = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     q.extend_from_slice(name);
@@ -46,18 +68,23 @@ fn assert_nothing_waits(channels: &Channels, why: &str) {
 /// What a callback got: the answer, `None` (timed out) or the error's kind.
 type Outcome = Result<Option<Vec<u8>>, io::ErrorKind>;
 
-fn recorder(tx: oneshot::Sender<Outcome>) -> Done {
-    Box::new(move |result| {
-        let _ = tx.send(result.map(|a| a.map(|a| a.to_vec())).map_err(|e| e.kind()));
-    })
+/// A waiter for `query` that sends what it got to `tx`.
+fn recorder(query: &[u8], tx: oneshot::Sender<Outcome>) -> Recorded {
+    Recorded {
+        query: query.to_vec(),
+        done: Box::new(move |result| {
+            let _ = tx.send(result.map(|a| a.map(|a| a.to_vec())).map_err(|e| e.kind()));
+        }),
+    }
 }
 
 /// Starts `msg` on `channels` and waits for its callback; the outcome and when it came.
 async fn exchange(channels: &Channels, msg: &mut [u8], timeout: Duration) -> (Outcome, Duration) {
     let (tx, rx) = oneshot::channel();
     let begun = Instant::now();
-    if let Err((e, done)) = channels.start(msg, timeout, recorder(tx)) {
-        done(Err(e));
+    let done = recorder(msg, tx);
+    if let Err((e, done)) = channels.start(msg, timeout, done) {
+        done.done(Err(e));
     }
     let outcome = rx.await.expect("the callback is called");
     (outcome, begun.elapsed())
@@ -128,8 +155,9 @@ async fn deadlines_are_kept_after_idling_on_the_paused_clock() {
             let (tx, rx) = oneshot::channel();
             let mut msg = query(b"\x01s\x00");
             let deadline = Instant::now() + timeout;
-            if let Err((e, done)) = silent.start(&mut msg, timeout, recorder(tx)) {
-                done(Err(e));
+            let done = recorder(&msg, tx);
+            if let Err((e, done)) = silent.start(&mut msg, timeout, done) {
+                done.done(Err(e));
             }
             waits.push(tokio::spawn(async move {
                 let outcome = rx.await.expect("called");
@@ -169,12 +197,9 @@ async fn a_socket_closed_after_it_was_taken_refuses_queries() {
     tokio::time::sleep(Duration::from_millis(50)).await; // its receiving task ends
     assert!(taken.state().closed, "retired and idle: closed");
     let (tx, rx) = oneshot::channel();
-    let refused = taken.start(
-        &mut query(b"\x01a\x00"),
-        channels.random(),
-        Instant::now(),
-        recorder(tx),
-    );
+    let mut msg = query(b"\x01a\x00");
+    let done = recorder(&msg, tx);
+    let refused = taken.start(&mut msg, channels.random(), Instant::now(), done);
     assert!(matches!(refused, Err(Refused::Closed(_))), "refused");
     drop(refused);
     assert!(rx.await.is_err(), "the callback came back uncalled");
@@ -195,8 +220,9 @@ async fn a_batch_leaves_together_from_one_socket() {
     for k in 0..8u8 {
         let (tx, rx) = oneshot::channel();
         let mut msg = query(&[1, b'a' + k, 0]);
-        if let Err((e, done)) = channels.queue(&mut msg, Duration::from_secs(5), recorder(tx), &mut sends) {
-            done(Err(e));
+        let done = recorder(&msg, tx);
+        if let Err((e, done)) = channels.queue(&mut msg, Duration::from_secs(5), done, &mut sends) {
+            done.done(Err(e));
         }
         answers.push((msg, rx));
     }
@@ -271,21 +297,24 @@ async fn registration_races_neither_retirement_nor_idling() {
                         };
                         let deadline = std::time::Instant::now() + timeout;
                         let outcomes = outcomes.clone();
-                        let done: Done = Box::new(move |result| {
-                            let late = std::time::Instant::now().saturating_duration_since(deadline);
-                            let outcome = result.map(|a| a.map(|a| a.to_vec())).map_err(|e| e.kind());
-                            outcomes.lock().unwrap().push((outcome, late, to_live));
-                        });
+                        let mut msg = query(b"\x01r\x00");
+                        let done = Recorded {
+                            query: msg.clone(),
+                            done: Box::new(move |result| {
+                                let late = std::time::Instant::now().saturating_duration_since(deadline);
+                                let outcome = result.map(|a| a.map(|a| a.to_vec())).map_err(|e| e.kind());
+                                outcomes.lock().unwrap().push((outcome, late, to_live));
+                            }),
+                        };
                         let channels = if to_live { &live } else { &silent };
                         started.fetch_add(1, Ordering::Relaxed);
-                        let mut msg = query(b"\x01r\x00");
                         let started = if together {
                             channels.queue(&mut msg, timeout, done, &mut sends)
                         } else {
                             channels.start(&mut msg, timeout, done)
                         };
                         if let Err((e, done)) = started {
-                            done(Err(e));
+                            done.done(Err(e));
                         }
                     }
                     sends.flush();
