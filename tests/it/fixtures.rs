@@ -2,34 +2,14 @@
 //! into the repository): every document loads without a crash, valid `.global` entries are
 //! served, invalid ones are skipped with a warning that names them.
 
-use std::path::PathBuf;
-
 use globaldns::serviceentry::yaml;
 use globaldns::table::{self, AutoAllocate, SourceInput, TableSettings};
 use hickory_proto::rr::RecordType;
 
 use crate::support::*;
 
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("GLOBALDNS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/research/fixtures/serviceentries")
-        });
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "fixtures missing in CI: {}",
-        dir.display()
-    );
-    eprintln!(
-        "NOT RUN: fixtures folder {} is absent (it lives in ../shared)",
-        dir.display()
-    );
-    None
-}
+mod dir;
+use dir::fixtures_dir;
 
 #[test]
 fn every_fixture_document_loads_or_is_named() {

@@ -11,22 +11,9 @@ use proptest::prelude::*;
 use super::super::{parse_serde_saphyr, read_libyaml};
 use super::GiveUp;
 
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("GLOBALDNS_FIXTURES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/research/fixtures/serviceentries"),
-        PathBuf::from,
-    );
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "fixtures missing in CI: {}",
-        dir.display()
-    );
-    eprintln!("NOT RUN on the fixtures: folder {} is absent", dir.display());
-    None
-}
+#[path = "../../../../tests/it/fixtures/dir.rs"]
+mod fixtures;
+use fixtures::fixtures_dir;
 
 fn files_of(path: &Path, into: &mut Vec<PathBuf>) {
     if path.is_dir() {
