@@ -266,13 +266,18 @@ fn client_of(addr: std::net::SocketAddr) -> std::net::UdpSocket {
     client
 }
 
-/// The server on a wildcard address, asked at another address than the client's.
-fn the_udp_server_answers_without_allocating() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime the servers of these tests run on (one worker thread).
+fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The server on a wildcard address, asked at another address than the client's.
+fn the_udp_server_answers_without_allocating() {
+    let runtime = one_worker_runtime();
     let shutdown = CancellationToken::new();
     let (addr, serving) = runtime.block_on(async {
         let listeners = Listeners::bind(&["0.0.0.0:0".parse().unwrap()], 1).await.unwrap();
@@ -338,11 +343,7 @@ fn the_udp_server_forwards_without_allocating() {
             }
         })
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = one_worker_runtime();
     let shutdown = CancellationToken::new();
     let (addr, serving) = runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
