@@ -2,8 +2,8 @@
 //! (at the CRD versions it is told to serve) and Secrets, over plain HTTP on loopback, for the
 //! real `kube` client:
 //! - discovery (`/apis`, `/apis/networking.istio.io/{v}`);
-//! - lists with a resourceVersion, `limit` and `continue` pagination (pages of at most 10),
-//!   label selectors;
+//! - lists with a resourceVersion, `limit` and `continue` pagination (pages of the client's
+//!   `limit`, the whole list without one), label selectors;
 //! - chunked watch streams from a resourceVersion, with bookmarks when asked for; `410 Gone` as
 //!   an ERROR event for a resourceVersion older than the last compaction;
 //! - what `kubectl` also needs ([`objects`]): core discovery, one object's get, create and
