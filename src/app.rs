@@ -234,11 +234,10 @@ async fn start_sources(
     let (tx, rx) = mpsc::channel::<Update>(1024);
     if !sources.entries.is_empty() {
         let mut source = FileSource::new(sources.entries.clone());
-        let (_, diagnostics) = source.refresh(); // once, at start-up: blocking is fine here
+        let (event, diagnostics) = source.load(); // once, at start-up: blocking is fine here
         files::report(&diagnostics, metrics);
         let id = SourceId::new(SourceKey::files());
         registry.apply(id.says(Event::Started));
-        let event = source.event();
         let complete = matches!(event, Event::Listed(_));
         if let Event::Incomplete(_, error) = &event {
             tracing::warn!(%error, "entry files incomplete at start: serving what loaded, not ready, nothing transferred until they load");

@@ -15,7 +15,8 @@
 //! Between changes the source keeps each file's entries packed with [`postcard`] (~52 bytes an
 //! entry against ~270 as values; 5.4 MB instead of ~28 MB for 100 000): the registry holds the
 //! entries themselves, and a change sends the complete set again, unpacked (~0.05 s for
-//! 100 000), so this copy only has to be small, not fast.
+//! 100 000), so this copy only has to be small, not fast. The first load ([`FileSource::load`])
+//! sends the entries it has just parsed, without that round trip.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -163,6 +164,40 @@ impl FileSource {
     /// Reads whatever changed since the last call. Returns whether the entries changed, and
     /// what is worth telling (each problem once, when it appears).
     pub fn refresh(&mut self) -> (bool, Vec<Diagnostic>) {
+        self.refresh_keeping(None)
+    }
+
+    /// The first [`FileSource::refresh`], with the [`FileSource::event`] it gives: the entries
+    /// just parsed go to the event as they are, not packed and unpacked again (the round trip
+    /// was ~3 % of the CPU to ready at 100 000 entries). On a source that has loaded before, a
+    /// refresh and then its event.
+    pub fn load(&mut self) -> (Event, Vec<Diagnostic>) {
+        if !self.files.is_empty() {
+            let (_, diagnostics) = self.refresh();
+            return (self.event(), diagnostics);
+        }
+        // Nothing held yet: the entries this refresh parses are all there are, in path order.
+        let mut parsed = Vec::new();
+        let (_, diagnostics) = self.refresh_keeping(Some(&mut parsed));
+        let entries = match parsed.len() {
+            // One file's entries already share their namespace names.
+            0 | 1 => parsed.pop().unwrap_or_default(),
+            _ => {
+                let mut entries = Vec::with_capacity(parsed.iter().map(Vec::len).sum());
+                let mut namespaces = Namespaces::default();
+                for mut entry in parsed.into_iter().flatten() {
+                    entry.id.namespace = namespaces.share(entry.id.namespace);
+                    entries.push(entry);
+                }
+                entries
+            }
+        };
+        (self.event_of(entries), diagnostics)
+    }
+
+    /// [`FileSource::refresh`]; with `keep`, each parsed file's entries are also pushed there,
+    /// in path order.
+    fn refresh_keeping(&mut self, mut keep: Option<&mut Vec<Vec<Entry>>>) -> (bool, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let mut changed = false;
         let mut seen = BTreeMap::new();
@@ -217,6 +252,11 @@ impl FileSource {
                     };
                     self.files.insert(path, loaded);
                     changed = true;
+                    if let Some(keep) = keep.as_deref_mut()
+                        && !parsed.entries.is_empty()
+                    {
+                        keep.push(parsed.entries);
+                    }
                 }
                 Err(e) => {
                     diagnostics.push(Diagnostic::Unreadable(path.clone(), e.clone()));
@@ -256,9 +296,14 @@ impl FileSource {
     /// What to tell the registry of the entries as they are now: [`Event::Listed`] when
     /// complete, else [`Event::Incomplete`].
     pub fn event(&self) -> Event {
+        self.event_of(self.entries())
+    }
+
+    /// [`FileSource::event`] with `entries`, which are the ones loaded.
+    fn event_of(&self, entries: Vec<Entry>) -> Event {
         match self.incomplete() {
-            None => Event::Listed(self.entries()),
-            Some(error) => Event::Incomplete(self.entries(), error),
+            None => Event::Listed(entries),
+            Some(error) => Event::Incomplete(entries, error),
         }
     }
 
@@ -341,3 +386,6 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -384,8 +384,16 @@ unsafe fn convert(event: &unsafe_sys::yaml_event_t, text: &str) -> Result<Event,
                     }
                 }
                 let bytes = std::slice::from_raw_parts(scalar.value, scalar.length as usize);
-                let Ok(text) = std::str::from_utf8(bytes) else {
-                    return Err(GiveUp("not UTF-8"));
+                // Nearly every scalar is ASCII, checked far faster than UTF-8 (its full check was
+                // ~1.4 % of the CPU to ready at 100 000 entries).
+                let text = if bytes.is_ascii() {
+                    // ASCII bytes are UTF-8.
+                    std::str::from_utf8_unchecked(bytes)
+                } else {
+                    let Ok(text) = std::str::from_utf8(bytes) else {
+                        return Err(GiveUp("not UTF-8"));
+                    };
+                    text
                 };
                 Event::Scalar(Scalar {
                     text: text.to_owned(),
