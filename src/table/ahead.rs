@@ -2,8 +2,8 @@
 //!
 //! At 100 000 names every lookup misses the caches three times in a row, each miss waiting
 //! for the one before: the shard's table header, the hash table's control bytes, the index
-//! node (two lines side by side, the name compared in the second; a name longer than it holds
-//! is a fourth miss, its own allocation) (profiled under load: ~11 % of the server's CPU).
+//! node (96 bytes, two lines, the name compared in it; a name longer than it holds is a fourth
+//! miss, its own allocation) (profiled under load: ~11 % of the server's CPU).
 //! One query's misses cannot overlap, but a batch's can: [`Table::ahead`] hashes each name of
 //! a batch (noting the hash in [`Ahead`]) and prefetches its shard's header, then
 //! [`Table::fetch`] walks the batch once to find and prefetch each name's node (and once more
@@ -64,7 +64,7 @@ impl Ahead {
     }
 }
 
-/// Hosts from which a table's lookups are fetched ahead: below, the index (128 bytes a name in
+/// Hosts from which a table's lookups are fetched ahead: below, the index (96 bytes a name in
 /// the hash table, the name's bytes in it) stays in the caches between batches, and the work
 /// ahead (a second parse of every query) would only add to each answer.
 pub const AHEAD_FROM_HOSTS: usize = 4096;

@@ -317,10 +317,10 @@ fn entries_of_one_id_are_told_apart() {
 
 #[test]
 fn a_node_is_named_by_every_byte_of_its_name_held_in_place_or_not() {
-    // Wire lengths 63 (held in the node) and 64 (behind the pointer), and one byte changed at
-    // either end: the hash table calls `is` on every node whose 7-bit tag matches, so names
-    // of the same length must be told apart by the comparison itself.
-    for len in [63, 64] {
+    // The longest name held in the node, one byte longer (behind the pointer), and one byte
+    // changed at either end: the hash table calls `is` on every node whose 7-bit tag matches,
+    // so names of the same length must be told apart by the comparison itself.
+    for len in [Key::MAX, Key::MAX + 1] {
         let wire = name::to_wire(&format!("{}.global", "a".repeat(len - 9))).unwrap();
         assert_eq!(wire.len(), len);
         let node = Node::new(&wire, None);
