@@ -406,7 +406,7 @@ impl Table {
     #[inline]
     fn node(&self, wire: &[u8]) -> Option<&live::Node> {
         let hash = self.hasher.hash_one(wire);
-        self.shards[live::shard_of(hash)].find(hash, |n| *n.wire == *wire)
+        self.shards[live::shard_of(hash)].find(hash, |n| n.is(wire))
     }
 
     /// What `qname` (in a forward zone) is as an SRV owner or the empty non-terminal above

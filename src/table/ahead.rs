@@ -1,12 +1,13 @@
 //! Lookups of a batch of query names fetched into the CPU caches ahead of answering them.
 //!
-//! At 100 000 names every lookup misses the caches three or four times in a row, each miss
-//! waiting for the one before: the shard's table header, the hash table's control bytes, the
-//! index node, the name's bytes (profiled under load: ~11 % of the server's CPU). One query's
-//! misses cannot overlap, but a batch's can: [`Table::ahead`] hashes each name of a batch
-//! (noting the hash in [`Ahead`]) and prefetches its shard's header, then [`Table::fetch`]
-//! walks the batch once to find and prefetch each name's node, and once more to prefetch its
-//! bytes, so that the answers that follow find every line cached. Nothing is decided here: a
+//! At 100 000 names every lookup misses the caches three times in a row, each miss waiting
+//! for the one before: the shard's table header, the hash table's control bytes, the index
+//! node (96 bytes, two lines, the name compared in it; a name longer than it holds is a fourth
+//! miss, its own allocation) (profiled under load: ~11 % of the server's CPU).
+//! One query's misses cannot overlap, but a batch's can: [`Table::ahead`] hashes each name of
+//! a batch (noting the hash in [`Ahead`]) and prefetches its shard's header, then
+//! [`Table::fetch`] walks the batch once to find and prefetch each name's node (and once more
+//! for the bytes of long names), so that the answers that follow find every line cached. Nothing is decided here: a
 //! prefetch of a line that turns out not to be needed (a name not in the index, a control
 //! byte that matched another name) only costs its instructions. Small tables are not fetched
 //! ahead ([`Table::fetches_ahead`]): their index stays cached.
@@ -27,6 +28,8 @@ pub const AHEAD: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Ahead {
     hashes: [u64; AHEAD],
+    /// Whether each name is longer than a node holds in place.
+    long: [bool; AHEAD],
     len: usize,
 }
 
@@ -34,6 +37,7 @@ impl Default for Ahead {
     fn default() -> Self {
         Ahead {
             hashes: [0; AHEAD],
+            long: [false; AHEAD],
             len: 0,
         }
     }
@@ -60,8 +64,8 @@ impl Ahead {
     }
 }
 
-/// Hosts from which a table's lookups are fetched ahead: below, the index (64 bytes a name in
-/// the hash table, its name's bytes beside) stays in the caches between batches, and the work
+/// Hosts from which a table's lookups are fetched ahead: below, the index (96 bytes a name in
+/// the hash table, the name's bytes in it) stays in the caches between batches, and the work
 /// ahead (a second parse of every query) would only add to each answer.
 pub const AHEAD_FROM_HOSTS: usize = 4096;
 
@@ -83,24 +87,30 @@ impl Table {
         };
         let hash = self.hasher.hash_one(qname);
         *slot = hash;
+        ahead.long[ahead.len] = !live::key_in_place(qname.len());
         ahead.len += 1;
         prefetch(std::sync::Arc::as_ptr(&self.shards[live::shard_of(hash)]));
     }
 
     /// Fetches the rest of what the lookups of the names of `ahead` read: for each name, the
-    /// first index node whose control byte matches, prefetched (one pass over the batch: it
-    /// reads the control bytes, a short loop whose misses the CPU overlaps), then that node's
-    /// name bytes (a second pass: the nodes have arrived by then).
+    /// first index node whose control byte matches, prefetched, both its lines (one pass over
+    /// the batch: it reads the control bytes, a short loop whose misses the CPU overlaps);
+    /// then, for the rare name longer than a node holds, that node's name bytes (a second
+    /// pass: the nodes have arrived by then).
     pub fn fetch(&self, ahead: &Ahead) {
         let mut nodes: [Option<&live::Node>; AHEAD] = [None; AHEAD];
         for (node, &hash) in nodes.iter_mut().zip(ahead.hashes()) {
             *node = self.shards[live::shard_of(hash)].iter_hash(hash).next();
             if let Some(node) = node {
-                prefetch(*node);
+                let at: *const live::Node = *node;
+                prefetch(at);
+                prefetch(at.cast::<u8>().wrapping_add(64));
             }
         }
-        for node in nodes.iter().flatten() {
-            prefetch(node.wire.as_ptr());
+        for (node, _) in nodes.iter().zip(ahead.long).filter(|(_, long)| *long) {
+            if let Some(node) = node {
+                prefetch(node.wire.as_ptr());
+            }
         }
     }
 }

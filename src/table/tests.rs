@@ -735,3 +735,45 @@ fn a_host_too_large_for_one_message_is_warned_about_once_per_build() {
 }
 
 mod derived;
+
+#[test]
+fn names_held_in_the_node_and_longer_ones_are_told_apart() {
+    // Wire lengths 31 and 63 (the longest a node may hold in place, at 96 and 128 bytes) and
+    // one byte on either side, and 103 (behind a pointer), sharing their first bytes, and a
+    // name below the longest one (its ancestors are empty non-terminals of either kind).
+    let label = |n: usize| "a".repeat(n);
+    let names = [
+        format!("{}.global", label(21)),
+        format!("{}.global", label(22)),
+        format!("{}.global", label(23)),
+        format!("{}.global", label(53)),
+        format!("{}.global", label(54)),
+        format!("{}.global", label(55)),
+        format!("{}.{}.global", label(63), label(30)),
+        format!("x.{}.{}.global", label(63), label(30)),
+    ];
+    let wire_lens: Vec<usize> = names.iter().map(|n| name::to_wire(n).unwrap().len()).collect();
+    assert_eq!(wire_lens, [30, 31, 32, 62, 63, 64, 103, 105]);
+    let text: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| se(&format!("s{i}"), &format!("{{hosts: [{n}], addresses: [10.0.0.{i}]}}")))
+        .collect();
+    let t = one(&text);
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(look(&t, n), format!("10.0.0.{i}"), "{n}");
+        assert_eq!(look(&t, &n.to_uppercase()), format!("10.0.0.{i}"), "{n} in upper case");
+    }
+    assert_eq!(look(&t, &format!("{}.global", label(56))), "nx");
+    // The same lengths as names held, other bytes.
+    assert_eq!(look(&t, &format!("{}b.global", label(21))), "nx");
+    assert_eq!(look(&t, &format!("{}b.global", label(53))), "nx");
+    assert_eq!(look(&t, &format!("{}.{}b.global", label(63), label(29))), "nx");
+    assert_eq!(look(&t, &format!("{}.{}.global", label(63), label(29))), "nx");
+    assert_eq!(
+        look(&t, &format!("{}.global", label(30))),
+        "empty",
+        "above the longest name"
+    );
+    assert_eq!(look(&t, &format!("y.{}.{}.global", label(63), label(30))), "nx");
+}

@@ -314,3 +314,22 @@ fn entries_of_one_id_are_told_apart() {
         .collect::<Vec<_>>();
     assert_eq!(hosts, [vec!["1.1.1.1".parse::<IpAddr>().unwrap()]]);
 }
+
+#[test]
+fn a_node_is_named_by_every_byte_of_its_name_held_in_place_or_not() {
+    // The longest name held in the node, one byte longer (behind the pointer), and one byte
+    // changed at either end: the hash table calls `is` on every node whose 7-bit tag matches,
+    // so names of the same length must be told apart by the comparison itself.
+    for len in [Key::MAX, Key::MAX + 1] {
+        let wire = name::to_wire(&format!("{}.global", "a".repeat(len - 9))).unwrap();
+        assert_eq!(wire.len(), len);
+        let node = Node::new(&wire, None);
+        assert!(node.is(&wire), "{len}");
+        for at in [1, len - 2] {
+            let mut other = wire.clone();
+            other[at] = b'b';
+            assert!(!node.is(&other), "{len}: byte {at}");
+        }
+        assert!(!node.is(&wire[..len - 1]), "{len}: a prefix");
+    }
+}
