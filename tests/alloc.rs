@@ -267,6 +267,27 @@ fn client_of(addr: std::net::SocketAddr) -> std::net::UdpSocket {
 }
 
 /// The runtime the servers of these tests run on (one worker thread).
+/// Spawns the server's future and waits until its first poll has returned: that poll sets the
+/// server up (the TCP listeners' tasks, their joint future), allocating, and on a busy machine
+/// the runtime's worker may first poll it after the queries counted have begun.
+async fn spawn_set_up<F: std::future::Future + Send + 'static>(serving: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F::Output: Send,
+{
+    let (polled, set_up) = tokio::sync::oneshot::channel();
+    let mut polled = Some(polled);
+    let mut serving = Box::pin(serving);
+    let handle = tokio::spawn(std::future::poll_fn(move |cx| {
+        let poll = serving.as_mut().poll(cx);
+        if let Some(polled) = polled.take() {
+            let _ = polled.send(());
+        }
+        poll
+    }));
+    set_up.await.unwrap();
+    handle
+}
+
 fn one_worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -292,7 +313,7 @@ fn the_udp_server_answers_without_allocating() {
                 shutdown.clone(),
             )
             .unwrap();
-        (addr, tokio::spawn(serving))
+        (addr, spawn_set_up(serving).await)
     });
     let client = client_of(addr);
     let queries = queries();
@@ -360,7 +381,7 @@ fn the_udp_server_forwards_without_allocating() {
         let serving = listeners
             .serve(table, Some(forwarder), Limits::default(), metrics, shutdown.clone())
             .unwrap();
-        (addr, tokio::spawn(serving))
+        (addr, spawn_set_up(serving).await)
     });
     let client = client_of(addr);
     let queries = [
