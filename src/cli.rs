@@ -338,6 +338,12 @@ pub enum ConfigError {
     },
 }
 
+/// Whether a resolv.conf text has a `nameserver` line, usable or not.
+fn resolv_conf_lists_nameserver(text: &str) -> bool {
+    text.lines()
+        .any(|line| line.split_whitespace().next() == Some("nameserver"))
+}
+
 impl ForwardArgs {
     /// Forward settings, upstreams from the flags or from `resolv_conf` (its text, or why it
     /// could not be read); none may reach one of the `listen` addresses (a wildcard one on
@@ -348,7 +354,7 @@ impl ForwardArgs {
     /// - [`ConfigError::Upstream`] when an `--upstream` is not a usable IP or IP:PORT
     ///   ([`parse_upstream`](forward::parse_upstream));
     /// - [`ConfigError::NoUpstream`] when no `--upstream` is given and `resolv_conf` fails or
-    ///   lists no nameserver;
+    ///   lists no nameserver that can be dialled (saying so when it skipped some);
     /// - [`ConfigError::UpstreamIsSelf`] when an upstream reaches one of the `listen` addresses.
     pub fn settings(
         &self,
@@ -357,9 +363,17 @@ impl ForwardArgs {
         host_ips: impl FnOnce() -> Vec<IpAddr>,
     ) -> Result<ForwardSettings, ConfigError> {
         let upstreams = if self.upstreams.is_empty() {
-            let found = forward::resolv_conf_nameservers(&resolv_conf().map_err(ConfigError::NoUpstream)?);
+            let text = resolv_conf().map_err(ConfigError::NoUpstream)?;
+            let found = forward::resolv_conf_nameservers(&text);
             if found.is_empty() {
-                return Err(ConfigError::NoUpstream("lists no nameserver".into()));
+                // Lines it does list may have been skipped (an unknown interface; a link-local
+                // address without one), each with a warning of its own.
+                let why = if resolv_conf_lists_nameserver(&text) {
+                    "lists no nameserver that can be dialled (the skipped ones are logged above)"
+                } else {
+                    "lists no nameserver"
+                };
+                return Err(ConfigError::NoUpstream(why.into()));
             }
             found
         } else {
@@ -640,6 +654,27 @@ mod tests {
         ] {
             assert!(serve(&["--listen", fine[0], "--listen", fine[1]]).is_ok(), "{fine:?}");
         }
+    }
+
+    #[test]
+    fn a_resolv_conf_whose_nameservers_cannot_be_dialled_says_so() {
+        let args = ForwardArgs {
+            upstreams: vec![],
+            upstream_timeout: Duration::from_secs(1),
+            forward_timeout: Duration::from_secs(2),
+            max_forwards: 8,
+        };
+        let error = |text: &str| {
+            let text = text.to_owned();
+            args.settings(&addrs(&["127.0.0.1:5300"]), move || Ok(text), Vec::new)
+                .map(drop)
+                .unwrap_err()
+                .to_string()
+        };
+        let skipped = error("nameserver fe80::1\nnameserver fe80::1%nosuch9\n");
+        assert!(skipped.contains("lists no nameserver that can be dialled"), "{skipped}");
+        let none = error("search svc.cluster.local\noptions ndots:5\n");
+        assert!(none.contains("lists no nameserver;"), "{none}");
     }
 
     #[test]
