@@ -98,19 +98,31 @@ impl Packed {
         Packed(packed.into_boxed_slice())
     }
 
-    /// The entries as packed, their namespace names shared through `namespaces`. One at a
-    /// time, into `out`: each entry's own copy of its namespace name is freed before the next
-    /// entry is read (whose allocations reuse it), not after all of them (which would leave a
-    /// hole between every two entries held, memory the allocator cannot give back).
-    fn unpack(&self, namespaces: &mut Namespaces, out: &mut Vec<Entry>) {
+    /// The entries as packed, read one at a time.
+    fn unpacked(&self) -> impl Iterator<Item = Entry> + '_ {
         let mut rest = &self.0[..];
-        while !rest.is_empty() {
-            let (mut entry, after) = postcard::take_from_bytes::<Entry>(rest).expect("packed by Packed::pack");
-            entry.id.namespace = namespaces.share(entry.id.namespace);
-            out.push(entry);
+        std::iter::from_fn(move || {
+            let (entry, after) = (!rest.is_empty())
+                .then(|| postcard::take_from_bytes::<Entry>(rest).expect("packed by Packed::pack"))?;
             rest = after;
-        }
+            Some(entry)
+        })
     }
+}
+
+/// The `count` entries of several files in one list, their namespace names shared: one copy
+/// of each for all the files, as one file's entries have already ([`yaml::parse`]). One entry
+/// at a time: each entry's own copy of its namespace name is freed before the next entry is
+/// read (whose allocations reuse it), not after all of them (which would leave a hole between
+/// every two entries held, memory the allocator cannot give back).
+fn sharing_namespaces(count: usize, entries: impl Iterator<Item = Entry>) -> Vec<Entry> {
+    let mut namespaces = Namespaces::default();
+    let mut shared = Vec::with_capacity(count);
+    for mut entry in entries {
+        entry.id.namespace = namespaces.share(entry.id.namespace);
+        shared.push(entry);
+    }
+    shared
 }
 
 #[derive(Debug)]
@@ -182,15 +194,7 @@ impl FileSource {
         let entries = match parsed.len() {
             // One file's entries already share their namespace names.
             0 | 1 => parsed.pop().unwrap_or_default(),
-            _ => {
-                let mut entries = Vec::with_capacity(parsed.iter().map(Vec::len).sum());
-                let mut namespaces = Namespaces::default();
-                for mut entry in parsed.into_iter().flatten() {
-                    entry.id.namespace = namespaces.share(entry.id.namespace);
-                    entries.push(entry);
-                }
-                entries
-            }
+            _ => sharing_namespaces(parsed.iter().map(Vec::len).sum(), parsed.into_iter().flatten()),
         };
         (self.event_of(entries), diagnostics)
     }
@@ -309,12 +313,8 @@ impl FileSource {
 
     /// Every loaded entry, files in path order.
     pub fn entries(&self) -> Vec<Entry> {
-        let mut entries = Vec::with_capacity(self.files.values().map(|l| l.count).sum());
-        let mut namespaces = Namespaces::default();
-        for loaded in self.files.values() {
-            loaded.packed.unpack(&mut namespaces, &mut entries);
-        }
-        entries
+        let count = self.files.values().map(|l| l.count).sum();
+        sharing_namespaces(count, self.files.values().flat_map(|l| l.packed.unpacked()))
     }
 }
 
