@@ -338,12 +338,6 @@ pub enum ConfigError {
     },
 }
 
-/// Whether a resolv.conf text has a `nameserver` line, usable or not.
-fn resolv_conf_lists_nameserver(text: &str) -> bool {
-    text.lines()
-        .any(|line| line.split_whitespace().next() == Some("nameserver"))
-}
-
 impl ForwardArgs {
     /// Forward settings, upstreams from the flags or from `resolv_conf` (its text, or why it
     /// could not be read); none may reach one of the `listen` addresses (a wildcard one on
@@ -368,7 +362,7 @@ impl ForwardArgs {
             if found.is_empty() {
                 // Lines it does list may have been skipped (an unknown interface; a link-local
                 // address without one), each with a warning of its own.
-                let why = if resolv_conf_lists_nameserver(&text) {
+                let why = if forward::resolv_conf_nameserver_words(&text).next().is_some() {
                     "lists no nameserver that can be dialled (the skipped ones are logged above)"
                 } else {
                     "lists no nameserver"

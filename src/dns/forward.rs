@@ -44,7 +44,7 @@ mod address;
 mod channel;
 mod health;
 
-pub use address::{BadUpstream, parse_upstream, resolv_conf_nameservers};
+pub use address::{BadUpstream, parse_upstream, resolv_conf_nameserver_words, resolv_conf_nameservers};
 pub use health::MAX_FAILS;
 
 use channel::{Channels, Waiter};

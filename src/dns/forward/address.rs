@@ -70,14 +70,21 @@ fn scope_id(zone: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(zone).ok()
 }
 
+/// The address of each `nameserver` line of a resolv.conf (resolv.conf(5)), as written, usable
+/// or not.
+pub fn resolv_conf_nameserver_words(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next()? == "nameserver").then_some(())?;
+        words.next()
+    })
+}
+
 /// The `nameserver` lines of a resolv.conf (resolv.conf(5)), port 53, zones (`%eth0`) kept;
 /// a nameserver whose interface does not exist is skipped with a warning.
 pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next()? == "nameserver").then_some(())?;
-            let word = words.next()?;
+    resolv_conf_nameserver_words(text)
+        .filter_map(|word| {
             let addr = host_with_zone(word, 53);
             if addr.is_none() && word.contains('%') && word.split('%').next()?.parse::<Ipv6Addr>().is_ok() {
                 tracing::warn!(nameserver = word, "resolv.conf: no such interface; nameserver skipped");
