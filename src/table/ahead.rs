@@ -3,14 +3,14 @@
 //! At 100 000 names every lookup misses the caches three times in a row, each miss waiting
 //! for the one before: the shard's table header, the hash table's control bytes, the index
 //! node (96 bytes, two lines, the name compared in it; a name longer than it holds is a fourth
-//! miss, its own allocation) (profiled under load: ~11 % of the server's CPU).
-//! One query's misses cannot overlap, but a batch's can: [`Table::ahead`] hashes each name of
-//! a batch (noting the hash in [`Ahead`]) and prefetches its shard's header, then
-//! [`Table::fetch`] walks the batch once to find and prefetch each name's node (and once more
-//! for the bytes of long names), so that the answers that follow find every line cached. Nothing is decided here: a
-//! prefetch of a line that turns out not to be needed (a name not in the index, a control
-//! byte that matched another name) only costs its instructions. Small tables are not fetched
-//! ahead ([`Table::fetches_ahead`]): their index stays cached.
+//! miss, its own allocation) (profiled under load: ~11 % of the server's CPU). One query's
+//! misses cannot overlap, but a batch's can: [`Table::ahead`] hashes each name of a batch
+//! (noting the hash in [`Ahead`]) and prefetches its shard's header, then [`Table::fetch`]
+//! walks the batch once to find and prefetch each name's node (and once more for the bytes of
+//! long names), so that the answers that follow find every line cached. Nothing is decided
+//! here: a prefetch of a line that turns out not to be needed (a name not in the index, a
+//! control byte that matched another name) only costs its instructions. Small tables are not
+//! fetched ahead ([`Table::fetches_ahead`]): their index stays cached.
 //!
 //! Tried and not kept: prefetching the control bytes and the home bucket's node from
 //! [`Table::ahead`] already, from addresses of hashbrown's layout (not its API): no less CPU

@@ -125,8 +125,8 @@ impl Key {
 
     fn of(wire: &[u8]) -> Self {
         let mut key = [0; Key::MAX + 1];
-        if let Some(rest) = key[1..].get_mut(..wire.len()) {
-            rest.copy_from_slice(wire);
+        if key_in_place(wire.len()) {
+            key[1..=wire.len()].copy_from_slice(wire);
             key[0] = wire.len() as u8;
         }
         Key(key)
