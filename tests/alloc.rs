@@ -266,7 +266,6 @@ fn client_of(addr: std::net::SocketAddr) -> std::net::UdpSocket {
     client
 }
 
-/// The runtime the servers of these tests run on (one worker thread).
 /// Spawns the server's future and waits until its first poll has returned: that poll sets the
 /// server up (the TCP listeners' tasks, their joint future), allocating, and on a busy machine
 /// the runtime's worker may first poll it after the queries counted have begun.
@@ -288,6 +287,7 @@ where
     handle
 }
 
+/// The runtime the servers of these tests run on (one worker thread).
 fn one_worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
