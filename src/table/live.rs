@@ -546,7 +546,14 @@ impl<K: Source> Live<K> {
                 self.dirty.extend(set.naming.keys().cloned());
             }
         }
-        for wire in std::mem::take(&mut self.dirty) {
+        // In the order the names sit in memory, about the order they were put in (a file's order
+        // on a first load): each recompute then finds its name, and the entries naming it, next
+        // to the last one's. In hash order each was a cache miss: 5–8 % of a start with 100 000
+        // names (perf samples, 3 runs each).
+        let mut dirty: Vec<Arc<[u8]>> = std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort_unstable_by_key(|wire| wire.as_ptr());
+        self.reserve_index(dirty.len());
+        for wire in dirty {
             self.recompute(&wire);
         }
         if std::mem::take(&mut self.skipped_changed) {
@@ -669,6 +676,19 @@ impl<K: Source> Live<K> {
                 break;
             }
             self.update_node(&wire[start..], None, |n| n.below = (n.below as i64 + change) as u32);
+        }
+    }
+
+    /// Sizes an empty index's shards for `names` at once: grown by doubling instead, each
+    /// growth hashes its nodes again (~1.5 % of a start with 100 000 names). Only when empty:
+    /// the names of a later commit are mostly in the index already.
+    fn reserve_index(&mut self, names: usize) {
+        if self.shards.iter().any(|shard| !shard.is_empty()) {
+            return;
+        }
+        let hasher = &self.hasher;
+        for shard in &mut self.shards {
+            Arc::make_mut(shard).reserve(names / SHARDS, |n| hasher.hash_one(&*n.wire));
         }
     }
 
