@@ -218,7 +218,7 @@ fn a_batch_allocates_nothing_after_it_is_made() {
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     let asked: [std::net::SocketAddr; 2] = [([127, 0, 0, 2], port).into(), ([127, 0, 0, 1], port).into()];
-    let mut batch = Batch::new(true);
+    let mut batch = Batch::new(true, true);
     let mut buf = [0u8; 512];
     let mut round = |batch: &mut Batch| {
         for (i, to) in asked.iter().chain(&asked).enumerate() {

@@ -171,14 +171,17 @@ impl Listeners {
         let mut tcp = Vec::with_capacity(self.bound.len());
         let sockets = self.bound.into_iter().flat_map(|bound| {
             tcp.push(bound.tcp);
-            let ipv6 = bound.addr.is_ipv6();
-            bound.udp.into_iter().map(move |socket| (socket, ipv6))
+            let family = Family {
+                ipv6: bound.addr.is_ipv6(),
+                packet_info: batch::needs_packet_info(&bound.addr),
+            };
+            bound.udp.into_iter().map(move |socket| (socket, family))
         });
-        for (i, (socket, ipv6)) in sockets.enumerate() {
+        for (i, (socket, family)) in sockets.enumerate() {
             let (shared, stop) = (shared.clone(), shutdown.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("globaldns-udp-{i}"))
-                .spawn(move || udp_loop(&Arc::new(socket), ipv6, &shared, &stop));
+                .spawn(move || udp_loop(&Arc::new(socket), family, &shared, &stop));
             match thread {
                 Ok(thread) => udp.push(thread),
                 Err(e) => {
@@ -313,9 +316,9 @@ fn answer_tallied(
 
 /// Serves one UDP socket until shutdown. A panic (a bug) is logged and the socket served on:
 /// a socket nobody reads would silently lose its share of the queries for good.
-fn udp_loop(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shutdown: &CancellationToken) {
+fn udp_loop(socket: &Arc<std::net::UdpSocket>, family: Family, shared: &Shared, shutdown: &CancellationToken) {
     while !shutdown.is_cancelled() {
-        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, ipv6, shared, shutdown));
+        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, family, shared, shutdown));
         if std::panic::catch_unwind(serving).is_err() {
             tracing::error!("a UDP thread panicked answering a batch; serving on");
         }
@@ -325,9 +328,17 @@ fn udp_loop(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shut
 /// Every query of a batch can be fetched ahead ([`fetch_ahead`]).
 const _: () = assert!(batch::BATCH <= crate::table::AHEAD);
 
-/// `ipv6`: the socket is an IPv6 one.
-fn udp_batches(socket: &Arc<std::net::UdpSocket>, ipv6: bool, shared: &Shared, shutdown: &CancellationToken) {
-    let mut batch = Batch::new(ipv6);
+/// What a UDP socket's batches need to know of it.
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    /// An IPv6 socket.
+    ipv6: bool,
+    /// Packet info enabled ([`batch::needs_packet_info`]).
+    packet_info: bool,
+}
+
+fn udp_batches(socket: &Arc<std::net::UdpSocket>, family: Family, shared: &Shared, shutdown: &CancellationToken) {
+    let mut batch = Batch::new(family.ipv6, family.packet_info);
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
     let mut sends = UdpSends::default();

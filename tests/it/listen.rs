@@ -214,6 +214,20 @@ async fn a_wildcard_listener_replies_from_the_address_asked() {
     }
 }
 
+/// Listeners bound to one address each, second ones of the host: the system, not packet info
+/// (which such a socket does without), sends the replies from the address asked.
+#[test]
+fn listeners_on_one_address_reply_from_it() {
+    in_netns("listeners_on_one_address_reply_from_it", || async {
+        ip(&["-6", "addr", "add", "fd00::53/128", "dev", "lo", "nodad"]);
+        let up = Upstream::start(Behaviour::Answer).await;
+        let server = Globaldns::start(&["--listen", "127.0.0.2:53", "--listen", "[fd00::53]:53"], up.addr).await;
+        assert_eq!(server.bound, "[127.0.0.2:53, [fd00::53]:53]");
+        both_clients_answered("127.0.0.1", "127.0.0.2", 53).await;
+        both_clients_answered("::1", "fd00::53", 53).await;
+    });
+}
+
 /// IPv6 on a second address of the host, and the IPv4 clients of the same dual-stack socket
 /// (v4-mapped), in-zone and forwarded.
 #[test]

@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
-use super::super::batch::enable_packet_info;
+use super::super::batch::{enable_packet_info, needs_packet_info};
 use super::{BindError, Bound};
 
 /// How a listening address treats the address families.
@@ -61,12 +61,15 @@ fn socket(addr: SocketAddr, stack: Stack, kind: Type, protocol: Protocol) -> io:
 }
 
 /// A blocking UDP socket on `addr` with SO_REUSEPORT, so that several share one address, a
-/// read timeout of `poll`, and each datagram's destination reported.
+/// read timeout of `poll`, and each datagram's destination reported when the address is a
+/// wildcard ([`needs_packet_info`]).
 pub(super) fn udp(addr: SocketAddr, stack: Stack, poll: Duration) -> io::Result<std::net::UdpSocket> {
     let socket = socket(addr, stack, Type::DGRAM, Protocol::UDP)?;
     socket.set_reuse_port(true)?;
     socket.set_read_timeout(Some(poll))?;
-    enable_packet_info(&socket, addr.is_ipv6())?;
+    if needs_packet_info(&addr) {
+        enable_packet_info(&socket, addr.is_ipv6())?;
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
