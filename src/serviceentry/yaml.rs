@@ -16,6 +16,7 @@
 
 use thiserror::Error;
 
+mod fast;
 mod libyaml;
 
 use super::{Entry, EntryId, Invalid, Namespaces, Reason, Resource};
@@ -60,7 +61,7 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<Parsed, NotYaml> {
 /// [`parse`] by libyaml, or why not.
 fn read_libyaml(text: &str, default_namespace: &str) -> Result<Parsed, libyaml::GiveUp> {
     let mut documents = Documents::default();
-    libyaml::read(text, |doc| documents.visit(doc))?;
+    libyaml::read(text, |doc| documents.visit_read(doc))?;
     Ok(documents.finish(default_namespace))
 }
 
@@ -88,6 +89,11 @@ pub fn parse_serde_saphyr(text: &str, default_namespace: &str) -> Result<Parsed,
     let documents: Documents =
         serde_saphyr::from_str_multiple_with_options::<serde_json::Value, _>(text, options).map_err(NotYaml)?;
     Ok(documents.finish(default_namespace))
+}
+
+/// Whether a document of `kind` and `api_version` is a list whose `items` are documents.
+fn is_list(kind: &str, api_version: &str) -> bool {
+    kind == "List" || kind.ends_with("List") && api_version.starts_with(GROUP)
 }
 
 /// Where a document's namespace came from: its own `metadata.namespace`, or the default
@@ -125,11 +131,39 @@ impl Documents {
         self.parsed.invalid.push(invalid);
     }
 
+    /// [`Documents::visit`] for a document libyaml read: a ServiceEntry of a plain shape is
+    /// read straight from the tree ([`fast`]), a List's items each so; anything else through
+    /// its value.
+    fn visit_read(&mut self, doc: libyaml::Node<'_, '_>) {
+        let str_field = |key: &str| doc.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        let (kind, api_version) = (str_field("kind"), str_field("apiVersion"));
+        if is_list(kind, api_version) {
+            if let Some(items) = doc.get("items") {
+                for item in items.items() {
+                    self.visit_read(item);
+                }
+            }
+            return;
+        }
+        if kind != "ServiceEntry" {
+            return;
+        }
+        let Some(version) = api_version.strip_prefix(GROUP).and_then(|v| v.strip_prefix('/')) else {
+            return; // a ServiceEntry of some other API group
+        };
+        if VERSIONS.contains(&version)
+            && let Some(resource) = fast::resource(doc)
+        {
+            return self.accept(resource);
+        }
+        self.visit(doc.to_value());
+    }
+
     fn visit(&mut self, doc: serde_json::Value) {
         let str_field = |key: &str| doc.get(key).and_then(|v| v.as_str()).unwrap_or("");
         let kind = str_field("kind");
         let api_version = str_field("apiVersion");
-        if kind == "List" || kind.ends_with("List") && api_version.starts_with(GROUP) {
+        if is_list(kind, api_version) {
             if let serde_json::Value::Object(mut list) = doc
                 && let Some(serde_json::Value::Array(items)) = list.remove("items")
             {
@@ -171,6 +205,11 @@ impl Documents {
                 );
             }
         };
+        self.accept(resource);
+    }
+
+    /// A ServiceEntry read: its entry, or why it is rejected.
+    fn accept(&mut self, resource: Resource) {
         // `into_entry` places an object with an empty or missing namespace in the default.
         let from = match resource.metadata.namespace.as_deref() {
             None | Some("") => Namespace::Default,

@@ -1,6 +1,9 @@
 //! The fast reading of [`super::parse`]: libyaml's events (the `unsafe-libyaml` crate, a
-//! line-by-line Rust translation of the C library) composed into one `serde_json::Value` per
-//! document, the value serde-saphyr would have made of it.
+//! line-by-line Rust translation of the C library) composed into one [`Tree`] per document,
+//! whose [`Node::to_value`] is the `serde_json::Value` serde-saphyr would have made of it.
+//! The tree is reused from document to document, and its strings are slices of the text
+//! wherever libyaml's value is the text as written: reading a ServiceEntry from it
+//! (`super::fast`) allocates only what the entry keeps.
 //!
 //! libyaml walks an entries file ~3× faster than serde-saphyr's parser, but the two do not
 //! agree on every text. So this reading only takes the YAML whose value it has proven to be
@@ -25,9 +28,10 @@
 // serde-saphyr alone. Every block below is one call or one read of libyaml's event, see SAFETY.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use unsafe_libyaml as unsafe_sys;
 
 /// Why the fast reading left a text to serde-saphyr (the differential test counts them).
@@ -46,13 +50,13 @@ const MAX_DOCUMENTS: usize = 5_000_000;
 /// the nodes and events of a text stay far below that budget's 200 M and 400 M.
 const MAX_TEXT_BYTES: usize = 128 << 20;
 
-/// Reads `text` and hands each document's value to `each`, in order.
+/// Reads `text` and hands each document's tree to `each`, in order.
 ///
 /// # Errors
 ///
 /// [`GiveUp`] when the text holds anything this reading has not proven to read as
 /// serde-saphyr does; `each` may have been given the documents before that point.
-pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp> {
+pub(super) fn read<'t>(text: &'t str, mut each: impl FnMut(Node<'_, 't>)) -> Result<(), GiveUp> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(GiveUp("text size"));
     }
@@ -69,11 +73,15 @@ pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp
         .filter(|&at| at > 0 && !matches!(text.as_bytes()[at - 1], b' ' | b'\t' | b'\r' | b'\n'))
         .peekable();
     let mut parser = Parser::new(text);
+    let mut tree = Tree::default();
+    // The collections being read, innermost last.
     let mut stack: Vec<Frame> = Vec::new();
+    // Scratch for the duplicate key check.
+    let mut keys: Vec<usize> = Vec::new();
     let (mut scalar_bytes, mut documents) = (0usize, 0usize);
     loop {
         let event = parser.next()?;
-        let value = match event {
+        match event {
             Event::StreamStart | Event::DocumentEnd => continue,
             Event::StreamEnd => {
                 if hashes.next().is_some() {
@@ -91,32 +99,39 @@ pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp
                 }
                 continue;
             }
-            Event::SequenceStart => {
-                if let Some(Frame::Map(_, None)) = stack.last() {
+            Event::SequenceStart | Event::MappingStart => {
+                if let Some(Frame { key_next: true, .. }) = stack.last() {
                     return Err(GiveUp("complex key"));
                 }
-                stack.push(Frame::Seq(Vec::new()));
+                let map = matches!(event, Event::MappingStart);
+                stack.push(Frame {
+                    at: tree.nodes.len(),
+                    key_next: map,
+                });
+                tree.nodes.push(if map {
+                    Kind::Map { end: 0 }
+                } else {
+                    Kind::Seq { end: 0 }
+                });
                 if stack.len() > MAX_DEPTH {
                     return Err(GiveUp("depth"));
                 }
                 continue;
             }
-            Event::MappingStart => {
-                if let Some(Frame::Map(_, None)) = stack.last() {
-                    return Err(GiveUp("complex key"));
+            Event::SequenceEnd | Event::MappingEnd => {
+                let end = tree.nodes.len();
+                match stack.pop().map(|frame| (frame, &mut tree.nodes[frame.at])) {
+                    Some((_, Kind::Seq { end: at_end })) => *at_end = end,
+                    // libyaml ends a mapping only after a key's value, and balances its events.
+                    Some((Frame { key_next: true, at }, Kind::Map { end: at_end })) => {
+                        *at_end = end;
+                        if tree.has_duplicate_key(at, &mut keys) {
+                            return Err(GiveUp("duplicate key"));
+                        }
+                    }
+                    _ => return Err(GiveUp("unbalanced events")),
                 }
-                stack.push(Frame::Map(Map::new(), None));
-                if stack.len() > MAX_DEPTH {
-                    return Err(GiveUp("depth"));
-                }
-                continue;
             }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq(items)) => Value::Array(items),
-                Some(Frame::Map(map, None)) => Value::Object(map),
-                // libyaml ends a mapping only after a key's value, and balances its events.
-                _ => return Err(GiveUp("unbalanced events")),
-            },
             Event::Scalar(scalar) => {
                 while let Some(&at) = hashes.peek().filter(|&&at| at < scalar.end) {
                     if at < scalar.start {
@@ -128,36 +143,178 @@ pub(super) fn read(text: &str, mut each: impl FnMut(Value)) -> Result<(), GiveUp
                 if scalar_bytes > MAX_SCALAR_BYTES {
                     return Err(GiveUp("scalar bytes"));
                 }
-                if let Some(Frame::Map(_, key @ None)) = stack.last_mut() {
-                    *key = Some(scalar.key()?);
+                if let Some(frame @ Frame { key_next: true, .. }) = stack.last_mut() {
+                    frame.key_next = false;
+                    tree.nodes.push(Kind::Str(scalar.key()?));
                     continue;
                 }
-                scalar.value()?
+                tree.nodes.push(scalar.value()?);
             }
-        };
+        }
+        // A value is complete: the next of its mapping is a key; or it is the document's.
         match stack.last_mut() {
-            None => each(value),
-            Some(Frame::Seq(items)) => items.push(value),
-            Some(Frame::Map(map, key)) => {
-                let Some(key) = key.take() else {
-                    return Err(GiveUp("unbalanced events"));
-                };
-                if map.insert(key, value).is_some() {
-                    return Err(GiveUp("duplicate key"));
-                }
+            None => {
+                each(Node { tree: &tree, at: 0 });
+                tree.nodes.clear();
             }
+            Some(frame) => frame.key_next = matches!(tree.nodes[frame.at], Kind::Map { .. }),
         }
     }
 }
 
-/// A collection being composed; a mapping holds the key whose value comes next.
-enum Frame {
-    Seq(Vec<Value>),
-    Map(Map<String, Value>, Option<String>),
+/// A collection being read: where its node is, and for a mapping whether a key comes next.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    at: usize,
+    key_next: bool,
+}
+
+/// One document as read: its nodes in document order, a collection before its items and each
+/// key of a mapping before its value.
+#[derive(Debug, Default)]
+pub(super) struct Tree<'t> {
+    nodes: Vec<Kind<'t>>,
+}
+
+impl Tree<'_> {
+    /// Whether the mapping at `at` (complete) holds a key twice; `keys` is scratch.
+    fn has_duplicate_key(&self, at: usize, keys: &mut Vec<usize>) -> bool {
+        keys.clear();
+        keys.extend(Node { tree: self, at }.entries().map(|(key, _)| key.at));
+        let key = |at: usize| match &self.nodes[at] {
+            Kind::Str(key) => &**key,
+            _ => "",
+        };
+        keys.sort_unstable_by(|&a, &b| key(a).cmp(key(b)));
+        keys.windows(2).any(|pair| key(pair[0]) == key(pair[1]))
+    }
+}
+
+/// A node of a [`Tree`].
+#[derive(Debug)]
+enum Kind<'t> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    /// A string, as written in the text or (quoted with `''`) as libyaml made it.
+    Str(Cow<'t, str>),
+    /// A sequence: its items are the nodes before `end`.
+    Seq {
+        end: usize,
+    },
+    /// A mapping: its keys (strings) and values alternate up to `end`.
+    Map {
+        end: usize,
+    },
+}
+
+/// A node of a document's [`Tree`], and the nodes under it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Node<'a, 't> {
+    tree: &'a Tree<'t>,
+    at: usize,
+}
+
+impl<'a, 't> Node<'a, 't> {
+    fn kind(self) -> &'a Kind<'t> {
+        &self.tree.nodes[self.at]
+    }
+
+    /// Where the nodes under it end.
+    fn end(self) -> usize {
+        match self.kind() {
+            Kind::Seq { end } | Kind::Map { end } => *end,
+            _ => self.at + 1,
+        }
+    }
+
+    /// The string it is.
+    pub(super) fn as_str(self) -> Option<&'a str> {
+        match self.kind() {
+            Kind::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The unsigned integer it is.
+    pub(super) fn as_u64(self) -> Option<u64> {
+        match self.kind() {
+            Kind::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// Whether it is a number.
+    pub(super) fn is_number(self) -> bool {
+        matches!(self.kind(), Kind::Number(_))
+    }
+
+    /// Whether it is a sequence.
+    pub(super) fn is_seq(self) -> bool {
+        matches!(self.kind(), Kind::Seq { .. })
+    }
+
+    /// Whether it is a mapping.
+    pub(super) fn is_map(self) -> bool {
+        matches!(self.kind(), Kind::Map { .. })
+    }
+
+    /// The nodes under it, one after another: a sequence's items, a mapping's keys and values.
+    fn children(self) -> impl Iterator<Item = Node<'a, 't>> {
+        let (tree, end) = (self.tree, self.end());
+        let mut at = self.at + 1;
+        std::iter::from_fn(move || {
+            (at < end).then(|| {
+                let child = Node { tree, at };
+                at = child.end();
+                child
+            })
+        })
+    }
+
+    /// A sequence's items (none for any other node).
+    pub(super) fn items(self) -> impl Iterator<Item = Node<'a, 't>> {
+        let seq = self.is_seq();
+        self.children().filter(move |_| seq)
+    }
+
+    /// A mapping's keys and values, in the text's order (none for any other node).
+    fn entries(self) -> impl Iterator<Item = (Node<'a, 't>, Node<'a, 't>)> {
+        let map = self.is_map();
+        let mut children = self.children().filter(move |_| map);
+        std::iter::from_fn(move || Some((children.next()?, children.next()?)))
+    }
+
+    /// A mapping's keys (as strings) and values.
+    pub(super) fn fields(self) -> impl Iterator<Item = (&'a str, Node<'a, 't>)> {
+        self.entries()
+            .map(|(key, value)| (key.as_str().unwrap_or_default(), value))
+    }
+
+    /// The value of a mapping's `key`.
+    pub(super) fn get(self, key: &str) -> Option<Node<'a, 't>> {
+        self.fields().find(|(k, _)| *k == key).map(|(_, value)| value)
+    }
+
+    /// The `serde_json::Value` it is, as serde-saphyr makes it.
+    pub(super) fn to_value(self) -> Value {
+        match self.kind() {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Number(n) => Value::Number(n.clone()),
+            Kind::Str(text) => Value::String(text.clone().into_owned()),
+            Kind::Seq { .. } => Value::Array(self.children().map(Node::to_value).collect()),
+            Kind::Map { .. } => Value::Object(
+                self.fields()
+                    .map(|(key, value)| (key.to_owned(), value.to_value()))
+                    .collect::<Map<String, Value>>(),
+            ),
+        }
+    }
 }
 
 /// The events of libyaml this reading uses; everything else is a [`GiveUp`] already.
-enum Event {
+enum Event<'t> {
     StreamStart,
     StreamEnd,
     DocumentStart { directives: bool },
@@ -166,7 +323,7 @@ enum Event {
     SequenceEnd,
     MappingStart,
     MappingEnd,
-    Scalar(Scalar),
+    Scalar(Scalar<'t>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,18 +333,19 @@ enum Style {
 }
 
 /// A single-line, untagged, unanchored plain or quoted scalar without escapes.
-struct Scalar {
-    text: String,
+struct Scalar<'t> {
+    /// Its value: the text as written (without quotes) where libyaml's value is that.
+    text: Cow<'t, str>,
     style: Style,
     /// Where it is in the text, in bytes (quotes included).
     start: usize,
     end: usize,
 }
 
-impl Scalar {
+impl<'t> Scalar<'t> {
     /// The scalar as a mapping key: serde_json's keys are strings, so only a quoted one or a
     /// plain word serde-saphyr reads as a string.
-    fn key(self) -> Result<String, GiveUp> {
+    fn key(self) -> Result<Cow<'t, str>, GiveUp> {
         if self.text.len() > MAX_KEY_BYTES {
             return Err(GiveUp("long key"));
         }
@@ -208,12 +366,15 @@ impl Scalar {
         }
     }
 
-    fn value(self) -> Result<Value, GiveUp> {
+    fn value(self) -> Result<Kind<'t>, GiveUp> {
         match self.style {
-            Style::Quoted => Ok(Value::String(self.text)),
+            Style::Quoted => Ok(Kind::Str(self.text)),
             Style::Plain => match resolve_plain(&self.text)? {
-                Value::String(_) => Ok(Value::String(self.text)),
-                other => Ok(other),
+                Value::String(_) => Ok(Kind::Str(self.text)),
+                Value::Null => Ok(Kind::Null),
+                Value::Bool(b) => Ok(Kind::Bool(b)),
+                Value::Number(n) => Ok(Kind::Number(n)),
+                _ => unreachable!("resolve_plain makes scalars only"),
             },
         }
     }
@@ -297,7 +458,7 @@ impl<'t> Parser<'t> {
         Self { sys, text }
     }
 
-    fn next(&mut self) -> Result<Event, GiveUp> {
+    fn next(&mut self) -> Result<Event<'t>, GiveUp> {
         let parser = self.sys.as_mut_ptr();
         let mut event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
         // SAFETY: the parser was initialized in `new` and is used by this thread only; after
@@ -328,7 +489,7 @@ impl Drop for Parser<'_> {
 /// # Safety
 ///
 /// `event` is one libyaml has just produced from `text` and not yet deleted.
-unsafe fn convert(event: &unsafe_sys::yaml_event_t, text: &str) -> Result<Event, GiveUp> {
+unsafe fn convert<'t>(event: &unsafe_sys::yaml_event_t, text: &'t str) -> Result<Event<'t>, GiveUp> {
     // SAFETY: the union's fields are read only for the event type that owns them; the
     // pointers libyaml gives (anchor, tag, value) are valid until the event is deleted.
     unsafe {
@@ -384,22 +545,25 @@ unsafe fn convert(event: &unsafe_sys::yaml_event_t, text: &str) -> Result<Event,
                     }
                 }
                 let bytes = std::slice::from_raw_parts(scalar.value, scalar.length as usize);
-                // Nearly every scalar is ASCII, checked far faster than UTF-8 (its full check was
-                // ~1.4 % of the CPU to ready at 100 000 entries).
-                let text = if bytes.is_ascii() {
-                    // ASCII bytes are UTF-8.
-                    std::str::from_utf8_unchecked(bytes)
-                } else {
-                    let Ok(text) = std::str::from_utf8(bytes) else {
-                        return Err(GiveUp("not UTF-8"));
-                    };
-                    text
+                let (start, end) = (event.start_mark.index as usize, event.end_mark.index as usize);
+                // The text as written, quotes cut: libyaml's value unless quoted with `''`. Then
+                // the value is a slice of the text, which needs no UTF-8 check.
+                let written = match style {
+                    Style::Plain => text.get(start..end),
+                    Style::Quoted => text.get(start + 1..end.saturating_sub(1)),
+                };
+                let text = match written {
+                    Some(written) if written.as_bytes() == bytes => Cow::Borrowed(written),
+                    _ => match std::str::from_utf8(bytes) {
+                        Ok(value) => Cow::Owned(value.to_owned()),
+                        Err(_) => return Err(GiveUp("not UTF-8")),
+                    },
                 };
                 Event::Scalar(Scalar {
-                    text: text.to_owned(),
+                    text,
                     style,
-                    start: event.start_mark.index as usize,
-                    end: event.end_mark.index as usize,
+                    start,
+                    end,
                 })
             }
             _ => return Err(GiveUp("unknown event")),

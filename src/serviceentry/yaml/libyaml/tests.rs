@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use super::super::{parse_serde_saphyr, read_libyaml};
-use super::GiveUp;
+use super::{GiveUp, Node};
+use crate::serviceentry::Resource;
 
 #[path = "../../../../tests/it/fixtures/dir.rs"]
 mod fixtures;
@@ -38,8 +39,8 @@ fn compare(text: &str) -> Result<Option<GiveUp>, String> {
     }
 }
 
-#[test]
-fn libyaml_reads_as_serde_saphyr_on_every_corpus_and_fixture_file() {
+/// The fuzz corpus, the fixtures and the files of `GLOBALDNS_YAML_DIFF`.
+fn corpus_and_fixtures() -> Vec<PathBuf> {
     let mut files = Vec::new();
     files_of(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/entries"),
@@ -55,6 +56,12 @@ fn libyaml_reads_as_serde_saphyr_on_every_corpus_and_fixture_file() {
             files_of(&path, &mut files);
         }
     }
+    files
+}
+
+#[test]
+fn libyaml_reads_as_serde_saphyr_on_every_corpus_and_fixture_file() {
+    let files = corpus_and_fixtures();
     let (mut read, mut gave_up, mut differ) = (0, BTreeMap::<&str, usize>::new(), Vec::new());
     for path in &files {
         let Ok(text) = std::fs::read_to_string(path) else {
@@ -81,6 +88,105 @@ fn libyaml_reads_as_serde_saphyr_on_every_corpus_and_fixture_file() {
     assert!(read >= 200, "only {read} of {} files read by libyaml", files.len());
 }
 
+/// The resources read straight from the tree (`fast`) are `serde_json::from_value`'s of the
+/// same document, for every mapping of the corpus and fixtures (documents and List items,
+/// whatever their kind): where `from_value` fails, `fast` must have read none.
+#[test]
+fn fast_resources_are_those_of_their_values() {
+    let (mut fast, mut differ) = (0, Vec::new());
+    for path in corpus_and_fixtures() {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        compare_fast(&text, &mut fast, &mut differ);
+    }
+    assert!(
+        differ.is_empty(),
+        "{} read differently:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+    assert!(fast >= 200, "only {fast} resources read straight from the tree");
+}
+
+/// Compares each resource `fast` reads in `text` (documents before a give-up too) with
+/// `from_value`'s, counting them in `fast` and the differences in `differ`.
+fn compare_fast(text: &str, fast: &mut usize, differ: &mut Vec<String>) {
+    fn compare(doc: Node<'_, '_>, fast: &mut usize, differ: &mut Vec<String>) {
+        for item in doc.get("items").into_iter().flat_map(Node::items) {
+            compare(item, fast, differ);
+        }
+        let Some(resource) = super::super::fast::resource(doc) else {
+            return;
+        };
+        *fast += 1;
+        let value = doc.to_value();
+        match serde_json::from_value::<Resource>(value.clone()) {
+            Ok(slow) if format!("{resource:?}") == format!("{slow:?}") => {}
+            slow => differ.push(format!("{value}\nfast      {resource:?}\nfrom_value {slow:?}")),
+        }
+    }
+    let _ = super::read(text, |doc| compare(doc, fast, differ));
+}
+
+/// Each field `fast` reads, at the edges of the types it takes: every text is read by libyaml,
+/// the odd field left to `from_value`, and the verdicts are serde-saphyr's.
+#[test]
+fn fields_at_the_edges_of_their_types_read_as_serde_saphyr() {
+    let head = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n";
+    let fields = [
+        "metadata: {name: a, namespace: b, creationTimestamp: '2024-01-01T00:00:00Z'}",
+        "metadata: {name: 5}",
+        "metadata: {name: null}",
+        "metadata: null",
+        "metadata: [a]",
+        "spec: null",
+        "spec: [a]",
+        "spec: {hosts: a.global}",
+        "spec: {hosts: [a.global, 5]}",
+        "spec: {hosts: null}",
+        "spec: {hosts: [a.global], addresses: [10.0.0.1, null]}",
+        "spec: {hosts: [a.global], exportTo: ['.', '*']}",
+        "spec: {hosts: [a.global], exportTo: '.'}",
+        "spec: {hosts: [a.global], resolution: 1}",
+        "spec: {hosts: [a.global], resolution: -1}",
+        "spec: {hosts: [a.global], resolution: true}",
+        "spec: {hosts: [a.global], resolution: null}",
+        "spec: {hosts: [a.global], resolution: [DNS]}",
+        "spec: {hosts: [a.global], ports: [{number: 80, name: http, protocol: HTTP}]}",
+        "spec: {hosts: [a.global], ports: [{number: 4294967295, name: http}]}",
+        "spec: {hosts: [a.global], ports: [{number: 4294967296, name: http}]}",
+        "spec: {hosts: [a.global], ports: [{number: -1, name: http}]}",
+        "spec: {hosts: [a.global], ports: [{number: '80', name: http}]}",
+        "spec: {hosts: [a.global], ports: [{number: 80, name: 5}]}",
+        "spec: {hosts: [a.global], ports: [{number: 80, protocol: null}]}",
+        "spec: {hosts: [a.global], ports: {number: 80}}",
+        "spec: {hosts: [a.global], ports: [80]}",
+        "spec: {hosts: [a.global]}\nstatus: {addresses: [{value: 240.0.0.1, host: a.global}]}",
+        "spec: {hosts: [a.global]}\nstatus: {addresses: [{value: 240.0.0.1}]}",
+        "spec: {hosts: [a.global]}\nstatus: {addresses: [{host: a.global}]}",
+        "spec: {hosts: [a.global]}\nstatus: {addresses: [{value: 5}]}",
+        "spec: {hosts: [a.global]}\nstatus: {addresses: null}",
+        "spec: {hosts: [a.global]}\nstatus: null",
+        "spec: {hosts: [a.global]}\nstatus: {conditions: [{type: Ready}]}",
+        "spec: {hosts: ['it''s.global']}",
+        "metadata: {name: a, labels: {x: y}}\nspec: {hosts: [a.global], location: MESH_INTERNAL}",
+    ];
+    let (mut fast, mut differ) = (0, Vec::new());
+    for field in fields {
+        let text = format!("{head}{field}\n");
+        assert_eq!(compare(&text), Ok(None), "{text}");
+        compare_fast(&text, &mut fast, &mut differ);
+    }
+    assert!(
+        differ.is_empty(),
+        "{} read differently:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+    assert!(fast >= 10, "only {fast} resources read straight from the tree");
+}
+
 /// Pieces of YAML the property strings together: a ServiceEntry's lines and the constructs
 /// where libyaml and serde-saphyr may part (numbers, null and boolean words, quotes and
 /// escapes, comments, flow and block styles, anchors, tags, directives, tabs, BOMs).
@@ -98,6 +204,12 @@ const PIECES: &[&str] = &[
     "  ports:\n  - number: ",
     "    protocol: ",
     "  resolution: ",
+    "  exportTo: [",
+    "  creationTimestamp: ",
+    "status:\n  addresses:\n  - value: ",
+    "    host: ",
+    "4294967296",
+    "''",
     "STATIC",
     "DNS",
     "svc.ns.global",
