@@ -182,7 +182,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (_, peak_after) = memory(pid);
+    let (rss_after, peak_after) = memory(pid);
     let _ = child.start_kill();
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -203,7 +203,9 @@ async fn main() {
         ready.as_secs_f64(),
         (ready - watching).as_secs_f64()
     );
-    println!("  RSS when ready: {rss:.0} MiB (peak {peak:.0} MiB; peak after the changes {peak_after:.0} MiB)");
+    println!(
+        "  RSS when ready: {rss:.0} MiB (peak {peak:.0} MiB); after the changes: {rss_after:.0} MiB (peak {peak_after:.0} MiB)"
+    );
     assert!(!publish.is_empty(), "no change was published alone");
     println!(
         "  one changed entry, {} changes: publish {}; write → answer {}",

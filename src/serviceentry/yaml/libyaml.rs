@@ -360,7 +360,7 @@ impl<'t> Scalar<'t> {
         match self.style {
             Style::Quoted => Ok(self.text),
             Style::Plain => match resolve_plain(&self.text)? {
-                Value::String(_) => Ok(self.text),
+                Kind::Str(_) => Ok(self.text),
                 _ => Err(GiveUp("non-string key")),
             },
         }
@@ -370,11 +370,8 @@ impl<'t> Scalar<'t> {
         match self.style {
             Style::Quoted => Ok(Kind::Str(self.text)),
             Style::Plain => match resolve_plain(&self.text)? {
-                Value::String(_) => Ok(Kind::Str(self.text)),
-                Value::Null => Ok(Kind::Null),
-                Value::Bool(b) => Ok(Kind::Bool(b)),
-                Value::Number(n) => Ok(Kind::Number(n)),
-                _ => unreachable!("resolve_plain makes scalars only"),
+                Kind::Str(_) => Ok(Kind::Str(self.text)),
+                other => Ok(other),
             },
         }
     }
@@ -382,16 +379,16 @@ impl<'t> Scalar<'t> {
 
 /// What serde-saphyr's untyped reading makes of a plain scalar (see the module's doc); the
 /// string case returns an empty string (the caller keeps its own text).
-fn resolve_plain(text: &str) -> Result<Value, GiveUp> {
+fn resolve_plain(text: &str) -> Result<Kind<'static>, GiveUp> {
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
-        "true" | "True" | "TRUE" => return Ok(Value::Bool(true)),
-        "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Kind::Null),
+        "true" | "True" | "TRUE" => return Ok(Kind::Bool(true)),
+        "false" | "False" | "FALSE" => return Ok(Kind::Bool(false)),
         _ => {}
     }
     let bytes = text.as_bytes();
     if !matches!(bytes[0], b'0'..=b'9' | b'+' | b'-' | b'.') {
-        return Ok(Value::String(String::new()));
+        return Ok(Kind::Str(Cow::Borrowed("")));
     }
     let (negative, digits) = match bytes.strip_prefix(b"-") {
         Some(rest) => (true, rest),
@@ -407,13 +404,13 @@ fn resolve_plain(text: &str) -> Result<Value, GiveUp> {
         return Ok(if negative {
             // `-0` is the integer 0 in serde-saphyr: i64 zero.
             #[allow(clippy::cast_possible_wrap)] // below 10^18
-            Value::from(-(magnitude as i64))
+            Kind::Number(Number::from(-(magnitude as i64)))
         } else {
-            Value::from(magnitude)
+            Kind::Number(Number::from(magnitude))
         });
     }
     if is_no_number(bytes) {
-        return Ok(Value::String(String::new()));
+        return Ok(Kind::Str(Cow::Borrowed("")));
     }
     Err(GiveUp("number-like plain scalar"))
 }
