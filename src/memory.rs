@@ -18,11 +18,14 @@ pub const LARGE_BATCH: usize = 10_000;
 /// Each thread that allocates while another holds its arena's lock gets an arena of its
 /// own, and what the lists free is left spread over all of them, in part-used pages that
 /// `malloc_trim` cannot return. Measured with 100 000 entries in each of 3 clusters
-/// (benches/scale.rs --replicated, 2 cores): RSS when ready 164 MiB with the default, 145 MiB
-/// with 2 arenas (133 MiB with 1, but in that one run the lists took three times as long to
-/// read). No in-zone query and no UDP forward allocates, so neither path contends for them (with
-/// forwarding's three allocations a forward, before, 2 arenas cost it ~8 % more CPU; since, ~1.5 %).
-pub const ARENAS: i32 = 2;
+/// (benches/scale.rs --replicated, 2 cores): RSS when ready 164 MiB with the default; with 2
+/// arenas 143–148 MiB in most runs but 165–204 MiB in 6 of 25 (as the lists' decoding fell
+/// to the threads); with 1, 135–136 MiB in 13 of 14 runs (163 in one), the lists read as fast
+/// (3.4–5.1 s against 3.7–4.8 s). No in-zone query and no UDP forward allocates, so neither
+/// path contends for it; the runtime's threads forwarding over UDP did ~4 % more CPU a forward
+/// than with 2 arenas (medians of two runs of `benches/load.py --forwarding`, within their
+/// rounds' spread).
+pub const ARENAS: i32 = 1;
 
 /// Limits glibc to [`ARENAS`] malloc arenas (glibc); nothing elsewhere. Call it before any
 /// thread starts.
