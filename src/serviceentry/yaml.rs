@@ -91,9 +91,26 @@ pub fn parse_serde_saphyr(text: &str, default_namespace: &str) -> Result<Parsed,
     Ok(documents.finish(default_namespace))
 }
 
-/// Whether a document of `kind` and `api_version` is a list whose `items` are documents.
-fn is_list(kind: &str, api_version: &str) -> bool {
-    kind == "List" || kind.ends_with("List") && api_version.starts_with(GROUP)
+/// What a document is, by its `kind` and `apiVersion`.
+enum Kind<'a> {
+    /// A list whose `items` are documents.
+    List,
+    /// A ServiceEntry of Istio's group, of this version (a known one or not).
+    ServiceEntry(&'a str),
+    /// Anything else (a ServiceEntry of another API group too): ignored.
+    Other,
+}
+
+impl<'a> Kind<'a> {
+    fn of(kind: &str, api_version: &'a str) -> Self {
+        if kind == "List" || kind.ends_with("List") && api_version.starts_with(GROUP) {
+            return Kind::List;
+        }
+        match api_version.strip_prefix(GROUP).and_then(|v| v.strip_prefix('/')) {
+            Some(version) if kind == "ServiceEntry" => Kind::ServiceEntry(version),
+            _ => Kind::Other,
+        }
+    }
 }
 
 /// Where a document's namespace came from: its own `metadata.namespace`, or the default
@@ -136,20 +153,15 @@ impl Documents {
     /// its value.
     fn visit_read(&mut self, doc: libyaml::Node<'_, '_>) {
         let str_field = |key: &str| doc.get(key).and_then(|v| v.as_str()).unwrap_or("");
-        let (kind, api_version) = (str_field("kind"), str_field("apiVersion"));
-        if is_list(kind, api_version) {
-            if let Some(items) = doc.get("items") {
-                for item in items.items() {
+        let version = match Kind::of(str_field("kind"), str_field("apiVersion")) {
+            Kind::List => {
+                for item in doc.get("items").into_iter().flat_map(libyaml::Node::items) {
                     self.visit_read(item);
                 }
+                return;
             }
-            return;
-        }
-        if kind != "ServiceEntry" {
-            return;
-        }
-        let Some(version) = api_version.strip_prefix(GROUP).and_then(|v| v.strip_prefix('/')) else {
-            return; // a ServiceEntry of some other API group
+            Kind::Other => return,
+            Kind::ServiceEntry(version) => version,
         };
         if VERSIONS.contains(&version)
             && let Some(resource) = fast::resource(doc)
@@ -161,23 +173,20 @@ impl Documents {
 
     fn visit(&mut self, doc: serde_json::Value) {
         let str_field = |key: &str| doc.get(key).and_then(|v| v.as_str()).unwrap_or("");
-        let kind = str_field("kind");
         let api_version = str_field("apiVersion");
-        if is_list(kind, api_version) {
-            if let serde_json::Value::Object(mut list) = doc
-                && let Some(serde_json::Value::Array(items)) = list.remove("items")
-            {
-                for item in items {
-                    self.visit(item);
+        let version = match Kind::of(str_field("kind"), api_version) {
+            Kind::List => {
+                if let serde_json::Value::Object(mut list) = doc
+                    && let Some(serde_json::Value::Array(items)) = list.remove("items")
+                {
+                    for item in items {
+                        self.visit(item);
+                    }
                 }
+                return;
             }
-            return;
-        }
-        if kind != "ServiceEntry" {
-            return;
-        }
-        let Some(version) = api_version.strip_prefix(GROUP).and_then(|v| v.strip_prefix('/')) else {
-            return; // a ServiceEntry of some other API group
+            Kind::Other => return,
+            Kind::ServiceEntry(version) => version,
         };
         let meta = |key: &str| doc.get("metadata").and_then(|m| m.get(key)).and_then(|v| v.as_str());
         let namespace = meta("namespace");
