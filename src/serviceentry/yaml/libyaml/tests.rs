@@ -346,3 +346,25 @@ protocol: HTTP
   - address: 10.0.0.1
 ports: {http: 8080}
 ";
+
+/// Found by a tester: libyaml takes a `?` right before a flow key or item for an explicit
+/// key (YAML 1.1), serde-saphyr for part of a string (YAML 1.2); and libyaml takes a tab at the
+/// start of a flow collection's line under a block mapping, which serde-saphyr rejects.
+#[test]
+fn flow_question_marks_and_line_start_tabs_read_as_serde_saphyr() {
+    let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n";
+    let texts = [
+        // A namespace that serde-saphyr does not see (its key is `?namespace`).
+        format!("{se}metadata: {{name: a, ?namespace: b}}\nspec: {{hosts: [a.global]}}\n"),
+        // A host that is a string to serde-saphyr, a mapping to libyaml.
+        format!("{se}metadata: {{name: a}}\nspec: {{hosts: [?a]}}\n"),
+        // Not YAML to serde-saphyr.
+        "x: [\n\t]\n".to_owned(),
+        format!("{se}metadata: {{name: a}}\nspec:\n  hosts: [a.global,\n\tb.global]\n"),
+    ];
+    let differ: Vec<String> = texts
+        .iter()
+        .filter_map(|text| compare(text).err().map(|diff| format!("{text:?}:\n{diff}")))
+        .collect();
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
