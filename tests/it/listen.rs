@@ -228,6 +228,22 @@ fn listeners_on_one_address_reply_from_it() {
     });
 }
 
+/// `[::ffff:0.0.0.0]` is IPv4's wildcard on an IPv6 socket: its replies must leave from the
+/// address asked (packet info), not from the one routing picks (found by a tester: a query
+/// to 127.0.0.2 was answered from 127.0.0.1, which dig and hickory drop).
+#[test]
+fn a_v4_mapped_wildcard_listener_replies_from_the_address_asked() {
+    in_netns(
+        "a_v4_mapped_wildcard_listener_replies_from_the_address_asked",
+        || async {
+            let up = Upstream::start(Behaviour::Answer).await;
+            let server = Globaldns::start(&["--listen", "[::ffff:0.0.0.0]:53"], up.addr).await;
+            assert_eq!(server.bound, "[[::ffff:0.0.0.0]:53]");
+            both_clients_answered("127.0.0.1", "127.0.0.2", 53).await;
+        },
+    );
+}
+
 /// IPv6 on a second address of the host, and the IPv4 clients of the same dual-stack socket
 /// (v4-mapped), in-zone and forwarded.
 #[test]
