@@ -39,9 +39,11 @@ pub const BATCH: usize = 32;
 pub const MAX_QUERY: usize = 4096;
 
 /// Whether a UDP socket bound to `addr` must be told each reply's source: only a wildcard
-/// address's replies could leave from another address than their query went to.
+/// address's (`0.0.0.0`, `[::]`, `[::ffff:0.0.0.0]`) replies could leave from another address
+/// than their query went to.
 pub fn needs_packet_info(addr: &SocketAddr) -> bool {
-    addr.ip().is_unspecified()
+    // `[::ffff:0.0.0.0]` is IPv4's wildcard on an IPv6 socket.
+    addr.ip().to_canonical().is_unspecified()
 }
 
 /// The standard form of a socket address of the IP families.

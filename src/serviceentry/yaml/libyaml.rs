@@ -14,6 +14,8 @@
 //! multi-line scalar, an escape in a double-quoted one, a plain scalar that may be a float or
 //! an odd integer, a key that is not a plain word or quoted, a merge (`<<`) or duplicate key,
 //! a `#` right after a token outside a scalar (a comment to libyaml, an error to YAML 1.2), a
+//! `?` outside a scalar (an explicit key to libyaml even when a plain scalar follows it), a tab
+//! in a line's indentation (a separator to libyaml in a flow collection, an error there), a
 //! BOM inside the text or a YAML 1.1 line break (NEL, LS, PS), nesting deeper than 32, or
 //! sizes near serde-saphyr's budget.
 //!
@@ -65,13 +67,30 @@ pub(super) fn read<'t>(text: &'t str, mut each: impl FnMut(Node<'_, 't>)) -> Res
     if !text.is_ascii() && text.contains(['\u{feff}', '\u{85}', '\u{2028}', '\u{2029}']) {
         return Err(GiveUp("BOM or YAML 1.1 line break"));
     }
-    // A `#` right after a non-space starts a comment for libyaml (`[a]#c`) but is an error for
-    // serde-saphyr, as YAML wants. Such a `#` is fine only inside a scalar: each must be.
-    let mut hashes = text
-        .match_indices('#')
-        .map(|(at, _)| at)
-        .filter(|&at| at > 0 && !matches!(text.as_bytes()[at - 1], b' ' | b'\t' | b'\r' | b'\n'))
+    // A tab in a line's indentation separates tokens in a flow collection for libyaml (YAML
+    // 1.1), but is an error for serde-saphyr (`x: [\n\t]`).
+    if text.contains('\t')
+        && text
+            .split('\n')
+            .any(|line| line.trim_start_matches(' ').starts_with('\t'))
+    {
+        return Err(GiveUp("tab in indentation"));
+    }
+    // Characters that are fine only inside a scalar: a `#` right after a non-space starts a
+    // comment for libyaml (`[a]#c`) but is an error for serde-saphyr, as YAML wants; a `?`
+    // outside a scalar is an explicit key for libyaml even without a space after it
+    // (`{?name: a}`), part of a plain scalar for serde-saphyr.
+    let mut marks = text
+        .match_indices(['#', '?'])
+        .filter(|&(at, mark)| mark == "?" || at > 0 && !matches!(text.as_bytes()[at - 1], b' ' | b'\t' | b'\r' | b'\n'))
         .peekable();
+    let outside = |mark: &str| {
+        GiveUp(if mark == "#" {
+            "comment right after a token"
+        } else {
+            "? outside a scalar"
+        })
+    };
     let mut parser = Parser::new(text);
     let mut tree = Tree::default();
     // The collections being read, innermost last.
@@ -84,8 +103,8 @@ pub(super) fn read<'t>(text: &'t str, mut each: impl FnMut(Node<'_, 't>)) -> Res
         match event {
             Event::StreamStart | Event::DocumentEnd => continue,
             Event::StreamEnd => {
-                if hashes.next().is_some() {
-                    return Err(GiveUp("comment right after a token"));
+                if let Some((_, mark)) = marks.next() {
+                    return Err(outside(mark));
                 }
                 return Ok(());
             }
@@ -133,11 +152,11 @@ pub(super) fn read<'t>(text: &'t str, mut each: impl FnMut(Node<'_, 't>)) -> Res
                 }
             }
             Event::Scalar(scalar) => {
-                while let Some(&at) = hashes.peek().filter(|&&at| at < scalar.end) {
+                while let Some(&(at, mark)) = marks.peek().filter(|&&(at, _)| at < scalar.end) {
                     if at < scalar.start {
-                        return Err(GiveUp("comment right after a token"));
+                        return Err(outside(mark));
                     }
-                    hashes.next();
+                    marks.next();
                 }
                 scalar_bytes += scalar.text.len();
                 if scalar_bytes > MAX_SCALAR_BYTES {
