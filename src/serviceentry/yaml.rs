@@ -11,7 +11,7 @@
 //! namespace's name.
 //!
 //! Two parsers, one verdict: serde-saphyr defines what a text holds; libyaml (`yaml/libyaml.rs`,
-//! ~3× faster) reads the texts whose every construct it has proven to read the same way, and
+//! ~3× faster) reads the texts whose every construct the tests show it reads the same way, and
 //! leaves any other text whole to serde-saphyr.
 
 use thiserror::Error;
@@ -43,8 +43,9 @@ pub struct NotYaml(#[source] serde_saphyr::Error);
 /// Reads every ServiceEntry document of `text`; objects without a namespace are placed in
 /// `default_namespace`.
 ///
-/// The text is read with libyaml (`yaml/libyaml.rs`) when it holds only YAML whose reading is proven
-/// to be serde-saphyr's, else with serde-saphyr: either way the verdicts are serde-saphyr's.
+/// The text is read with libyaml (`yaml/libyaml.rs`) when it holds only YAML whose reading is shown
+/// to be serde-saphyr's, else with serde-saphyr: either way the verdicts are meant to be serde-saphyr's
+/// (the differential tests and the fuzz target check them).
 ///
 /// # Errors
 ///

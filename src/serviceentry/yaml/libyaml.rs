@@ -6,7 +6,7 @@
 //! (`super::fast`) allocates only what the entry keeps.
 //!
 //! libyaml walks an entries file ~3× faster than serde-saphyr's parser, but the two do not
-//! agree on every text. So this reading only takes the YAML whose value it has proven to be
+//! agree on every text. So this reading only takes the YAML whose value the tests show to be
 //! serde-saphyr's (the differential tests below run both over the fuzz corpus, the real-world
 //! fixtures and strung-together or mutated texts; the fuzz target does too): block mappings and sequences, flow ones, single-line plain and quoted
 //! scalars. At anything else it gives up ([`GiveUp`]) and the caller reads the whole text with
@@ -56,7 +56,7 @@ const MAX_TEXT_BYTES: usize = 128 << 20;
 ///
 /// # Errors
 ///
-/// [`GiveUp`] when the text holds anything this reading has not proven to read as
+/// [`GiveUp`] when the text holds anything this reading has not been shown to read as
 /// serde-saphyr does; `each` may have been given the documents before that point.
 pub(super) fn read<'t>(text: &'t str, mut each: impl FnMut(Node<'_, 't>)) -> Result<(), GiveUp> {
     if text.len() > MAX_TEXT_BYTES {
