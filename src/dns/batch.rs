@@ -42,8 +42,13 @@ pub const MAX_QUERY: usize = 4096;
 /// address's (`0.0.0.0`, `[::]`, `[::ffff:0.0.0.0]`) replies could leave from another address
 /// than their query went to.
 pub fn needs_packet_info(addr: &SocketAddr) -> bool {
-    // `[::ffff:0.0.0.0]` is IPv4's wildcard on an IPv6 socket.
-    addr.ip().to_canonical().is_unspecified()
+    is_wildcard(addr.ip())
+}
+
+/// Whether `ip` is a wildcard (unspecified) address of either family; `::ffff:0.0.0.0` is
+/// IPv4's on an IPv6 socket.
+fn is_wildcard(ip: IpAddr) -> bool {
+    ip.to_canonical().is_unspecified()
 }
 
 /// The standard form of a socket address of the IP families.
@@ -108,10 +113,10 @@ impl Local {
     /// without packet info, so the system sends it from the socket's address (packet info with
     /// `0.0.0.0` would have routing pick another than a bound one).
     fn is_known(self) -> bool {
-        match self {
-            Local::V4(addr) => !addr.is_unspecified(),
-            Local::V6(addr, _) => !addr.is_unspecified() && addr != Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(),
-        }
+        !is_wildcard(match self {
+            Local::V4(addr) => addr.into(),
+            Local::V6(addr, _) => addr.into(),
+        })
     }
 
     /// No known destination, for a reply to `peer` on a socket of this family.

@@ -171,17 +171,14 @@ impl Listeners {
         let mut tcp = Vec::with_capacity(self.bound.len());
         let sockets = self.bound.into_iter().flat_map(|bound| {
             tcp.push(bound.tcp);
-            let family = Family {
-                ipv6: bound.addr.is_ipv6(),
-                packet_info: batch::needs_packet_info(&bound.addr),
-            };
-            bound.udp.into_iter().map(move |socket| (socket, family))
+            let addr = bound.addr;
+            bound.udp.into_iter().map(move |socket| (socket, addr))
         });
-        for (i, (socket, family)) in sockets.enumerate() {
+        for (i, (socket, addr)) in sockets.enumerate() {
             let (shared, stop) = (shared.clone(), shutdown.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("globaldns-udp-{i}"))
-                .spawn(move || udp_loop(&Arc::new(socket), family, &shared, &stop));
+                .spawn(move || udp_loop(&Arc::new(socket), addr, &shared, &stop));
             match thread {
                 Ok(thread) => udp.push(thread),
                 Err(e) => {
@@ -316,9 +313,9 @@ fn answer_tallied(
 
 /// Serves one UDP socket until shutdown. A panic (a bug) is logged and the socket served on:
 /// a socket nobody reads would silently lose its share of the queries for good.
-fn udp_loop(socket: &Arc<std::net::UdpSocket>, family: Family, shared: &Shared, shutdown: &CancellationToken) {
+fn udp_loop(socket: &Arc<std::net::UdpSocket>, addr: SocketAddr, shared: &Shared, shutdown: &CancellationToken) {
     while !shutdown.is_cancelled() {
-        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, family, shared, shutdown));
+        let serving = std::panic::AssertUnwindSafe(|| udp_batches(socket, addr, shared, shutdown));
         if std::panic::catch_unwind(serving).is_err() {
             tracing::error!("a UDP thread panicked answering a batch; serving on");
         }
@@ -328,17 +325,10 @@ fn udp_loop(socket: &Arc<std::net::UdpSocket>, family: Family, shared: &Shared, 
 /// Every query of a batch can be fetched ahead ([`fetch_ahead`]).
 const _: () = assert!(batch::BATCH <= crate::table::AHEAD);
 
-/// What a UDP socket's batches need to know of it.
-#[derive(Debug, Clone, Copy)]
-struct Family {
-    /// An IPv6 socket.
-    ipv6: bool,
-    /// Packet info enabled ([`batch::needs_packet_info`]).
-    packet_info: bool,
-}
-
-fn udp_batches(socket: &Arc<std::net::UdpSocket>, family: Family, shared: &Shared, shutdown: &CancellationToken) {
-    let mut batch = Batch::new(family.ipv6, family.packet_info);
+/// `addr`: the address the socket is bound to (its family; whether it has packet info, as
+/// `bind::udp` enabled it by [`batch::needs_packet_info`]).
+fn udp_batches(socket: &Arc<std::net::UdpSocket>, addr: SocketAddr, shared: &Shared, shutdown: &CancellationToken) {
+    let mut batch = Batch::new(addr.is_ipv6(), batch::needs_packet_info(&addr));
     let mut rng = Shuffler::new(seed());
     let mut tally = Tally::default();
     let mut sends = UdpSends::default();
