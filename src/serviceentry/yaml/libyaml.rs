@@ -200,10 +200,7 @@ impl Tree<'_> {
     fn has_duplicate_key(&self, at: usize, keys: &mut Vec<usize>) -> bool {
         keys.clear();
         keys.extend(Node { tree: self, at }.entries().map(|(key, _)| key.at));
-        let key = |at: usize| match &self.nodes[at] {
-            Kind::Str(key) => &**key,
-            _ => "",
-        };
+        let key = |at: usize| Node { tree: self, at }.as_str().unwrap_or_default();
         keys.sort_unstable_by(|&a, &b| key(a).cmp(key(b)));
         keys.windows(2).any(|pair| key(pair[0]) == key(pair[1]))
     }
@@ -552,16 +549,14 @@ unsafe fn convert<'t>(event: &unsafe_sys::yaml_event_t, text: &'t str) -> Result
                     _ => return Err(GiveUp("block scalar")),
                 };
                 // Marks are byte offsets into `text`.
+                let (start, end) = (event.start_mark.index as usize, event.end_mark.index as usize);
                 if scalar.style == unsafe_sys::YAML_DOUBLE_QUOTED_SCALAR_STYLE {
-                    let source = text
-                        .as_bytes()
-                        .get(event.start_mark.index as usize..event.end_mark.index as usize);
+                    let source = text.as_bytes().get(start..end);
                     if source.is_none_or(|s| s.contains(&b'\\')) {
                         return Err(GiveUp("escape"));
                     }
                 }
                 let bytes = std::slice::from_raw_parts(scalar.value, scalar.length as usize);
-                let (start, end) = (event.start_mark.index as usize, event.end_mark.index as usize);
                 // The text as written, quotes cut: libyaml's value unless quoted with `''`. Then
                 // the value is a slice of the text, which needs no UTF-8 check.
                 let written = match style {
